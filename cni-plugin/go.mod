@@ -1,0 +1,3 @@
+module ambit.dev/cni-plugin
+
+go 1.26.0

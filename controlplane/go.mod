@@ -1,0 +1,3 @@
+module ambit.dev/controlplane
+
+go 1.26.0

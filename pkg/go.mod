@@ -1,0 +1,3 @@
+module ambit.dev/pkg
+
+go 1.26.0
