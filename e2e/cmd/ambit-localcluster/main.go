@@ -143,7 +143,7 @@ func parseConfig(cmd string, args []string) (cluster.Config, binFlags, error) {
 	}
 	fs.StringVar(&cfg.Name, "name", "ambit", "cluster name (prefixes links, cgroups)")
 	fs.IntVar(&cfg.Nodes, "nodes", 2, "number of nodes (up)")
-	stateRoot := fs.String("state-root", "/var/lib/ambit/localcluster", "directory holding one state dir per cluster")
+	stateRoot := fs.String("state-root", "/var/lib/ambit-localcluster", "directory holding one state dir per cluster")
 	fs.StringVar(&cfg.K8sBinDir, "k8s-bin-dir", filepath.Join(cache, "k8s", cluster.K8sVersion, "bin"), "directory with the Kubernetes binaries (built by e2e/hack/build-k8s.sh)")
 	fs.StringVar(&cfg.CNIPluginDir, "cni-plugin-dir", "/usr/lib/cni", "reference CNI plugins (Debian containernetworking-plugins)")
 	fs.StringVar(&cfg.PauseBinary, "pause-binary", filepath.Join(filepath.Dir(exe), "ambit-pause"), "static pause binary for the sandbox image")

@@ -1,0 +1,66 @@
+# Ambit — build, test and demo entry points. `make help` lists them.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+OUT := $(CURDIR)/_output
+export CGO_ENABLED ?= 0
+
+# Modules in the workspace, as package patterns from the repo root.
+MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/...
+# Static binaries built into bin/.
+CMDS := ./e2e/cmd/ambit-localcluster ./e2e/cmd/ambit-testapp ./e2e/cmd/ambit-pause ./e2e/cmd/ambit-testreport
+
+.PHONY: help deps k8s build images generate verify test test-unit test-privileged test-harness test-e2e \
+        cluster-up cluster-down demo demo-down clean
+
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages (root)
+	@hack/deps.sh
+
+k8s: ## build the Kubernetes binaries once, cached outside the repo by version
+	@e2e/hack/build-k8s.sh
+
+build: ## build every binary into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ $(CMDS)
+
+images: build ## pack the binaries that run in pods as image tarballs
+	@mkdir -p $(OUT)/images
+	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-testapp --ref localhost/ambit-testapp:dev --out $(OUT)/images/ambit-testapp.tar
+
+generate: ## regenerate the Go code from api/ protos
+	@api/hack/generate.sh
+
+verify: ## gofmt, go vet and generated-code freshness
+	@hack/verify.sh
+
+test: ## everything CI runs: set-up, verify, unit, privileged, harness and e2e tiers
+	@hack/test.sh
+
+test-unit: ## unit tier (no root, no cluster)
+	@TIERS=unit hack/test.sh
+
+test-privileged: ## privileged tier (root; real netns and iptables)
+	@TIERS=privileged hack/test.sh
+
+test-harness: ## local-cluster harness tier: up, down, up leaves no trace
+	@TIERS=harness hack/test.sh
+
+test-e2e: ## e2e tier on a fresh 2-node local cluster
+	@TIERS=e2e hack/test.sh
+
+cluster-up: deps k8s images ## bring up a 2-node local cluster (name "ambit")
+	$(BIN)/ambit-localcluster up --name ambit --nodes 2 --image $(OUT)/images/ambit-testapp.tar
+
+cluster-down: ## tear the local cluster down
+	@if [ -x $(BIN)/ambit-localcluster ]; then $(BIN)/ambit-localcluster down --name ambit; fi
+
+demo: ## the main job: local cluster + sample app, traffic shown
+	@hack/demo.sh
+
+demo-down: cluster-down ## remove the demo
+
+clean: ## remove build outputs (not the cached Kubernetes build)
+	rm -rf $(BIN) $(OUT)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Static checks: gofmt, go vet on every module, generated code up to date.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+rc=0
+bad=$(git ls-files '*.go' | grep -v '\.pb\.go$' | xargs -r gofmt -l)
+if [ -n "$bad" ]; then echo "verify: gofmt would change:"; echo "$bad"; rc=1; fi
+if ! go vet ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/...; then
+  echo "verify: go vet failed"; rc=1
+fi
+if ! go vet -tags e2e ./e2e/tests/... ; then echo "verify: go vet (e2e tag) failed"; rc=1; fi
+if ! api/hack/verify-generate.sh; then rc=1; fi
+[ $rc -eq 0 ] && echo "verify: ok"
+exit $rc
