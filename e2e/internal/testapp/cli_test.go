@@ -171,7 +171,7 @@ func TestMainTCP(t *testing.T) {
 			if err != nil || host != fam.host {
 				t.Errorf("peer %q is not an address on %s", peer, fam.host)
 			}
-			recs := ts.logs.logLines(t, "tcp connection")
+			recs := ts.logs.waitLogLine(t, "tcp connection", func(r map[string]any) bool { return r["peer"] == peer })
 			if !slices.ContainsFunc(recs, func(r map[string]any) bool { return r["peer"] == peer }) {
 				t.Errorf("server logged no connection from %s: %v", peer, recs)
 			}

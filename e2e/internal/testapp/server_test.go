@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,21 @@ func (b *syncBuffer) logLines(t *testing.T, msg string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// waitLogLine polls the log until a record with msg satisfies ok: the
+// server writes its per-connection line after the client may already have
+// its answer.
+func (b *syncBuffer) waitLogLine(t *testing.T, msg string, ok func(map[string]any) bool) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		recs := b.logLines(t, msg)
+		if slices.ContainsFunc(recs, ok) || time.Now().After(deadline) {
+			return recs
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 type testServer struct {
@@ -150,7 +166,7 @@ func TestHTTPInfoReportsPeer(t *testing.T) {
 				t.Errorf("X-Test header = %q, want %q (all headers %v)", info.Headers["X-Test"], "a, b", info.Headers)
 			}
 
-			recs := ts.logs.logLines(t, "http request")
+			recs := ts.logs.waitLogLine(t, "http request", func(r map[string]any) bool { return r["path"] == "/some/path" })
 			if len(recs) != 1 || recs[0]["peer"] != res.Local || recs[0]["path"] != "/some/path" || recs[0]["status"] != float64(200) {
 				t.Errorf("request log = %v, want one record with peer %s, path /some/path, status 200", recs, res.Local)
 			}
