@@ -7,7 +7,6 @@ package framework
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -60,12 +59,9 @@ func New(t *testing.T) *Framework {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if _, err := cs.Discovery().ServerVersion(); err != nil {
 		t.Fatalf("cluster at %s does not answer: %v (is it up? `ambit-localcluster status`)", cfg.Host, err)
 	}
-	_ = ctx
 	return &Framework{t: t, Client: cs, Config: cfg}
 }
 
@@ -347,6 +343,3 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// ErrNotReady is returned by helpers polling for a state not reached yet.
-var ErrNotReady = errors.New("not ready")
