@@ -1,0 +1,146 @@
+// Package config parses ztunnel's command line (and AMBIT_* environment
+// variables) into one typed Config. It is the only package that reads the
+// environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"ambit.dev/pkg/identity"
+	"ambit.dev/ztunnel/internal/admin"
+)
+
+// Config is ztunnel's configuration.
+type Config struct {
+	// NodeName is the node this ztunnel serves (required).
+	NodeName string
+	// WorkloadsFile is the YAML workloads file (file mode).
+	WorkloadsFile string
+	// CACert and CAKey are PEM files of the in-process CA (stand-alone and
+	// test mode); every ztunnel of a mesh must share the pair.
+	CACert, CAKey string
+	TrustDomain   string
+	// AdminAddr must be loopback.
+	AdminAddr   string
+	MetricsAddr string
+	ReadyAddr   string
+	// DrainPeriod bounds how long open connections may finish after
+	// SIGTERM.
+	DrainPeriod time.Duration
+	// CertTTL is the lifetime of workload certificates.
+	CertTTL   time.Duration
+	LogLevel  slog.Level
+	LogFormat string // json | text
+}
+
+// envPrefix + the flag name in upper case with '-' → '_' names the
+// environment variable of a flag: --node-name ↔ AMBIT_NODE_NAME.
+const envPrefix = "AMBIT_"
+
+// EnvName returns the environment variable that sets flag name.
+func EnvName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// FromOS parses os.Args[1:] and the process environment.
+func FromOS() (Config, error) {
+	return Parse(os.Args[1:], os.LookupEnv, os.Stderr)
+}
+
+// Parse parses args. A flag not given on the command line takes its value
+// from the environment variable EnvName(flag) if lookupEnv finds it, else
+// its default: the command line wins over the environment. Usage and
+// errors of the flag set go to out.
+func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
+	var c Config
+	var logLevel string
+	fs := flag.NewFlagSet("ztunnel", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.NodeName, "node-name", "", "name of the node this ztunnel serves (required)")
+	fs.StringVar(&c.WorkloadsFile, "workloads-file", "", "YAML file of workloads and services (file mode; required until xDS exists)")
+	fs.StringVar(&c.CACert, "ca-cert", "", "PEM certificate of the local CA that signs workload certificates (required)")
+	fs.StringVar(&c.CAKey, "ca-key", "", "PEM private key of the local CA (required)")
+	fs.StringVar(&c.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
+	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint (/config_dump, /certs, pprof); loopback only")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":15020", "Prometheus /metrics endpoint")
+	fs.StringVar(&c.ReadyAddr, "ready-addr", ":15021", "readiness endpoint /healthz/ready")
+	fs.DurationVar(&c.DrainPeriod, "drain-period", 30*time.Second, "on SIGTERM, how long open connections may continue before they are closed")
+	fs.DurationVar(&c.CertTTL, "cert-ttl", identity.DefaultCertTTL, "lifetime of workload certificates (rotated at half-life)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "json | text")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments %q (all settings are --flags)", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || lookupEnv == nil {
+			return
+		}
+		if v, ok := lookupEnv(EnvName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel))
+	}
+	errs = append(errs, c.validate()...)
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return c, nil
+}
+
+func (c Config) validate() []error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is required (the Kubernetes node this ztunnel runs on)"))
+	}
+	if c.WorkloadsFile == "" {
+		errs = append(errs, errors.New("--workloads-file is required: file mode is the only state source so far"))
+	}
+	if c.CACert == "" || c.CAKey == "" {
+		errs = append(errs, errors.New("--ca-cert and --ca-key are required: the in-process CA is the only certificate source so far"))
+	}
+	if err := (identity.ID{TrustDomain: c.TrustDomain, Namespace: "x", ServiceAccount: "x"}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
+	}
+	if err := admin.CheckLoopback(c.AdminAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--admin-addr: %w", err))
+	}
+	if c.DrainPeriod <= 0 {
+		errs = append(errs, fmt.Errorf("--drain-period %s must be positive", c.DrainPeriod))
+	}
+	if c.CertTTL < 2*time.Minute {
+		errs = append(errs, fmt.Errorf("--cert-ttl %s is too short (at least 2m)", c.CertTTL))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", c.LogFormat))
+	}
+	return errs
+}
+
+// Logger returns the slog logger the configuration asks for, writing to w.
+func (c Config) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

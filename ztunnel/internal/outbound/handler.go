@@ -1,0 +1,200 @@
+package outbound
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"ambit.dev/pkg/hbone"
+	"ambit.dev/ztunnel/internal/metrics"
+	"ambit.dev/ztunnel/internal/model"
+	"ambit.dev/ztunnel/internal/proxy"
+	"ambit.dev/ztunnel/internal/socket"
+	"ambit.dev/ztunnel/internal/state"
+)
+
+// hboneAttempts bounds how often an HBONE tunnel is tried for one
+// connection. A retry only happens when no CONNECT was answered (the
+// connection broke or was going away, e.g. the destination's ztunnel is
+// being replaced), so the application has sent nothing anywhere yet.
+const hboneAttempts = 3
+
+// HandlerConfig configures a Handler. Store is required.
+type HandlerConfig struct {
+	Store *state.Store
+	// Planner decides routes (nil: random endpoint choice).
+	Planner *Planner
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
+	// Mark is the SO_MARK of the sockets ztunnel opens (0x539).
+	Mark   uint32
+	Logger *slog.Logger
+}
+
+// Handler serves connections accepted on a pod's outbound listener.
+type Handler struct {
+	cfg HandlerConfig
+	log *slog.Logger
+}
+
+// NewHandler validates cfg.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("outbound: HandlerConfig.Store is required")
+	}
+	if cfg.Planner == nil {
+		cfg.Planner = NewPlanner(nil)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "outbound")}, nil
+}
+
+// Pod is the source pod of the connections a Handler serves.
+type Pod struct {
+	UID   string
+	Netns *socket.Netns
+	// Dialer opens HBONE tunnels; its DialTCP must create sockets inside
+	// the pod's netns with ztunnel's mark (see NetnsDialTCP).
+	Dialer *hbone.Dialer
+	// Track, if set, is called when a connection starts; the returned
+	// func when it ends.
+	Track func() (done func())
+}
+
+// NetnsDialTCP returns an hbone.DialerConfig.DialTCP that connects from
+// inside ns with mark: the tunnel leaves from the pod's own IP, and the
+// pod's redirection rules let it through.
+func NetnsDialTCP(ns *socket.Netns, mark uint32) func(ctx context.Context, t hbone.Target) (net.Conn, error) {
+	return func(ctx context.Context, t hbone.Target) (net.Conn, error) {
+		return socket.DialInNetns(ctx, ns, "tcp", t.HBONEAddr.String(), socket.DialOptions{Mark: mark})
+	}
+}
+
+// Serve handles one connection captured from the pod: it reads the
+// original destination, plans the route and proxies until both sides are
+// done (or ctx ends). It closes c.
+func (h *Handler) Serve(ctx context.Context, pod Pod, c *net.TCPConn) {
+	defer c.Close()
+	client := addrPort(c.RemoteAddr())
+	log := h.log.With("pod", pod.UID, "client", client.String())
+	dst, err := socket.OriginalDst(c)
+	if err != nil {
+		log.Warn("outbound connection refused: no original destination", "error", err)
+		reset(c)
+		return
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if dst == addrPort(c.LocalAddr()) {
+		log.Debug("outbound connection refused: addressed to the capture port itself")
+		reset(c)
+		return
+	}
+	log = log.With("dst", dst.String())
+	snap := h.cfg.Store.Current()
+	src, ok := snap.WorkloadByUID(pod.UID)
+	if !ok {
+		h.cfg.Metrics.Refused(metrics.RefusedUnknownWorkload)
+		log.Warn("outbound connection refused: source pod is not in the workload state")
+		reset(c)
+		return
+	}
+	route, err := h.cfg.Planner.Plan(snap, src, dst)
+	if err != nil {
+		h.cfg.Metrics.Refused(metrics.RefusedNoEndpoint)
+		log.Info("outbound connection denied", "reason", route.Reason)
+		reset(c)
+		return
+	}
+	done := func() {}
+	if pod.Track != nil {
+		done = pod.Track()
+	}
+	defer done()
+
+	var up net.Conn
+	protocol, security := metrics.ProtocolTCP, metrics.SecurityNone
+	switch route.Kind {
+	case Passthrough:
+		up, err = socket.DialInNetns(ctx, pod.Netns, "tcp", route.Dst.String(), socket.DialOptions{Mark: h.cfg.Mark})
+		if err != nil {
+			err = fmt.Errorf("passthrough to %s: %w", route.Dst, err)
+		}
+	case HBONE, Waypoint:
+		protocol, security = metrics.ProtocolHBONE, metrics.SecurityMutualTLS
+		up, err = h.dialHBONE(ctx, pod, src, client, route)
+	default:
+		err = fmt.Errorf("unexpected route kind %v", route.Kind)
+	}
+	if err != nil {
+		h.cfg.Metrics.Refused(metrics.RefusedUpstream)
+		log.Info("outbound connection failed", "route", route.Kind.String(), "error", err)
+		reset(c)
+		return
+	}
+	labels := metrics.ConnLabels{
+		Reporter:        metrics.ReporterSource,
+		SourceWorkload:  src.Name,
+		SourceNamespace: src.Namespace,
+		SourcePrincipal: src.Identity().String(),
+		SecurityPolicy:  security,
+	}
+	if w := route.DestWorkload; w != nil {
+		labels.DestinationWorkload, labels.DestinationNamespace = w.Name, w.Namespace
+		if w.InMesh() {
+			labels.DestinationPrincipal = w.Identity().String()
+		}
+	}
+	if route.Service != nil {
+		labels.DestinationService = route.Service.Hostname
+	}
+	mc := h.cfg.Metrics.Open(labels, metrics.DirectionOutbound, protocol, client, dst)
+	defer mc.Close()
+	log.Debug("outbound connection", "route", route.Kind.String(), "reason", route.Reason)
+	if err := proxy.Splice(ctx, c, up, mc.AddSent, mc.AddReceived); err != nil {
+		log.Debug("outbound connection broken", "error", err)
+	}
+}
+
+func (h *Handler) dialHBONE(ctx context.Context, pod Pod, src model.Workload, client netip.AddrPort, r Route) (net.Conn, error) {
+	t := hbone.Target{
+		SourceID:   src.Identity(),
+		DestID:     r.DestID,
+		HBONEAddr:  r.HBONEAddr,
+		SourceAddr: client.Addr(),
+		Authority:  r.Authority,
+		Forwarded:  []hbone.ForwardedElement{hbone.ForwardedFor(client, r.ForwardedHost)},
+	}
+	var err error
+	for attempt := 1; attempt <= hboneAttempts; attempt++ {
+		var c *hbone.Conn
+		c, err = pod.Dialer.Dial(ctx, t)
+		if err == nil {
+			return c, nil
+		}
+		h.cfg.Metrics.HBONEDialFailed()
+		var se *hbone.StatusError
+		if errors.As(err, &se) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			break // the destination answered, timed out, or we are shutting down
+		}
+		h.log.Debug("HBONE dial failed; retrying", "attempt", attempt, "target", r.HBONEAddr.String(), "error", err)
+	}
+	return nil, err
+}
+
+func reset(c *net.TCPConn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}

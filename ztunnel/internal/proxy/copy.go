@@ -1,0 +1,209 @@
+// Package proxy moves bytes between the two legs of a proxied connection:
+// Splice copies both directions with half-close and reports bytes as they
+// flow; CountingConn reports the bytes of a conn someone else copies (the
+// HBONE server splices its streams itself). Tracker counts connections so
+// a draining ztunnel knows when the last one ended.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// bufSize is the copy buffer per direction.
+const bufSize = 32 << 10
+
+// Splice copies a→b and b→a until both directions have ended, then closes
+// both. When one side's reads end (EOF) the other side's write half is
+// closed (CloseWrite), so a half-closed connection stays half-open across
+// the proxy. aToB and bToA, if not nil, are called with the size of every
+// chunk written, as it is written. A read or write failure other than EOF
+// closes both connections (the peer sees a reset or close) and is returned;
+// ctx ending closes both and returns nil.
+func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error {
+	stop := context.AfterFunc(ctx, func() {
+		a.Close()
+		b.Close()
+	})
+	defer stop()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if first == nil {
+			first = err
+		}
+		// Unblock the other direction.
+		a.Close()
+		b.Close()
+	}
+	wg.Go(func() {
+		if err := copyHalf(b, a, aToB); err != nil {
+			fail(err)
+		}
+	})
+	wg.Go(func() {
+		if err := copyHalf(a, b, bToA); err != nil {
+			fail(err)
+		}
+	})
+	wg.Wait()
+	a.Close()
+	b.Close()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return first
+}
+
+// copyHalf copies src to dst until src ends, then half-closes dst.
+func copyHalf(dst, src net.Conn, count func(int64)) error {
+	buf := make([]byte, bufSize)
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			if w > 0 && count != nil {
+				count(int64(w))
+			}
+			if werr != nil {
+				return ignoreClosed(werr)
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return closeWrite(dst)
+			}
+			return ignoreClosed(rerr)
+		}
+	}
+}
+
+// closeWrite half-closes c when it can, else closes it.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+	return c.Close()
+}
+
+// ignoreClosed hides the error of using a connection the other direction
+// (or ctx) already closed: that is the normal end, not a failure.
+func ignoreClosed(err error) error {
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) {
+		return nil
+	}
+	return err
+}
+
+// CountingConn wraps a net.Conn and reports bytes written and read.
+// CloseWrite is passed through; OnClose runs once, after the first Close.
+type CountingConn struct {
+	net.Conn
+	// OnWrite and OnRead receive the size of each successful Write/Read.
+	OnWrite, OnRead func(n int64)
+	// OnClose runs once on the first Close.
+	OnClose func()
+	once    sync.Once
+}
+
+// Read reads and counts.
+func (c *CountingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.OnRead != nil {
+		c.OnRead(int64(n))
+	}
+	return n, err
+}
+
+// Write writes and counts.
+func (c *CountingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 && c.OnWrite != nil {
+		c.OnWrite(int64(n))
+	}
+	return n, err
+}
+
+// CloseWrite half-closes the wrapped conn (or closes it if it cannot).
+func (c *CountingConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// Close closes the wrapped conn and runs OnClose once.
+func (c *CountingConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		if c.OnClose != nil {
+			c.OnClose()
+		}
+	})
+	return err
+}
+
+// Tracker counts open connections and lets a drain wait for them.
+type Tracker struct {
+	mu    sync.Mutex
+	n     int
+	empty chan struct{} // closed while n == 0
+}
+
+// NewTracker returns a Tracker with no connections.
+func NewTracker() *Tracker {
+	t := &Tracker{empty: make(chan struct{})}
+	close(t.empty)
+	return t
+}
+
+// Add counts one more connection; call the returned func when it ends
+// (calls after the first do nothing).
+func (t *Tracker) Add() (done func()) {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.empty = make(chan struct{})
+	}
+	t.n++
+	t.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			t.n--
+			if t.n == 0 {
+				close(t.empty)
+			}
+			t.mu.Unlock()
+		})
+	}
+}
+
+// Len returns the number of open connections.
+func (t *Tracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
+}
+
+// Wait returns nil once no connection is open, or ctx's error if ctx ends
+// first.
+func (t *Tracker) Wait(ctx context.Context) error {
+	for {
+		t.mu.Lock()
+		n, empty := t.n, t.empty
+		t.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-empty:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
