@@ -1,7 +1,10 @@
 package main
 
 import (
+	"io"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +166,42 @@ func TestMedian(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := median(tc.in); got != tc.want {
 				t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// latency sends exactly rate×d requests over the given connections and
+// records one sample per answered request.
+func TestLatencyCountsEveryRequest(t *testing.T) {
+	tests := []struct {
+		name        string
+		conns       int
+		rate        int
+		d           time.Duration
+		wantSamples int
+	}{
+		{"one connection", 1, 1000, 50 * time.Millisecond, 50},
+		{"requests spread over 4 connections", 4, 2000, 30 * time.Millisecond, 60},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var cs []net.Conn
+			for range tc.conns {
+				client, server := net.Pipe()
+				t.Cleanup(func() { client.Close(); server.Close() })
+				go func() { _, _ = io.Copy(server, server) }()
+				cs = append(cs, client)
+			}
+			res := latency(t.Context(), cs, tc.rate, 64, tc.d)
+			if res.err != nil || res.errs != 0 {
+				t.Fatalf("latency over pipes: %d errors, first %v", res.errs, res.err)
+			}
+			if res.sent != tc.wantSamples || len(res.samples) != tc.wantSamples {
+				t.Errorf("sent %d, samples %d; want %d each", res.sent, len(res.samples), tc.wantSamples)
+			}
+			if !slices.IsSorted(res.samples) {
+				t.Error("samples are not sorted")
 			}
 		})
 	}

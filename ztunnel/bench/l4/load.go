@@ -233,32 +233,43 @@ type latencyResult struct {
 	err     error // first error
 }
 
+// dialPersistent opens n connections to the echo server through the path
+// and completes one round trip on each, so every hop (and TLS handshake)
+// exists before they are used for timing.
+func dialPersistent(ctx context.Context, dial dialFunc, n int) ([]net.Conn, error) {
+	cs := make([]net.Conn, 0, n)
+	for range n {
+		c, err := dial(ctx, echoPort)
+		if err == nil {
+			if err = echoOnce(c); err != nil {
+				c.Close()
+			}
+		}
+		if err != nil {
+			closeAll(cs)
+			return nil, err
+		}
+		cs = append(cs, c)
+	}
+	return cs, nil
+}
+
+func closeAll(cs []net.Conn) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
 // latency sends rate req/s (size-byte request, size-byte echo) spread over
-// conns persistent connections (established end to end before the run) for d, on a fixed schedule: request i is due
-// at start + i/rate, on connection i mod conns. A request's latency runs to
+// the persistent connections cs for d, on a fixed schedule: request i is due
+// at start + i/rate, on connection i mod len(cs). A request's latency runs to
 // the end of its response from its due time if its connection was still
 // busy with the previous request then (queueing counts: no coordinated
 // omission), else from the moment it was written (so the generator's own
-// timer wake-up delay is not charged to the path).
-func latency(ctx context.Context, dial dialFunc, rate, conns, size int, d time.Duration) latencyResult {
-	cs := make([]net.Conn, 0, conns)
-	defer func() {
-		for _, c := range cs {
-			c.Close()
-		}
-	}()
-	for range conns {
-		c, err := dial(ctx, echoPort)
-		if err != nil {
-			return latencyResult{err: err}
-		}
-		cs = append(cs, c)
-		// One round trip first, so every hop (and TLS handshake) of the
-		// connection exists before the clock starts.
-		if err := echoOnce(c); err != nil {
-			return latencyResult{err: err}
-		}
-	}
+// timer wake-up delay is not charged to the path). A connection that fails
+// is closed and not used again.
+func latency(ctx context.Context, cs []net.Conn, rate, size int, d time.Duration) latencyResult {
+	conns := len(cs)
 	total := int(int64(rate) * int64(d) / int64(time.Second))
 	interval := time.Second / time.Duration(rate)
 	start := time.Now().Add(20 * time.Millisecond)
@@ -288,6 +299,7 @@ func latency(ctx context.Context, dial dialFunc, rate, conns, size int, d time.D
 				if err != nil {
 					errs.Add(1)
 					once.Do(func() { firstErr = err })
+					c.Close()
 					return
 				}
 				from := sent

@@ -37,6 +37,7 @@ type config struct {
 	zLogLevel   string
 	verbose     bool
 	rounds      int
+	hapThreads  int
 	nice        int
 
 	fdLimit uint64 // RLIMIT_NOFILE in effect
@@ -52,6 +53,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.skipHAProxy, "skip-haproxy", false, "do not measure the HAProxy mTLS pair")
 	fs.StringVar(&c.ztunnelBin, "ztunnel", "", "ztunnel binary (default: go build ./cmd/ztunnel into a temporary directory)")
 	fs.StringVar(&c.haproxyBin, "haproxy", "haproxy", "haproxy binary (Debian: apt-get install haproxy)")
+	fs.IntVar(&c.hapThreads, "haproxy-threads", 0, "HAProxy nbthread (0: one per CPU, HAProxy's own default)")
 	fs.IntVar(&c.rate, "rate", 1000, "request rate of the latency phase (req/s, 1 KiB request and response)")
 	fs.IntVar(&c.rrConns, "rr-conns", 16, "persistent connections carrying the latency phase's requests")
 	fs.IntVar(&c.streams, "streams", 8, "streams of the multi-stream throughput phase")
@@ -98,6 +100,8 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("-pods %d: want 0..250", c.pods)
 	case c.rounds < 1 || c.duration/time.Duration(c.rounds) < 200*time.Millisecond:
 		return c, fmt.Errorf("-rounds %d: want at least 1, and segments (duration/rounds) of at least 200ms", c.rounds)
+	case c.hapThreads < 0 || c.hapThreads > 64:
+		return c, fmt.Errorf("-haproxy-threads %d: want 0..64", c.hapThreads)
 	case c.nice < -20 || c.nice > 19:
 		return c, fmt.Errorf("-nice %d: want -20..19", c.nice)
 	}

@@ -79,6 +79,7 @@ type haproxyPair struct {
 	e       *env
 	bin     string
 	maxConn int
+	threads int
 	client  *testtopo.Process
 	server  *testtopo.Process
 }
@@ -163,7 +164,7 @@ func (h *haproxyPair) Start(ctx context.Context) error {
 	}{{false, h.e.server, &h.server}, {true, h.e.client, &h.client}} {
 		var b strings.Builder
 		if err := haproxyConfig.Execute(&b, haproxyData{
-			Client: side.client, Threads: nproc(), MaxConn: h.maxConn, Ports: []int{sinkPort, echoPort},
+			Client: side.client, Threads: h.threads, MaxConn: h.maxConn, Ports: []int{sinkPort, echoPort},
 			ServerIP: h.e.server.IP, Dir: h.e.dir,
 		}); err != nil {
 			return err

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,7 +121,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) erro
 	}
 	paths := []path{&direct{e: plainEnv}}
 	if !cfg.skipHAProxy {
-		paths = append(paths, &haproxyPair{e: plainEnv, bin: haproxyBin, maxConn: haproxyMaxConn(fdLimit)})
+		paths = append(paths, &haproxyPair{e: plainEnv, bin: haproxyBin, maxConn: haproxyMaxConn(fdLimit), threads: cmp.Or(cfg.hapThreads, nproc())})
 	}
 	var amb *ambit
 	if !cfg.skipAmbit {
@@ -321,16 +323,27 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 
 	// Latency at a fixed rate: a warm-up per path, then the rounds.
 	samples := map[*lane][]time.Duration{}
+	rrConns := map[*lane][]net.Conn{}
 	for _, l := range active() {
-		if w := latency(ctx, l.dial, cfg.rate, cfg.rrConns, 1024, time.Second); w.err != nil {
+		cs, err := dialPersistent(ctx, l.dial, cfg.rrConns)
+		if err != nil {
+			l.r.notef("latency: could not open %d persistent connections: %v", cfg.rrConns, err)
+			continue
+		}
+		rrConns[l] = cs
+		if w := latency(ctx, cs, cfg.rate, 1024, time.Second); w.err != nil {
 			l.r.notef("latency warm-up: %d errors, first: %v", w.errs, w.err)
 		}
 		meters[l] = &meter{pids: l.p.PIDs()}
 	}
 	for range cfg.rounds {
 		for _, l := range active() {
+			cs := rrConns[l]
+			if cs == nil {
+				continue
+			}
 			meters[l].segment(func() {
-				lr := latency(ctx, l.dial, cfg.rate, cfg.rrConns, 1024, seg)
+				lr := latency(ctx, cs, cfg.rate, 1024, seg)
 				samples[l] = append(samples[l], lr.samples...)
 				if len(lr.samples) > 0 {
 					l.r.roundP99 = append(l.r.roundP99, percentile(lr.samples, 0.99))
@@ -341,6 +354,9 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 				}
 			})
 		}
+	}
+	for _, cs := range rrConns {
+		closeAll(cs)
 	}
 	for _, l := range active() {
 		r, m, s := l.r, meters[l], samples[l]
