@@ -1,0 +1,310 @@
+// Package app wires ambit-controlplane together: the Kubernetes model
+// (internal/kube) feeds the workload-discovery server (internal/xds); the
+// CA (internal/ca) signs workload certificates and the control plane's own
+// serving certificate (internal/servingcert); gRPC servers serve xDS and the
+// CA over TLS; an HTTP server serves /metrics, /healthz and /readyz.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"ambit.dev/controlplane/internal/ca"
+	"ambit.dev/controlplane/internal/config"
+	"ambit.dev/controlplane/internal/kube"
+	"ambit.dev/controlplane/internal/servingcert"
+	"ambit.dev/controlplane/internal/xds"
+)
+
+// shutdownGrace bounds how long Run waits for gRPC calls and HTTP requests
+// to finish after ctx ends.
+const shutdownGrace = 5 * time.Second
+
+// App is the control plane. Build it with New and Run it once.
+type App struct {
+	cfg     config.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	ctrl    *kube.Controller
+	xds     *xds.Server
+	ca      *ca.Server
+	rotator *servingcert.Rotator
+
+	started   atomic.Bool
+	listening chan struct{}
+	mu        sync.Mutex
+	addrs     Addrs
+}
+
+// Addrs are the addresses the servers listen on (resolved, e.g. a ":0"
+// port becomes the port chosen).
+type Addrs struct {
+	XDS, DevPlaintextXDS, CA, Monitoring net.Addr
+}
+
+// NewKubeClient returns a client for the cluster of kubeconfig, or of the
+// pod's ServiceAccount when kubeconfig is empty.
+func NewKubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("app: in-cluster Kubernetes configuration (outside a pod, pass --kubeconfig): %w", err)
+		}
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("app: reading kubeconfig %s: %w", kubeconfig, err)
+		}
+	}
+	rc.UserAgent = "ambit-controlplane"
+	rc.QPS, rc.Burst = 50, 100
+	c, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("app: Kubernetes client: %w", err)
+	}
+	return c, nil
+}
+
+// New builds the control plane on client. It does no I/O.
+func New(cfg config.Config, client kubernetes.Interface, log *slog.Logger) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if client == nil || log == nil {
+		return nil, errors.New("app: a Kubernetes client and a logger are required")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	xdsSrv, err := xds.New(log.With("component", "xds"), reg)
+	if err != nil {
+		return nil, err
+	}
+	ctrl, err := kube.New(client, xdsSrv, kube.Config{
+		TrustDomain: cfg.TrustDomain, ClusterDomain: cfg.ClusterDomain, Registerer: reg,
+	}, log.With("component", "kube"))
+	if err != nil {
+		return nil, err
+	}
+	caSrv, err := ca.New(ca.Config{
+		TrustDomain:   cfg.TrustDomain,
+		Namespace:     cfg.Namespace,
+		NodeProxies:   cfg.NodeProxies,
+		ServiceName:   cfg.ServiceName,
+		ClusterDomain: cfg.ClusterDomain,
+		Registerer:    reg,
+	}, client, ctrl, log.With("component", "ca"))
+	if err != nil {
+		return nil, err
+	}
+	rot := servingcert.NewRotator(caSrv, servingcert.RotatorConfig{Names: cfg.ServingNames}, log.With("component", "servingcert"))
+	return &App{
+		cfg: cfg, log: log, reg: reg,
+		ctrl: ctrl, xds: xdsSrv, ca: caSrv, rotator: rot,
+		listening: make(chan struct{}),
+	}, nil
+}
+
+// Listening is closed once every server listens; Addrs is then set.
+func (a *App) Listening() <-chan struct{} { return a.listening }
+
+// Addrs returns the listening addresses (zero before Listening is closed).
+func (a *App) Addrs() Addrs {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.addrs
+}
+
+// Ready reports whether the control plane serves complete, trusted data:
+// the model has synced, the CA has loaded its root and the serving
+// certificate is issued. The reason says what is missing.
+func (a *App) Ready() (bool, string) {
+	if !a.ctrl.HasSynced() {
+		return false, "the Kubernetes model has not synced yet"
+	}
+	select {
+	case <-a.ca.Ready():
+	default:
+		return false, "the CA has not loaded its root of trust yet"
+	}
+	select {
+	case <-a.rotator.Ready():
+	default:
+		return false, "no serving certificate yet"
+	}
+	return true, "ready"
+}
+
+// Run listens, starts every component and serves until ctx ends or a
+// component fails; then it stops everything and returns (nil after ctx
+// ended, else the first error). Every goroutine it started has stopped
+// when it returns.
+func (a *App) Run(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return errors.New("app: Run called twice")
+	}
+	lc := net.ListenConfig{}
+	var lis []net.Listener
+	closeAll := func() {
+		for _, l := range lis {
+			_ = l.Close()
+		}
+	}
+	listen := func(flag, addr string) (net.Listener, error) {
+		l, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("app: listening on %s (%s): is another process using the port?: %w", addr, flag, err)
+		}
+		lis = append(lis, l)
+		return l, nil
+	}
+	xdsLis, err := listen("--xds-addr", a.cfg.XDSAddr)
+	if err != nil {
+		return err
+	}
+	caLis, err := listen("--ca-addr", a.cfg.CAAddr)
+	if err != nil {
+		return err
+	}
+	monLis, err := listen("--monitoring-addr", a.cfg.MonitoringAddr)
+	if err != nil {
+		return err
+	}
+	var devLis net.Listener
+	if a.cfg.DevPlaintextXDSAddr != "" {
+		if devLis, err = listen("--dev-plaintext-xds-addr", a.cfg.DevPlaintextXDSAddr); err != nil {
+			return err
+		}
+		a.log.Warn("serving workload discovery WITHOUT TLS (development only)", "addr", devLis.Addr().String())
+	}
+	a.mu.Lock()
+	a.addrs = Addrs{XDS: xdsLis.Addr(), CA: caLis.Addr(), Monitoring: monLis.Addr()}
+	if devLis != nil {
+		a.addrs.DevPlaintextXDS = devLis.Addr()
+	}
+	a.mu.Unlock()
+	close(a.listening)
+
+	tlsCreds := credentials.NewTLS(a.rotator.TLSConfig())
+	kp := keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
+	ks := grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second})
+	xdsGRPC := grpc.NewServer(grpc.Creds(tlsCreds), grpc.KeepaliveEnforcementPolicy(kp), ks)
+	a.xds.Register(xdsGRPC)
+	caGRPC := grpc.NewServer(grpc.Creds(tlsCreds), grpc.KeepaliveEnforcementPolicy(kp), ks)
+	a.ca.Register(caGRPC)
+	servers := []struct {
+		name string
+		srv  *grpc.Server
+		lis  net.Listener
+	}{{"xds", xdsGRPC, xdsLis}, {"ca", caGRPC, caLis}}
+	if devLis != nil {
+		devGRPC := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(kp), ks)
+		a.xds.Register(devGRPC)
+		servers = append(servers, struct {
+			name string
+			srv  *grpc.Server
+			lis  net.Listener
+		}{"xds-plaintext", devGRPC, devLis})
+	}
+	httpSrv := &http.Server{Handler: a.monitoringHandler(), ReadHeaderTimeout: 10 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return wrap("kube", a.ctrl.Run(gctx)) })
+	g.Go(func() error { return wrap("xds", a.xds.Run(gctx)) })
+	g.Go(func() error { return wrap("ca", a.ca.Run(gctx)) })
+	g.Go(func() error { return wrap("servingcert", a.rotator.Run(gctx)) })
+	g.Go(func() error {
+		// Serve xDS only once the model is complete (see xds.MarkReady).
+		select {
+		case <-a.ctrl.Synced():
+			a.xds.MarkReady()
+			a.log.Info("serving workload discovery")
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	for _, s := range servers {
+		g.Go(func() error {
+			a.log.Info("gRPC server listening", "server", s.name, "addr", s.lis.Addr().String())
+			return wrap(s.name+" server", s.srv.Serve(s.lis))
+		})
+	}
+	g.Go(func() error {
+		a.log.Info("monitoring server listening", "addr", monLis.Addr().String())
+		if err := httpSrv.Serve(monLis); !errors.Is(err, http.ErrServerClosed) {
+			return wrap("monitoring server", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		a.log.Info("shutting down")
+		var wg sync.WaitGroup
+		for _, s := range servers {
+			wg.Go(func() {
+				t := time.AfterFunc(shutdownGrace, s.srv.Stop)
+				s.srv.GracefulStop()
+				t.Stop()
+			})
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := httpSrv.Shutdown(sctx); err != nil {
+			_ = httpSrv.Close()
+		}
+		wg.Wait()
+		return nil
+	})
+	err = g.Wait()
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+func wrap(component string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", component, err)
+}
+
+// monitoringHandler serves /metrics, /healthz (the process is up) and
+// /readyz (see Ready).
+func (a *App) monitoringHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := a.Ready()
+		if !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = fmt.Fprintln(w, why)
+	})
+	return mux
+}

@@ -1,0 +1,200 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	cav1alpha1 "ambit.dev/api/ca/v1alpha1"
+	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
+	"ambit.dev/controlplane/internal/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// waitTimeout only guards against a hung test; no test asserts on time.
+const waitTimeout = 60 * time.Second
+
+func TestRunServesEverythingAndStops(t *testing.T) {
+	client := fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ambit-system"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"ambit.dev/dataplane-mode": "ambient"}}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}},
+		&corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "web", UID: "uid-web"},
+			Spec:       corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "app"}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.5", PodIPs: []corev1.PodIP{{IP: "10.244.1.5"}, {IP: "fd00:10:244:1::5"}},
+				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+		},
+	)
+	cfg, err := config.Parse([]string{
+		"--xds-addr=127.0.0.1:0", "--ca-addr=127.0.0.1:0", "--monitoring-addr=127.0.0.1:0",
+		"--dev-plaintext-xds-addr=[::1]:0", "--serving-names=127.0.0.1",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(cfg, client, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Error("Run did not return after cancel")
+		}
+	}()
+	select {
+	case <-a.Listening():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	addrs := a.Addrs()
+	mon := "http://" + addrs.Monitoring.String()
+
+	// Readiness turns true once the model synced and the CA has a root.
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		code, body := get(t, mon+"/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d: %s", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := get(t, mon+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d", code)
+	}
+
+	// xDS over TLS, verified with the mesh root and the Service name.
+	pool := x509.NewCertPool()
+	for _, r := range a.ca.Roots() {
+		pool.AddCert(r)
+	}
+	tlsCreds := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "ambit-controlplane.ambit-system.svc", MinVersion: tls.VersionTLS12})
+	for _, tc := range []struct {
+		name  string
+		addr  string
+		creds credentials.TransportCredentials
+	}{
+		{"TLS", addrs.XDS.String(), tlsCreds},
+		{"plaintext dev port (IPv6)", addrs.DevPlaintextXDS.String(), insecure.NewCredentials()},
+	} {
+		t.Run("xds "+tc.name, func(t *testing.T) {
+			conn, err := grpc.NewClient(tc.addr, grpc.WithTransportCredentials(tc.creds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			sctx, scancel := context.WithTimeout(ctx, waitTimeout)
+			defer scancel()
+			s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(sctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Send(&discovery.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "test"}, TypeUrl: workloadv1alpha1.AddressTypeURL, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "uid-web" {
+				t.Fatalf("got %d resources (%v), want the workload uid-web", len(r.GetResources()), r.GetResources())
+			}
+			w := &workloadv1alpha1.Address{}
+			if err := r.GetResources()[0].GetResource().UnmarshalTo(w); err != nil {
+				t.Fatal(err)
+			}
+			if w.GetWorkload().GetTunnelProtocol() != workloadv1alpha1.TunnelProtocol_HBONE || len(w.GetWorkload().GetAddresses()) != 2 {
+				t.Fatalf("workload = %v, want HBONE with two addresses", w)
+			}
+		})
+	}
+
+	t.Run("ca over TLS", func(t *testing.T) {
+		conn, err := grpc.NewClient(addrs.CA.String(), grpc.WithTransportCredentials(tlsCreds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		cctx, ccancel := context.WithTimeout(ctx, waitTimeout)
+		defer ccancel()
+		_, err = cav1alpha1.NewCertificateServiceClient(conn).GetTrustBundle(cctx, &cav1alpha1.GetTrustBundleRequest{})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("GetTrustBundle without a token: %v, want Unauthenticated (over a verified TLS connection)", err)
+		}
+	})
+
+	_, metrics := get(t, mon+"/metrics")
+	for _, m := range []string{"ambit_xds_connected_clients", "ambit_xds_pushes_total", "ambit_model_addresses{kind=\"workload\"} 1", "process_resident_memory_bytes"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics has no %s", m)
+		}
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestRunFailsOnBusyPort(t *testing.T) {
+	cfg, err := config.Parse([]string{"--xds-addr=127.0.0.1:0", "--ca-addr=127.0.0.1:0", "--monitoring-addr=127.0.0.1:0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := New(cfg, fake.NewClientset(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-first.Listening()
+
+	cfg.XDSAddr = first.Addrs().XDS.String()
+	second, err := New(cfg, fake.NewClientset(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = second.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "--xds-addr") {
+		t.Fatalf("Run on a busy port: %v, want an error naming --xds-addr", err)
+	}
+}

@@ -1,0 +1,131 @@
+// Package config is the one place ambit-controlplane reads its settings:
+// command-line flags, parsed once into a typed Config.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+
+	"ambit.dev/pkg/identity"
+)
+
+// Config is the configuration of ambit-controlplane.
+type Config struct {
+	// Kubeconfig is the path of a kubeconfig file; empty means the
+	// in-cluster configuration (the pod's ServiceAccount).
+	Kubeconfig string
+	// TrustDomain of workload identities and of the CA.
+	TrustDomain string
+	// ClusterDomain is the cluster's DNS domain (Service hostnames and the
+	// serving certificate's names).
+	ClusterDomain string
+	// Namespace is the control plane's own namespace (CA Secrets, root
+	// ConfigMap, serving certificate names).
+	Namespace string
+	// ServiceName is the control plane's Service (serving certificate names).
+	ServiceName string
+	// XDSAddr is where workload discovery is served over TLS.
+	XDSAddr string
+	// DevPlaintextXDSAddr, if set, also serves workload discovery without
+	// TLS there. For development only.
+	DevPlaintextXDSAddr string
+	// CAAddr is where the CA's CertificateService is served over TLS.
+	CAAddr string
+	// MonitoringAddr serves /metrics, /healthz and /readyz over HTTP.
+	MonitoringAddr string
+	// NodeProxies are the ServiceAccounts ("namespace/name") allowed to
+	// request certificates on behalf of pods on their node.
+	NodeProxies []string
+	// ServingNames are extra DNS names or IPs for the serving certificate.
+	ServingNames []string
+	// LogLevel is the minimum level logged.
+	LogLevel slog.Level
+	// LogFormat is "text" or "json".
+	LogFormat string
+}
+
+// Parse parses args (without the program name). Output (usage and errors)
+// goes to out. flag.ErrHelp is returned for -h.
+func Parse(args []string, out io.Writer) (Config, error) {
+	var c Config
+	var nodeProxies, servingNames, logLevel string
+	fs := flag.NewFlagSet("ambit-controlplane", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "path of a kubeconfig file; empty means in-cluster configuration")
+	fs.StringVar(&c.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of workload identities")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster (Service hostnames)")
+	fs.StringVar(&c.Namespace, "namespace", "ambit-system", "namespace the control plane runs in (CA Secrets and root ConfigMap live here)")
+	fs.StringVar(&c.ServiceName, "service-name", "ambit-controlplane", "the control plane's Service (names in its serving certificate)")
+	fs.StringVar(&c.XDSAddr, "xds-addr", ":15012", "address of the workload-discovery (delta xDS) server, TLS")
+	fs.StringVar(&c.DevPlaintextXDSAddr, "dev-plaintext-xds-addr", "", "if set (e.g. :15010), also serve workload discovery WITHOUT TLS here; development only")
+	fs.StringVar(&c.CAAddr, "ca-addr", ":15017", "address of the CA (CertificateService) server, TLS")
+	fs.StringVar(&c.MonitoringAddr, "monitoring-addr", ":15014", "address of the HTTP server for /metrics, /healthz and /readyz")
+	fs.StringVar(&nodeProxies, "node-proxies", "ambit-system/ztunnel", "comma-separated ServiceAccounts (namespace/name) that may request certificates for pods on their node")
+	fs.StringVar(&servingNames, "serving-names", "", "comma-separated extra DNS names or IPs for the serving certificate")
+	fs.StringVar(&logLevel, "log-level", "info", "minimum log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("config: unexpected arguments %q (all settings are flags)", fs.Args())
+	}
+	c.NodeProxies = splitList(nodeProxies)
+	c.ServingNames = splitList(servingNames)
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return Config{}, fmt.Errorf("config: --log-level: %w", err)
+	}
+	return c, c.Validate()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Validate reports the first setting that is not usable.
+func (c Config) Validate() error {
+	if _, err := identity.New(c.TrustDomain, "ns", "sa"); err != nil {
+		return fmt.Errorf("config: --trust-domain: %w", err)
+	}
+	if c.ClusterDomain == "" || strings.Contains(c.ClusterDomain, "/") {
+		return fmt.Errorf("config: --cluster-domain %q is not a DNS domain", c.ClusterDomain)
+	}
+	if c.Namespace == "" {
+		return errors.New("config: --namespace must not be empty")
+	}
+	if c.ServiceName == "" {
+		return errors.New("config: --service-name must not be empty")
+	}
+	addrs := []struct{ flag, v string }{
+		{"--xds-addr", c.XDSAddr}, {"--ca-addr", c.CAAddr}, {"--monitoring-addr", c.MonitoringAddr},
+		{"--dev-plaintext-xds-addr", c.DevPlaintextXDSAddr},
+	}
+	seen := map[string]string{}
+	for _, a := range addrs {
+		if a.v == "" && a.flag == "--dev-plaintext-xds-addr" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			return fmt.Errorf("config: %s %q is not host:port: %w", a.flag, a.v, err)
+		}
+		if other, dup := seen[a.v]; dup && !strings.HasSuffix(a.v, ":0") {
+			return fmt.Errorf("config: %s and %s are both %q", other, a.flag, a.v)
+		}
+		seen[a.v] = a.flag
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("config: --log-format %q: want text or json", c.LogFormat)
+	}
+	return nil
+}

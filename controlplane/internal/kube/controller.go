@@ -1,0 +1,627 @@
+// Package kube watches Kubernetes and keeps the mesh model up to date: it
+// turns Namespaces, Pods, Services, EndpointSlices and Nodes into the
+// Address resources of workload discovery (through internal/model) and
+// hands the resources that changed, and only those, to a Sink (the xDS
+// server).
+//
+// It is a controller of the canonical shape: shared informers feed a typed
+// workqueue keyed by object; a worker reconciles each key level-based (from
+// the informer caches, never from the event), Forgets it on success and
+// re-queues it rate-limited on error. What is sent is decided by comparing
+// the derived resource with the one sent last (proto.Equal), so a Pod
+// update that changes nothing a ztunnel sees sends nothing.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
+	"ambit.dev/controlplane/internal/model"
+)
+
+// Sink receives the Address resources that changed: updated by resource
+// name, and the names of removed ones. internal/xds.Server is one.
+type Sink interface {
+	UpdateAddresses(updated map[string]*workloadv1alpha1.Address, removed []string) error
+}
+
+// Config configures the Controller.
+type Config struct {
+	// TrustDomain of workload identities (default cluster.local).
+	TrustDomain string
+	// ClusterDomain is the cluster's DNS domain, used in Service hostnames
+	// (default cluster.local).
+	ClusterDomain string
+	// Registerer, if set, receives the controller's metrics.
+	Registerer prometheus.Registerer
+}
+
+// Index names of the informer caches.
+const (
+	podsByNode        = "node"
+	slicesByService   = "service"
+	defaultDomainName = "cluster.local"
+)
+
+// kind is the kind of a queued object.
+type kind uint8
+
+const (
+	kindPod kind = iota
+	kindService
+	kindNamespace
+	kindNode
+)
+
+func (k kind) String() string {
+	return [...]string{"pod", "service", "namespace", "node"}[k]
+}
+
+// key is a workqueue item: one object, by kind, namespace and name.
+// EndpointSlices are queued as their Service.
+type key struct {
+	kind      kind
+	namespace string
+	name      string
+}
+
+// Controller watches Kubernetes and publishes Address resources. Build it
+// with New and Run it once.
+type Controller struct {
+	log     *slog.Logger
+	sink    Sink
+	cfg     model.Config
+	domain  string
+	metrics *metrics
+
+	factory    informers.SharedInformerFactory
+	informers  []cache.SharedIndexInformer
+	pods       cache.SharedIndexInformer
+	podLister  corelisters.PodLister
+	nsLister   corelisters.NamespaceLister
+	svcLister  corelisters.ServiceLister
+	nodeLister corelisters.NodeLister
+	slices     cache.SharedIndexInformer
+
+	queue  workqueue.TypedRateLimitingInterface[key]
+	synced chan struct{}
+
+	// mu guards the model state below.
+	mu sync.Mutex
+	// published is every Address resource last handed to the sink.
+	published map[string]*workloadv1alpha1.Address
+	// podUID is the resource name (uid) published for each pod.
+	podUID map[model.ObjectRef]string
+	// svcMembers is, per Service, the pods that back it and their ports.
+	svcMembers map[model.ObjectRef]map[model.ObjectRef][]model.PortMapping
+	// podServices is the reverse of svcMembers: per pod, the Service
+	// resource names it backs and its ports in each.
+	podServices map[model.ObjectRef]map[string][]model.PortMapping
+}
+
+// New builds a Controller that reads from client and publishes to sink.
+// Nothing is started until Run.
+func New(client kubernetes.Interface, sink Sink, cfg Config, log *slog.Logger) (*Controller, error) {
+	if client == nil || sink == nil || log == nil {
+		return nil, errors.New("kube: a client, a sink and a logger are required")
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	c := &Controller{
+		log:         log,
+		sink:        sink,
+		cfg:         model.Config{TrustDomain: cmpOr(cfg.TrustDomain, defaultDomainName)},
+		domain:      cmpOr(cfg.ClusterDomain, defaultDomainName),
+		metrics:     m,
+		factory:     informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trim)),
+		synced:      make(chan struct{}),
+		published:   map[string]*workloadv1alpha1.Address{},
+		podUID:      map[model.ObjectRef]string{},
+		svcMembers:  map[model.ObjectRef]map[model.ObjectRef][]model.PortMapping{},
+		podServices: map[model.ObjectRef]map[string][]model.PortMapping{},
+	}
+
+	core := c.factory.Core().V1()
+	c.pods = core.Pods().Informer()
+	c.podLister = core.Pods().Lister()
+	c.nsLister = core.Namespaces().Lister()
+	c.svcLister = core.Services().Lister()
+	c.nodeLister = core.Nodes().Lister()
+	c.slices = c.factory.Discovery().V1().EndpointSlices().Informer()
+	if err := c.pods.AddIndexers(cache.Indexers{podsByNode: func(obj any) ([]string, error) {
+		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
+			return []string{p.Spec.NodeName}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("kube: pod index: %w", err)
+	}
+	if err := c.slices.AddIndexers(cache.Indexers{slicesByService: func(obj any) ([]string, error) {
+		if s, ok := obj.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] != "" {
+			return []string{s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("kube: endpointslice index: %w", err)
+	}
+
+	nsInformer := core.Namespaces().Informer()
+	svcInformer := core.Services().Informer()
+	nodeInformer := core.Nodes().Informer()
+	c.informers = []cache.SharedIndexInformer{nsInformer, c.pods, svcInformer, c.slices, nodeInformer}
+
+	handlers := []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{c.pods, c.handler(kindPod, nil)},
+		{svcInformer, c.handler(kindService, nil)},
+		{nsInformer, c.handler(kindNamespace, func(o, n metav1.Object) bool {
+			// Only the labels of a namespace matter.
+			return !maps.Equal(o.GetLabels(), n.GetLabels())
+		})},
+		// Only whether a node exists matters.
+		{nodeInformer, c.handler(kindNode, func(metav1.Object, metav1.Object) bool { return false })},
+		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
+			AddFunc: func(obj any, initial bool) {
+				if !initial {
+					c.enqueueSlice(obj)
+				}
+			},
+			UpdateFunc: func(o, n any) {
+				c.enqueueSlice(o)
+				c.enqueueSlice(n)
+			},
+			DeleteFunc: c.enqueueSlice,
+		}},
+	}
+	for _, h := range handlers {
+		if _, err := h.inf.AddEventHandler(h.h); err != nil {
+			return nil, fmt.Errorf("kube: event handler: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// trim drops the parts of objects the controller never reads, to keep the
+// informer caches small: managed fields everywhere; everything but the name
+// of a Node; volumes, env, commands, probes and container statuses of a Pod.
+func trim(obj any) (any, error) {
+	if m, err := metaOf(obj); err == nil {
+		m.SetManagedFields(nil)
+	}
+	switch o := obj.(type) {
+	case *corev1.Node:
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion}}, nil
+	case *corev1.Pod:
+		delete(o.Annotations, corev1.LastAppliedConfigAnnotation)
+		o.Spec.Volumes = nil
+		for _, cs := range [][]corev1.Container{o.Spec.Containers, o.Spec.InitContainers} {
+			for i := range cs {
+				cs[i] = corev1.Container{Name: cs[i].Name, Ports: cs[i].Ports}
+			}
+		}
+		o.Spec.EphemeralContainers = nil
+		o.Status.ContainerStatuses = nil
+		o.Status.InitContainerStatuses = nil
+		o.Status.EphemeralContainerStatuses = nil
+	}
+	return obj, nil
+}
+
+func metaOf(obj any) (metav1.Object, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, fmt.Errorf("%T has no object metadata", obj)
+	}
+	return m, nil
+}
+
+// handler returns event handlers that queue objects of kind k. changed, if
+// set, filters updates.
+func (c *Controller) handler(k kind, changed func(o, n metav1.Object) bool) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(obj any, initial bool) {
+			// Objects of the initial list are covered by resyncAll.
+			if !initial {
+				c.enqueue(k, obj)
+			}
+		},
+		UpdateFunc: func(o, n any) {
+			// The informers have no resync period, so every update is a
+			// change of the object; changed filters out the irrelevant ones.
+			om, err1 := metaOf(o)
+			nm, err2 := metaOf(n)
+			if err1 == nil && err2 == nil && changed != nil && !changed(om, nm) {
+				return
+			}
+			c.enqueue(k, n)
+		},
+		DeleteFunc: func(obj any) { c.enqueue(k, obj) },
+	}
+}
+
+func (c *Controller) enqueue(k kind, obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		ns, name, err := cache.SplitMetaNamespaceKey(t.Key)
+		if err != nil {
+			utilruntime.HandleError(err)
+			return
+		}
+		c.queue.Add(key{kind: k, namespace: ns, name: name})
+		return
+	}
+	m, err := metaOf(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.queue.Add(key{kind: k, namespace: m.GetNamespace(), name: m.GetName()})
+}
+
+func (c *Controller) enqueueSlice(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
+		return
+	}
+	c.queue.Add(key{kind: kindService, namespace: s.Namespace, name: s.Labels[discoveryv1.LabelServiceName]})
+}
+
+// Synced is closed once the caches have synced and the first complete set
+// of resources was handed to the sink.
+func (c *Controller) Synced() <-chan struct{} { return c.synced }
+
+// HasSynced reports whether Synced is closed.
+func (c *Controller) HasSynced() bool {
+	select {
+	case <-c.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run starts the informers, waits for their caches, publishes the complete
+// state, then reconciles changes until ctx is done. It returns when every
+// goroutine it started has stopped.
+func (c *Controller) Run(ctx context.Context) error {
+	if c.queue != nil {
+		return errors.New("kube: Run called twice")
+	}
+	// The queue starts a goroutine, so it is made here, not in New. The
+	// event handlers that use it only run once the informers start below.
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[key](),
+		workqueue.TypedRateLimitingQueueConfig[key]{Name: "ambit-model"})
+	defer utilruntime.HandleCrash()
+	defer c.factory.Shutdown() // runs last: waits for the informers to stop
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer c.queue.ShutDown()
+
+	c.factory.Start(ctx.Done())
+	syncs := make([]cache.InformerSynced, 0, len(c.informers))
+	for _, inf := range c.informers {
+		syncs = append(syncs, inf.HasSynced)
+	}
+	c.log.Info("waiting for informer caches")
+	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errors.New("kube: informer caches did not sync: can the control plane list and watch namespaces, pods, services, endpointslices and nodes (RBAC)?")
+	}
+	if err := c.resyncAll(); err != nil {
+		return err
+	}
+	close(c.synced)
+	c.log.Info("model synced", "addresses", c.numPublished())
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for c.processNext() {
+		}
+	})
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+func (c *Controller) numPublished() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.published)
+}
+
+// resyncAll derives every resource from the caches and publishes them in
+// one batch.
+func (c *Controller) resyncAll() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.newBatch()
+	svcs, err := c.svcLister.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("kube: listing services: %w", err)
+	}
+	for _, s := range svcs {
+		c.reconcileService(model.ObjectRef{Namespace: s.Namespace, Name: s.Name}, b)
+	}
+	pods, err := c.podLister.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("kube: listing pods: %w", err)
+	}
+	for _, p := range pods {
+		c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
+	}
+	if err := c.publish(b); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *Controller) processNext() bool {
+	k, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(k)
+	err := c.reconcile(k)
+	if err == nil {
+		c.queue.Forget(k)
+		c.metrics.reconciles.WithLabelValues(k.kind.String(), "success").Inc()
+		return true
+	}
+	c.metrics.reconciles.WithLabelValues(k.kind.String(), "error").Inc()
+	c.log.Error("reconcile failed; retrying", "kind", k.kind.String(), "namespace", k.namespace, "name", k.name, "error", err)
+	c.queue.AddRateLimited(k)
+	return true
+}
+
+// reconcile re-derives what depends on the object k and publishes the
+// resources that changed. On error, the pods whose resources could not be
+// published are queued again too.
+func (c *Controller) reconcile(k key) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.newBatch()
+	switch k.kind {
+	case kindPod:
+		c.reconcilePod(model.ObjectRef{Namespace: k.namespace, Name: k.name}, b)
+	case kindService:
+		c.reconcileService(model.ObjectRef{Namespace: k.namespace, Name: k.name}, b)
+	case kindNamespace:
+		pods, err := c.podLister.Pods(k.name).List(labels.Everything())
+		if err != nil {
+			return fmt.Errorf("kube: listing pods of namespace %s: %w", k.name, err)
+		}
+		for _, p := range pods {
+			c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
+		}
+	case kindNode:
+		objs, err := c.pods.GetIndexer().ByIndex(podsByNode, k.name)
+		if err != nil {
+			return fmt.Errorf("kube: listing pods of node %s: %w", k.name, err)
+		}
+		for _, o := range objs {
+			if p, ok := o.(*corev1.Pod); ok {
+				c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
+			}
+		}
+	}
+	if err := c.publish(b); err != nil {
+		for _, ref := range b.pods {
+			c.queue.AddRateLimited(key{kind: kindPod, namespace: ref.Namespace, name: ref.Name})
+		}
+		return err
+	}
+	return nil
+}
+
+// batch collects the resources one reconcile changed.
+type batch struct {
+	updated map[string]*workloadv1alpha1.Address
+	removed map[string]bool
+	// pods whose resource is in the batch, to retry them if publishing fails.
+	pods []model.ObjectRef
+}
+
+func (c *Controller) newBatch() *batch {
+	return &batch{updated: map[string]*workloadv1alpha1.Address{}, removed: map[string]bool{}}
+}
+
+// set puts a in the batch unless it equals what was published.
+func (c *Controller) set(b *batch, name string, a *workloadv1alpha1.Address) {
+	delete(b.removed, name)
+	if old, ok := c.published[name]; ok && proto.Equal(old, a) {
+		delete(b.updated, name)
+		return
+	}
+	b.updated[name] = a
+}
+
+// remove puts the removal of name in the batch if it was published.
+func (c *Controller) remove(b *batch, name string) {
+	delete(b.updated, name)
+	if _, ok := c.published[name]; ok {
+		b.removed[name] = true
+	}
+}
+
+// publish hands the batch to the sink and, if that worked, records it as
+// published.
+func (c *Controller) publish(b *batch) error {
+	if len(b.updated) == 0 && len(b.removed) == 0 {
+		return nil
+	}
+	removed := slices.Sorted(maps.Keys(b.removed))
+	start := time.Now()
+	if err := c.sink.UpdateAddresses(b.updated, removed); err != nil {
+		return fmt.Errorf("kube: publishing %d updated and %d removed addresses: %w", len(b.updated), len(removed), err)
+	}
+	for name, a := range b.updated {
+		if _, ok := c.published[name]; !ok {
+			c.metrics.addresses.WithLabelValues(addressKind(a)).Inc()
+		}
+		c.published[name] = a
+	}
+	for _, name := range removed {
+		c.metrics.addresses.WithLabelValues(addressKind(c.published[name])).Dec()
+		delete(c.published, name)
+	}
+	c.log.Debug("published addresses", "updated", len(b.updated), "removed", len(removed), "took", time.Since(start))
+	return nil
+}
+
+func addressKind(a *workloadv1alpha1.Address) string {
+	if a.GetWorkload() != nil {
+		return "workload"
+	}
+	return "service"
+}
+
+// reconcilePod re-derives the Workload of pod ref. Caller holds c.mu.
+func (c *Controller) reconcilePod(ref model.ObjectRef, b *batch) {
+	old := c.podUID[ref]
+	pod, err := c.podLister.Pods(ref.Namespace).Get(ref.Name)
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			utilruntime.HandleError(err)
+		}
+		pod = nil
+	}
+	var w model.Workload
+	ok := false
+	if pod != nil {
+		mp := toPod(pod)
+		var ns *corev1.Namespace
+		if n, err := c.nsLister.Get(ref.Namespace); err == nil {
+			ns = n
+		}
+		nodeExists := false
+		if mp.NodeName != "" {
+			_, err := c.nodeLister.Get(mp.NodeName)
+			nodeExists = err == nil
+		}
+		w, ok, _ = model.DeriveWorkload(c.cfg, toNamespace(ns), mp, c.podServices[ref], nodeExists)
+	}
+	if !ok {
+		if old != "" {
+			c.remove(b, old)
+			delete(c.podUID, ref)
+			b.pods = append(b.pods, ref)
+		}
+		return
+	}
+	if old != "" && old != w.UID {
+		c.remove(b, old) // the pod was recreated under the same name
+	}
+	c.podUID[ref] = w.UID
+	c.set(b, w.UID, model.WorkloadAddress(w))
+	b.pods = append(b.pods, ref)
+}
+
+// reconcileService re-derives the Service ref and its membership, and the
+// Workloads whose membership changed. Caller holds c.mu.
+func (c *Controller) reconcileService(ref model.ObjectRef, b *batch) {
+	name := workloadv1alpha1.ServiceResourceName(ref.Namespace, model.Hostname(ref.Name, ref.Namespace, c.domain))
+	svc, err := c.svcLister.Services(ref.Namespace).Get(ref.Name)
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			utilruntime.HandleError(err)
+		}
+		svc = nil
+	}
+	var members map[model.ObjectRef][]model.PortMapping
+	if svc == nil {
+		c.remove(b, name)
+	} else if ms := toService(svc, c.domain); !ms.Published() {
+		c.remove(b, name)
+	} else {
+		objs, err := c.slices.GetIndexer().ByIndex(slicesByService, ref.String())
+		if err != nil {
+			utilruntime.HandleError(err)
+		}
+		var sl []model.EndpointSlice
+		for _, o := range objs {
+			if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+				sl = append(sl, toEndpointSlice(s))
+			}
+		}
+		members = model.ServiceMembers(ms, sl)
+		c.set(b, name, model.ServiceAddress(ms))
+	}
+
+	old := c.svcMembers[ref]
+	for pod := range mergeKeys(old, members) {
+		nw, inNew := members[pod]
+		ow, inOld := old[pod]
+		if inNew == inOld && slices.Equal(nw, ow) {
+			continue
+		}
+		ps := c.podServices[pod]
+		if inNew {
+			if ps == nil {
+				ps = map[string][]model.PortMapping{}
+				c.podServices[pod] = ps
+			}
+			ps[name] = nw
+		} else {
+			delete(ps, name)
+			if len(ps) == 0 {
+				delete(c.podServices, pod)
+			}
+		}
+		c.reconcilePod(pod, b)
+	}
+	if len(members) == 0 {
+		delete(c.svcMembers, ref)
+	} else {
+		c.svcMembers[ref] = members
+	}
+}
+
+func mergeKeys[V any](a, b map[model.ObjectRef]V) map[model.ObjectRef]struct{} {
+	out := make(map[model.ObjectRef]struct{}, len(a)+len(b))
+	for k := range a {
+		out[k] = struct{}{}
+	}
+	for k := range b {
+		out[k] = struct{}{}
+	}
+	return out
+}

@@ -1,0 +1,36 @@
+package kube
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the Kubernetes model. Names and labels are listed in
+// controlplane/README.md.
+type metrics struct {
+	reconciles *prometheus.CounterVec
+	addresses  *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ambit_model_reconciles_total",
+			Help: "Reconciles of queued Kubernetes objects, by kind (pod, service, namespace, node) and result (success, error).",
+		}, []string{"kind", "result"}),
+		addresses: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ambit_model_addresses",
+			Help: "Address resources the model publishes, by kind (workload, service).",
+		}, []string{"kind"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.reconciles, m.addresses} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("kube: registering metrics: %w", err)
+		}
+	}
+	return m, nil
+}
