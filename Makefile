@@ -8,7 +8,8 @@ export CGO_ENABLED ?= 0
 # Modules in the workspace, as package patterns from the repo root.
 MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/...
 # Static binaries built into bin/.
-CMDS := ./e2e/cmd/ambit-localcluster ./e2e/cmd/ambit-testapp ./e2e/cmd/ambit-pause ./e2e/cmd/ambit-testreport
+CMDS := ./e2e/cmd/ambit-localcluster ./e2e/cmd/ambit-testapp ./e2e/cmd/ambit-pause ./e2e/cmd/ambit-testreport \
+        ./controlplane/cmd/ambit-controlplane ./ztunnel/cmd/ztunnel ./ztunnel/cmd/ztunnel-admin
 
 .PHONY: help deps k8s build images generate verify test test-unit test-privileged test-harness test-e2e \
         cluster-up cluster-down demo demo-down clean
@@ -29,6 +30,8 @@ build: ## build every binary into bin/
 images: build ## pack the binaries that run in pods as image tarballs
 	@mkdir -p $(OUT)/images
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-testapp --ref localhost/ambit-testapp:dev --out $(OUT)/images/ambit-testapp.tar
+	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-controlplane --ref localhost/ambit-controlplane:dev --out $(OUT)/images/ambit-controlplane.tar
+	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ztunnel --bin $(BIN)/ztunnel-admin --ref localhost/ambit-ztunnel:dev --out $(OUT)/images/ambit-ztunnel.tar
 
 generate: ## regenerate the Go code from api/ protos
 	@api/hack/generate.sh
@@ -52,7 +55,8 @@ test-e2e: ## e2e tier on a fresh 2-node local cluster
 	@TIERS=e2e hack/test.sh
 
 cluster-up: deps k8s images ## bring up a 2-node local cluster (name "ambit")
-	$(BIN)/ambit-localcluster up --name ambit --nodes 2 --image $(OUT)/images/ambit-testapp.tar
+	$(BIN)/ambit-localcluster up --name ambit --nodes 2 --image $(OUT)/images/ambit-testapp.tar \
+		--image $(OUT)/images/ambit-controlplane.tar --image $(OUT)/images/ambit-ztunnel.tar
 
 cluster-down: ## tear the local cluster down
 	@if [ -x $(BIN)/ambit-localcluster ]; then $(BIN)/ambit-localcluster down --name ambit; fi

@@ -49,10 +49,11 @@ run_privileged() {
   step "tier privileged"
   needs_root privileged || return
   setup || { fail_tier privileged "set-up failed"; return; }
+  before=$(ip netns list 2>/dev/null | awk '/^ambit-/ {print $1}' | sort)
   # -p 1: these tests share the kernel's namespaces and iptables binaries.
   # shellcheck disable=SC2086
   go test -json -count=1 -p 1 -run '^TestPrivileged' $modules 2>&1 | "$bin/ambit-testreport" stream --out "$out/privileged.counts"
-  left=$(ip netns list 2>/dev/null | grep -c '^ambit-' || true)
+  left=$(comm -13 <(echo "$before") <(ip netns list 2>/dev/null | awk '/^ambit-/ {print $1}' | sort) | grep -c . || true)
   if [ "$left" -gt 0 ]; then echo "privileged tier left $left ambit-* netns behind"; fail_tier privileged-cleanup "netns left behind"; fi
 }
 
@@ -71,6 +72,7 @@ run_e2e() {
   setup || { fail_tier e2e "set-up failed"; return; }
   e2e/hack/build-k8s.sh || { fail_tier e2e "kubernetes build failed"; return; }
   "$bin/ambit-localcluster" up --name e2e --nodes 2 --image "$root/_output/images/ambit-testapp.tar" \
+    --image "$root/_output/images/ambit-controlplane.tar" --image "$root/_output/images/ambit-ztunnel.tar" \
     || { fail_tier e2e "cluster did not come up"; "$bin/ambit-localcluster" down --name e2e; return; }
   kc=$("$bin/ambit-localcluster" kubeconfig --name e2e)
   KUBECONFIG=$kc AMBIT_E2E_ARTIFACTS=$root/_output/e2e-artifacts \

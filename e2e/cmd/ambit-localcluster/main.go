@@ -4,7 +4,7 @@
 //	ambit-localcluster up [--nodes 2] [--image app.tar]...
 //	ambit-localcluster status | down | kubeconfig
 //	ambit-localcluster load-image [--bin ./bin/app --ref localhost/app:dev] [app.tar]...
-//	ambit-localcluster image-build --bin ./bin/app --ref localhost/app:dev --out app.tar
+//	ambit-localcluster image-build --bin ./bin/app [--bin ./bin/app-cli] --ref localhost/app:dev --out app.tar
 package main
 
 import (
@@ -59,10 +59,10 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 	}
 	switch cmd {
 	case "image-build":
-		if bin.path == "" || bin.ref == "" || bin.out == "" {
+		if len(bin.paths) == 0 || bin.ref == "" || bin.out == "" {
 			return errors.New("image-build needs --bin, --ref and --out")
 		}
-		return buildImage(bin.path, bin.ref, bin.out)
+		return buildImage(bin.paths, bin.ref, bin.out)
 	case "kubeconfig":
 		fmt.Println(cfg.KubeconfigPath())
 		return nil
@@ -101,10 +101,10 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		return err
 	case "load-image":
 		tars := cfg.Images
-		if bin.path != "" {
+		if len(bin.paths) > 0 {
 			out := filepath.Join(os.TempDir(), fmt.Sprintf("ambit-image-%d.tar", os.Getpid()))
 			defer os.Remove(out)
-			if err := buildImage(bin.path, bin.ref, out); err != nil {
+			if err := buildImage(bin.paths, bin.ref, out); err != nil {
 				return err
 			}
 			tars = append(tars, out)
@@ -123,7 +123,10 @@ func withImages(cfg cluster.Config, first ...string) cluster.Config {
 	return cfg
 }
 
-type binFlags struct{ path, ref, out string }
+type binFlags struct {
+	paths    stringList
+	ref, out string
+}
 
 // parseConfig is the only place that reads flags and the environment.
 func parseConfig(cmd string, args []string) (cluster.Config, binFlags, error) {
@@ -148,7 +151,7 @@ func parseConfig(cmd string, args []string) (cluster.Config, binFlags, error) {
 	fs.StringVar(&cfg.CNIPluginDir, "cni-plugin-dir", "/usr/lib/cni", "reference CNI plugins (Debian containernetworking-plugins)")
 	fs.StringVar(&cfg.PauseBinary, "pause-binary", filepath.Join(filepath.Dir(exe), "ambit-pause"), "static pause binary for the sandbox image")
 	fs.Var(&images, "image", "docker-archive tarball to import into every node (repeatable)")
-	fs.StringVar(&bin.path, "bin", "", "static binary to pack as an image (load-image, image-build)")
+	fs.Var(&bin.paths, "bin", "static binary to pack as an image (load-image, image-build); repeatable, the first is the entrypoint")
 	fs.StringVar(&bin.ref, "ref", "", "image reference, e.g. localhost/ambit-testapp:dev")
 	fs.StringVar(&bin.out, "out", "", "output tarball (image-build)")
 	if err := fs.Parse(args); err != nil {
@@ -159,12 +162,16 @@ func parseConfig(cmd string, args []string) (cluster.Config, binFlags, error) {
 	return cfg, bin, nil
 }
 
-// buildImage packs one static binary at /usr/local/bin/<name>, its entrypoint.
-func buildImage(bin, ref, out string) error {
-	dst := "/usr/local/bin/" + filepath.Base(bin)
+// buildImage packs static binaries at /usr/local/bin/<name>; the first is
+// the entrypoint.
+func buildImage(bins []string, ref, out string) error {
+	var files []image.File
+	for _, b := range bins {
+		files = append(files, image.File{Src: b, Dst: "/usr/local/bin/" + filepath.Base(b), Mode: 0o755})
+	}
 	return image.Build(image.Spec{
 		Ref:        ref,
-		Files:      []image.File{{Src: bin, Dst: dst, Mode: 0o755}},
-		Entrypoint: []string{dst},
+		Files:      files,
+		Entrypoint: []string{files[0].Dst},
 	}, out)
 }

@@ -1,10 +1,12 @@
-// Package app wires ztunnel together: the workload state (file watcher),
-// the in-process CA and certificate manager, metrics, the admin server,
+// Package app wires ztunnel together: the workload state (the workloads
+// file, or the control plane over delta xDS), the certificate manager (over
+// the in-process CA, or the control plane CA), metrics, the admin server,
 // and the in-pod listeners; Run serves until its context ends, then drains.
 package app
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,10 +19,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
 
 	"ambit.dev/pkg/hbone"
 	"ambit.dev/pkg/identity"
 	"ambit.dev/ztunnel/internal/admin"
+	"ambit.dev/ztunnel/internal/caclient"
 	"ambit.dev/ztunnel/internal/config"
 	"ambit.dev/ztunnel/internal/inbound"
 	"ambit.dev/ztunnel/internal/inpod"
@@ -29,6 +33,7 @@ import (
 	"ambit.dev/ztunnel/internal/outbound"
 	"ambit.dev/ztunnel/internal/socket"
 	"ambit.dev/ztunnel/internal/state"
+	"ambit.dev/ztunnel/internal/xds"
 )
 
 // App is one ztunnel.
@@ -36,7 +41,9 @@ type App struct {
 	cfg     config.Config
 	log     *slog.Logger
 	store   *state.Store
-	watcher *state.FileWatcher
+	watcher *state.FileWatcher // file mode
+	xds     *xds.Client        // xDS mode
+	conns   []*grpc.ClientConn // xDS mode: to the control plane
 	certs   *identity.Manager
 	metrics *metrics.Metrics
 	pods    *inpod.Manager
@@ -46,23 +53,120 @@ type App struct {
 	loaded bool
 }
 
-// New builds a ztunnel from cfg: it reads the CA files (a missing or wrong
-// CA is a start-up error) and creates every component, but opens no socket
-// and starts nothing.
+// New builds a ztunnel from cfg: it reads the CA files (file mode) or the
+// mesh root (xDS mode) — a missing or wrong one is a start-up error — and
+// creates every component, but opens no socket and starts nothing (gRPC
+// connections to the control plane are made lazily).
+// maxXDSMessage bounds one message from the control plane.
+const maxXDSMessage = 256 << 20
+
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log, store: state.NewStore()}
+	var (
+		signer identity.Signer
+		roots  hbone.RootsFunc
+		err    error
+	)
+	if cfg.XDSMode() {
+		signer, roots, err = a.controlPlane()
+	} else {
+		signer, roots, err = localCA(cfg)
+	}
+	if err != nil {
+		a.closeConns()
+		return nil, err
+	}
+	built, err := a.build(signer, roots)
+	if err != nil {
+		a.closeConns()
+		return nil, err
+	}
+	return built, nil
+}
+
+// localCA is file mode's certificate source: the in-process CA.
+func localCA(cfg config.Config) (identity.Signer, hbone.RootsFunc, error) {
 	certPEM, err := os.ReadFile(cfg.CACert)
 	if err != nil {
-		return nil, fmt.Errorf("read --ca-cert: %w", err)
+		return nil, nil, fmt.Errorf("read --ca-cert: %w", err)
 	}
 	keyPEM, err := os.ReadFile(cfg.CAKey)
 	if err != nil {
-		return nil, fmt.Errorf("read --ca-key: %w", err)
+		return nil, nil, fmt.Errorf("read --ca-key: %w", err)
 	}
 	ca, err := identity.NewLocalCA(identity.LocalCAConfig{TrustDomain: cfg.TrustDomain, SigningCertPEM: certPEM, SigningKeyPEM: keyPEM})
 	if err != nil {
-		return nil, fmt.Errorf("--ca-cert/--ca-key: %w", err)
+		return nil, nil, fmt.Errorf("--ca-cert/--ca-key: %w", err)
 	}
+	return ca, ca.Roots, nil
+}
+
+// controlPlane is xDS mode's state and certificate source: TLS connections
+// to the control plane's xDS and CA endpoints, verified with the mesh root.
+func (a *App) controlPlane() (identity.Signer, hbone.RootsFunc, error) {
+	cfg := a.cfg
+	rootPEM, err := os.ReadFile(cfg.RootCertFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read --root-cert-file (the mesh root, ConfigMap ambit-root-cert): %w", err)
+	}
+	fileRoots, err := identity.ParseCertsPEM(rootPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--root-cert-file: %w", err)
+	}
+	creds, err := caclient.TransportCredentials(rootPEM, cfg.ControlPlaneName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--root-cert-file/--control-plane-name: %w", err)
+	}
+	dial := func(flag, addr string) (*grpc.ClientConn, error) {
+		// The first workload-discovery response of a large cluster is far
+		// above gRPC's 4 MiB default (about 18 MB at 50k pods).
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxXDSMessage)))
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", flag, addr, err)
+		}
+		a.conns = append(a.conns, conn)
+		return conn, nil
+	}
+	caConn, err := dial("--ca-address", cfg.CAAddress)
+	if err != nil {
+		return nil, nil, err
+	}
+	xdsConn, err := dial("--xds-address", cfg.XDSAddress)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, err := caclient.New(caConn, cfg.TokenFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.xds, err = xds.New(xds.Config{Conn: xdsConn, Store: a.store, NodeID: "ztunnel~" + cfg.NodeName,
+		TrustDomain: cfg.TrustDomain, Logger: a.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	// The CA's trust bundle (fetched with each certificate) wins over the
+	// file once known, so a root rotation reaches the data path.
+	roots := func() []*x509.Certificate {
+		if r := a.certs.Roots(); len(r) > 0 {
+			return r
+		}
+		return fileRoots
+	}
+	return signer, roots, nil
+}
+
+func (a *App) closeConns() {
+	for _, c := range a.conns {
+		_ = c.Close()
+	}
+	a.conns = nil
+}
+
+// build creates the components common to both modes.
+func (a *App) build(signer identity.Signer, roots hbone.RootsFunc) (*App, error) {
+	cfg, log := a.cfg, a.log
+	var err error
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collectors.NewGoCollector()); err != nil {
 		return nil, err
@@ -73,12 +177,14 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	if a.metrics, err = metrics.New(reg); err != nil {
 		return nil, err
 	}
-	if a.certs, err = identity.NewManager(identity.ManagerConfig{Signer: ca, TTL: cfg.CertTTL, Registerer: reg, Logger: log}); err != nil {
+	if a.certs, err = identity.NewManager(identity.ManagerConfig{Signer: signer, TTL: cfg.CertTTL, Registerer: reg, Logger: log}); err != nil {
 		return nil, err
 	}
-	a.watcher = state.NewFileWatcher(cfg.WorkloadsFile, cfg.TrustDomain, a.store, log, 0)
+	if !cfg.XDSMode() {
+		a.watcher = state.NewFileWatcher(cfg.WorkloadsFile, cfg.TrustDomain, a.store, log, 0)
+	}
 	in, err := inbound.New(inbound.Config{
-		Store: a.store, Certs: a.certs, Roots: ca.Roots, TrustDomain: cfg.TrustDomain,
+		Store: a.store, Certs: a.certs, Roots: roots, TrustDomain: cfg.TrustDomain,
 		Metrics: a.metrics, Mark: inpod.DefaultMark, Logger: log,
 	})
 	if err != nil {
@@ -89,11 +195,11 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.pods, err = inpod.NewManager(inpod.Config{
-		Node: cfg.NodeName, Store: a.store, Inbound: in, Outbound: out, FileMode: true,
+		Node: cfg.NodeName, Store: a.store, Inbound: in, Outbound: out, FileMode: !cfg.XDSMode(),
 		NewDialer: func(ns *socket.Netns) (*hbone.Dialer, error) {
 			return hbone.NewDialer(hbone.DialerConfig{
 				Certificate: a.certs.TLSCertificate,
-				Roots:       ca.Roots,
+				Roots:       roots,
 				DialTCP:     outbound.NetnsDialTCP(ns, inpod.DefaultMark),
 				Logger:      log,
 			})
@@ -116,14 +222,18 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	return a, nil
 }
 
-// Run loads the workloads file, then serves until ctx is done. Then it
-// reports not-ready, closes every pod listener, lets open connections run
-// for up to the drain period, and stops the admin server last. It returns
-// when everything it started has stopped: nil after a clean shutdown, or
-// the error that stopped ztunnel.
+// Run loads the workloads file (file mode) or starts the xDS client (xDS
+// mode), then serves until ctx is done. Then it reports not-ready, closes
+// every pod listener, lets open connections run for up to the drain period,
+// and stops the admin server last. It returns when everything it started
+// has stopped: nil after a clean shutdown, or the error that stopped
+// ztunnel.
 func (a *App) Run(ctx context.Context) error {
-	if err := a.watcher.Load(); err != nil {
-		return err
+	defer a.closeConns()
+	if a.watcher != nil {
+		if err := a.watcher.Load(); err != nil {
+			return err
+		}
 	}
 	a.mu.Lock()
 	a.loaded = true
@@ -153,7 +263,15 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { fail("admin server", a.admin.Run(auxCtx)) })
 	wg.Go(func() { fail("certificate manager", a.certs.Run(auxCtx)) })
-	wg.Go(func() { fail("workloads file watcher", a.watcher.Run(auxCtx)) })
+	if a.watcher != nil {
+		wg.Go(func() { fail("workloads file watcher", a.watcher.Run(auxCtx)) })
+	}
+	if a.xds != nil {
+		wg.Go(func() { fail("xDS client", a.xds.Run(auxCtx)) })
+		// No pod is captured in xDS mode yet (that needs the node agent),
+		// but the certificates of the node's mesh pods are fetched ahead.
+		wg.Go(func() { a.prefetchLocal(auxCtx) })
+	}
 
 	err := a.pods.Run(podsCtx)
 	fail("pod listeners", err)
@@ -185,6 +303,11 @@ func (a *App) Ready() error {
 	if !loaded {
 		return errors.New("workloads file not loaded yet")
 	}
+	if a.xds != nil {
+		if err := a.xds.Ready(); err != nil {
+			return err
+		}
+	}
 	return a.pods.Ready()
 }
 
@@ -199,7 +322,7 @@ func (a *App) ConfigDump() admin.ConfigDump {
 		Node:         a.cfg.NodeName,
 		Workloads:    make([]admin.WorkloadDump, 0, len(snap.Workloads())),
 		Services:     make([]admin.ServiceDump, 0, len(snap.Services())),
-		Policies:     []admin.PolicyDump{},
+		Policies:     a.policyDumps(),
 		Certificates: admin.CertDumps(a.certs.Snapshot(), time.Now()),
 		Connections:  admin.ConnDumps(a.metrics.Live()),
 	}

@@ -26,7 +26,22 @@ type Config struct {
 	// CACert and CAKey are PEM files of the in-process CA (stand-alone and
 	// test mode); every ztunnel of a mesh must share the pair.
 	CACert, CAKey string
-	TrustDomain   string
+	// XDSAddress is the control plane's delta xDS endpoint, host:port (xDS
+	// mode; exclusive with WorkloadsFile).
+	XDSAddress string
+	// CAAddress is the control plane CA's gRPC endpoint, host:port (xDS
+	// mode; exclusive with CACert/CAKey).
+	CAAddress string
+	// RootCertFile holds the mesh root(s), PEM, that the control plane's
+	// TLS certificate must chain to (xDS mode).
+	RootCertFile string
+	// TokenFile is the projected ServiceAccount token (audience ambit-ca)
+	// sent to the CA, re-read on every request (xDS mode).
+	TokenFile string
+	// ControlPlaneName is the TLS server name the control plane's
+	// certificate must carry.
+	ControlPlaneName string
+	TrustDomain      string
 	// AdminAddr must be loopback.
 	AdminAddr   string
 	MetricsAddr string
@@ -39,6 +54,14 @@ type Config struct {
 	LogLevel  slog.Level
 	LogFormat string // json | text
 }
+
+// DefaultControlPlaneName is the control plane Service's DNS name, which its
+// serving certificate carries.
+const DefaultControlPlaneName = "ambit-controlplane.ambit-system.svc"
+
+// XDSMode reports whether the state and certificates come from the control
+// plane (else from the workloads file and the local CA).
+func (c Config) XDSMode() bool { return c.XDSAddress != "" }
 
 // envPrefix + the flag name in upper case with '-' → '_' names the
 // environment variable of a flag: --node-name ↔ AMBIT_NODE_NAME.
@@ -64,9 +87,14 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	fs := flag.NewFlagSet("ztunnel", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.NodeName, "node-name", "", "name of the node this ztunnel serves (required)")
-	fs.StringVar(&c.WorkloadsFile, "workloads-file", "", "YAML file of workloads and services (file mode; required until xDS exists)")
-	fs.StringVar(&c.CACert, "ca-cert", "", "PEM certificate of the local CA that signs workload certificates (required)")
-	fs.StringVar(&c.CAKey, "ca-key", "", "PEM private key of the local CA (required)")
+	fs.StringVar(&c.WorkloadsFile, "workloads-file", "", "YAML file of workloads and services (file mode)")
+	fs.StringVar(&c.CACert, "ca-cert", "", "PEM certificate of the local CA that signs workload certificates (file mode)")
+	fs.StringVar(&c.CAKey, "ca-key", "", "PEM private key of the local CA (file mode)")
+	fs.StringVar(&c.XDSAddress, "xds-address", "", "control plane delta xDS endpoint host:port, e.g. 10.96.0.20:15012 (xDS mode)")
+	fs.StringVar(&c.CAAddress, "ca-address", "", "control plane CA endpoint host:port, e.g. 10.96.0.20:15017 (xDS mode)")
+	fs.StringVar(&c.RootCertFile, "root-cert-file", "", "PEM mesh root(s) the control plane's certificate must chain to (xDS mode)")
+	fs.StringVar(&c.TokenFile, "token-file", "", "projected ServiceAccount token with audience ambit-ca, sent to the CA (xDS mode)")
+	fs.StringVar(&c.ControlPlaneName, "control-plane-name", DefaultControlPlaneName, "TLS server name of the control plane (xDS mode)")
 	fs.StringVar(&c.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint (/config_dump, /certs, pprof); loopback only")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":15020", "Prometheus /metrics endpoint")
@@ -112,11 +140,25 @@ func (c Config) validate() []error {
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("--node-name is required (the Kubernetes node this ztunnel runs on)"))
 	}
-	if c.WorkloadsFile == "" {
-		errs = append(errs, errors.New("--workloads-file is required: file mode is the only state source so far"))
-	}
-	if c.CACert == "" || c.CAKey == "" {
-		errs = append(errs, errors.New("--ca-cert and --ca-key are required: the in-process CA is the only certificate source so far"))
+	fileMode := c.WorkloadsFile != "" || c.CACert != "" || c.CAKey != ""
+	xdsMode := c.XDSAddress != "" || c.CAAddress != "" || c.RootCertFile != "" || c.TokenFile != ""
+	switch {
+	case fileMode && xdsMode:
+		errs = append(errs, errors.New("file mode (--workloads-file, --ca-cert, --ca-key) and xDS mode (--xds-address, --ca-address, --root-cert-file, --token-file) are exclusive: pick one"))
+	case xdsMode:
+		if c.XDSAddress == "" || c.CAAddress == "" || c.RootCertFile == "" || c.TokenFile == "" {
+			errs = append(errs, errors.New("xDS mode needs all of --xds-address, --ca-address, --root-cert-file and --token-file"))
+		}
+		if c.ControlPlaneName == "" {
+			errs = append(errs, errors.New("--control-plane-name must not be empty in xDS mode (the name on the control plane's certificate)"))
+		}
+	default:
+		if c.WorkloadsFile == "" {
+			errs = append(errs, errors.New("--workloads-file is required in file mode (or use xDS mode: --xds-address, --ca-address, --root-cert-file, --token-file)"))
+		}
+		if c.CACert == "" || c.CAKey == "" {
+			errs = append(errs, errors.New("--ca-cert and --ca-key are required in file mode (the in-process CA)"))
+		}
 	}
 	if err := (identity.ID{TrustDomain: c.TrustDomain, Namespace: "x", ServiceAccount: "x"}).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))

@@ -20,7 +20,7 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{NodeName: "node1", WorkloadsFile: "/w.yaml", CACert: "/ca.pem", CAKey: "/ca-key.pem",
-		TrustDomain: "cluster.local", AdminAddr: "127.0.0.1:15000", MetricsAddr: ":15020", ReadyAddr: ":15021",
+		ControlPlaneName: DefaultControlPlaneName, TrustDomain: "cluster.local", AdminAddr: "127.0.0.1:15000", MetricsAddr: ":15020", ReadyAddr: ":15021",
 		DrainPeriod: 30 * time.Second, CertTTL: 24 * time.Hour, LogLevel: slog.LevelInfo, LogFormat: "json"}
 	if c != want {
 		t.Fatalf("Parse = %+v\nwant %+v", c, want)
@@ -48,6 +48,14 @@ func TestParse(t *testing.T) {
 		{name: "all interfaces admin refused", args: append([]string{"--admin-addr=:15000"}, required...), wantErr: "all interfaces"},
 		{name: "missing node", args: required[1:], wantErr: "--node-name is required"},
 		{name: "missing CA", args: required[:2], wantErr: "--ca-cert and --ca-key are required"},
+		{name: "xDS mode", args: []string{"--node-name=n", "--xds-address=10.96.0.20:15012", "--ca-address=[fd00:96::20]:15017", "--root-cert-file=/r.pem", "--token-file=/t"},
+			check: func(c Config) bool {
+				return c.XDSMode() && c.CAAddress == "[fd00:96::20]:15017" && c.ControlPlaneName == DefaultControlPlaneName
+			}},
+		{name: "xDS mode from env", args: []string{"--node-name=n"}, env: map[string]string{"AMBIT_XDS_ADDRESS": "10.96.0.20:15012", "AMBIT_CA_ADDRESS": "10.96.0.20:15017", "AMBIT_ROOT_CERT_FILE": "/r.pem", "AMBIT_TOKEN_FILE": "/t"},
+			check: func(c Config) bool { return c.XDSMode() && c.TokenFile == "/t" }},
+		{name: "xDS mode incomplete", args: []string{"--node-name=n", "--xds-address=10.96.0.20:15012"}, wantErr: "xDS mode needs all of"},
+		{name: "both modes refused", args: append([]string{"--xds-address=10.96.0.20:15012"}, required...), wantErr: "are exclusive"},
 		{name: "bad env value", args: required, env: map[string]string{"AMBIT_DRAIN_PERIOD": "soon"}, wantErr: "AMBIT_DRAIN_PERIOD"},
 		{name: "bad log level", args: append([]string{"--log-level=loud"}, required...), wantErr: "--log-level"},
 		{name: "bad log format", args: append([]string{"--log-format=xml"}, required...), wantErr: "--log-format"},
