@@ -5,21 +5,24 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // BenchmarkHBONEThroughput measures one stream carrying data one way to an
 // upstream that discards it, over loopback with real TLS.
 func BenchmarkHBONEThroughput(b *testing.B) {
-	for _, frame := range []uint32{0, 1 << 20} {
-		b.Run(fmt.Sprintf("maxReadFrame=%d", frame), func(b *testing.B) {
+	for _, f := range []struct{ server, client uint32 }{{0, 0}, {1 << 20, 1 << 20}} {
+		b.Run(fmt.Sprintf("maxReadFrame=server:%d/client:%d", f.server, f.client), func(b *testing.B) {
 			m := newMesh(b)
 			up := startUpstream(b, "127.0.0.1", func(c *net.TCPConn) {
 				n, _ := io.Copy(io.Discard, c)
 				fmt.Fprint(c, n)
 			})
-			ts := startServer(b, m, "127.0.0.1", func(c *ServerConfig) { c.MaxReadFrameSize = frame })
-			d := m.newDialer(b, func(c *DialerConfig) { c.MaxReadFrameSize = frame })
+			ts := startServer(b, m, "127.0.0.1", func(c *ServerConfig) { c.MaxReadFrameSize = f.server })
+			d := m.newDialer(b, func(c *DialerConfig) { c.MaxReadFrameSize = f.client })
 			c, err := d.Dial(context.Background(), m.target(ts, up))
 			if err != nil {
 				b.Fatal(err)
@@ -28,6 +31,7 @@ func BenchmarkHBONEThroughput(b *testing.B) {
 			chunk := make([]byte, 64<<10)
 			b.SetBytes(int64(len(chunk)))
 			b.ResetTimer()
+			cpu0 := cpuTime()
 			for range b.N {
 				if _, err := c.Write(chunk); err != nil {
 					b.Fatal(err)
@@ -35,6 +39,7 @@ func BenchmarkHBONEThroughput(b *testing.B) {
 			}
 			c.CloseWrite()
 			got, err := io.ReadAll(c)
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N*len(chunk))*1e3, "cpu-ns/KB")
 			b.StopTimer()
 			if want := fmt.Sprint(b.N * len(chunk)); err != nil || string(got) != want {
 				b.Fatalf("upstream counted %q bytes (%v), want %s", got, err, want)
@@ -69,4 +74,93 @@ func BenchmarkHBONENewStream(b *testing.B) {
 	if n := len(d.Conns()); n != 1 {
 		b.Fatalf("%d pooled connections, want 1", n)
 	}
+}
+
+// BenchmarkHBONERequestResponse measures a 1 KiB request echoed as a 1 KiB
+// response on one warm stream (client, HBONE server and upstream all in
+// this process): the cost per request of the bench's latency phase.
+func BenchmarkHBONERequestResponse(b *testing.B) {
+	m := newMesh(b)
+	up := startUpstream(b, "127.0.0.1", echo)
+	ts := startServer(b, m, "127.0.0.1", nil)
+	d := m.newDialer(b, nil)
+	c, err := d.Dial(context.Background(), m.target(ts, up))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req := make([]byte, 1024)
+	resp := make([]byte, 1024)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for range b.N {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, resp); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.StopTimer()
+	c.CloseWrite()
+	io.Copy(io.Discard, c)
+}
+
+// BenchmarkHBONEIdleStreams opens idle streams (each after a 1-byte echo,
+// so every hop exists) and reports the heap and goroutines each one holds
+// in the client, the server and the upstream together.
+func BenchmarkHBONEIdleStreams(b *testing.B) {
+	const n = 200
+	m := newMesh(b)
+	up := startUpstream(b, "127.0.0.1", echo)
+	ts := startServer(b, m, "127.0.0.1", func(c *ServerConfig) { c.MaxConcurrentStreams = 1000 })
+	d := m.newDialer(b, func(c *DialerConfig) { c.MaxStreamsPerConn = 1000 })
+	warm, err := d.Dial(context.Background(), m.target(ts, up))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer warm.Close()
+	var heap, gor float64
+	for range b.N {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		g0 := runtime.NumGoroutine()
+		conns := make([]*Conn, 0, n)
+		one := make([]byte, 1)
+		for range n {
+			c, err := d.Dial(context.Background(), m.target(ts, up))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Write(one); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, one); err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap += float64(after.HeapInuse+after.StackInuse-before.HeapInuse-before.StackInuse) / n
+		gor += float64(runtime.NumGoroutine()-g0) / n
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	b.ReportMetric(heap/float64(b.N), "heap+stack-B/stream")
+	b.ReportMetric(gor/float64(b.N), "goroutines/stream")
+}
+
+// cpuTime is the process's user+system CPU time: less sensitive than wall
+// time to other load on the machine.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

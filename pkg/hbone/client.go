@@ -86,7 +86,7 @@ type DialerConfig struct {
 	// (defaults 4 MiB and 16 MiB).
 	StreamWindow, ConnWindow int32
 	// MaxReadFrameSize is the largest DATA frame the client accepts
-	// (0: the x/net default, 16 KiB).
+	// (default DefaultClientMaxReadFrameSize).
 	MaxReadFrameSize uint32
 	// Logger defaults to slog.Default(), tagged component=hbone.
 	Logger *slog.Logger
@@ -143,6 +143,9 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	}
 	if cfg.ConnWindow <= 0 {
 		cfg.ConnWindow = DefaultConnWindow
+	}
+	if cfg.MaxReadFrameSize == 0 {
+		cfg.MaxReadFrameSize = DefaultClientMaxReadFrameSize
 	}
 	if cfg.DialTCP == nil {
 		cfg.DialTCP = defaultDialTCP

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,10 +46,13 @@ func (e *StatusError) Error() string {
 // closed its side. Close after both directions finished ends the stream
 // cleanly; Close before that resets it (like a TCP RST).
 //
-// Deadlines are supported: Read and Write go through in-memory pipes
-// (net.Pipe), whose deadlines they inherit.
+// Read reads the response body directly (no goroutine, no buffer of its
+// own); a Read with an empty buffer waits until data or the end of the
+// stream is there without consuming anything (see WaitRead). Deadlines are
+// supported: writes go through an in-memory pipe (net.Pipe) whose
+// deadlines they inherit; a read deadline applies to the Reads that start
+// after it is set.
 type Conn struct {
-	rd     net.Conn // our end of the response pipe
 	wr     net.Conn // our end of the request-body pipe
 	body   io.ReadCloser
 	cancel context.CancelFunc
@@ -56,37 +60,99 @@ type Conn struct {
 	remote net.Addr
 
 	sent, received atomic.Int64
-	readErr        atomic.Pointer[error] // set when the response body failed
+	closed         atomic.Bool
 	closeOnce      sync.Once
 	release        func()
+
+	rmu      sync.Mutex // serializes Read and WaitRead
+	deadline atomic.Pointer[time.Time]
+	// waiting is non-nil while a goroutine waits for the body to become
+	// readable on behalf of a Read that had a deadline; it delivers the
+	// wait's error once. Guarded by rmu.
+	waiting chan error
 }
 
-// newConn wires the pipes: reqBody is the transport's end of the request
-// pipe (wr is ours); the pump copies resp body into the response pipe.
 func newConn(wr net.Conn, body io.ReadCloser, cancel context.CancelFunc, local, remote net.Addr, release func()) *Conn {
-	rd, pumpEnd := net.Pipe()
-	c := &Conn{rd: rd, wr: wr, body: body, cancel: cancel, local: local, remote: remote, release: release}
-	go func() {
-		_, err := io.Copy(pumpEnd, body)
-		if err != nil && !errors.Is(err, io.ErrClosedPipe) {
-			err = fmt.Errorf("hbone: stream broken: %w", err)
-			c.readErr.Store(&err)
-		}
-		pumpEnd.Close()
-	}()
-	return c
+	return &Conn{wr: wr, body: body, cancel: cancel, local: local, remote: remote, release: release}
 }
 
 // Read reads from the response body.
 func (c *Conn) Read(p []byte) (int, error) {
-	n, err := c.rd.Read(p)
-	c.received.Add(int64(n))
-	if err == io.EOF {
-		if e := c.readErr.Load(); e != nil {
-			return n, *e
-		}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if err := c.waitLocked(); err != nil {
+		return 0, err
 	}
-	return n, err
+	n, err := c.body.Read(p)
+	c.received.Add(int64(n))
+	return n, c.readError(err)
+}
+
+// WaitRead blocks until a Read would not block (data is buffered, or the
+// stream ended or failed), without consuming anything; it fails only when
+// the read deadline passes or the Conn is closed. A proxy calls it before
+// taking a copy buffer, so an idle stream holds none.
+func (c *Conn) WaitRead() error {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if err := c.waitLocked(); err != nil {
+		return err
+	}
+	_, err := c.body.Read(nil)
+	if err = c.readError(err); errors.Is(err, io.ErrClosedPipe) {
+		return err
+	}
+	return nil
+}
+
+// waitLocked waits, under the read deadline if one is set, until the body
+// is readable; it returns nil at once when no deadline is set (the caller's
+// own body read then blocks).
+func (c *Conn) waitLocked() error {
+	if c.closed.Load() {
+		return io.ErrClosedPipe
+	}
+	dl := c.deadline.Load()
+	if c.waiting == nil && (dl == nil || dl.IsZero()) {
+		return nil
+	}
+	if c.waiting == nil {
+		if !time.Now().Before(*dl) {
+			return os.ErrDeadlineExceeded
+		}
+		ch := make(chan error, 1)
+		c.waiting = ch
+		go func() {
+			_, err := c.body.Read(nil) // returns when readable, ended or closed
+			ch <- err
+		}()
+	}
+	var timeout <-chan time.Time
+	if dl != nil && !dl.IsZero() {
+		t := time.NewTimer(time.Until(*dl))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-c.waiting:
+		// The wait's error (end of stream, reset) is sticky in the body:
+		// the caller's read returns it again.
+		c.waiting = nil
+		return nil
+	case <-timeout:
+		return os.ErrDeadlineExceeded
+	}
+}
+
+// readError maps a response-body error to what a net.Conn reports.
+func (c *Conn) readError(err error) error {
+	switch {
+	case err == nil || err == io.EOF:
+		return err
+	case c.closed.Load():
+		return io.ErrClosedPipe
+	}
+	return fmt.Errorf("hbone: stream broken: %w", err)
 }
 
 // Write writes to the request body.
@@ -103,9 +169,9 @@ func (c *Conn) CloseWrite() error { return c.wr.Close() }
 // Close releases the stream (see the Conn comment).
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
 		c.wr.Close()
-		c.rd.Close()
-		c.body.Close() // resets the stream unless the response ended
+		c.body.Close() // resets the stream unless the response ended; wakes readers
 		c.cancel()
 		c.release()
 	})
@@ -120,14 +186,15 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.rd.SetReadDeadline(t); err != nil {
-		return err
-	}
+	c.deadline.Store(&t)
 	return c.wr.SetWriteDeadline(t)
 }
 
 // SetReadDeadline sets the read deadline.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.rd.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.deadline.Store(&t)
+	return nil
+}
 
 // SetWriteDeadline sets the write deadline.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.wr.SetWriteDeadline(t) }

@@ -730,3 +730,51 @@ func TestWithCertificateManager(t *testing.T) {
 		})
 	}
 }
+
+// TestConnReadDeadlineThenData checks that a Read that timed out while
+// waiting leaves the stream intact: the data that arrives afterwards is
+// read, in order, by the next Reads (with and without a deadline), and
+// WaitRead reports it without consuming it.
+func TestConnReadDeadlineThenData(t *testing.T) {
+	for _, lo := range loopbacks {
+		t.Run(lo.name, func(t *testing.T) {
+			m := newMesh(t)
+			up := startUpstream(t, lo.ip, echo)
+			ts := startServer(t, m, lo.ip, nil)
+			d := m.newDialer(t, nil)
+			c, err := d.Dial(context.Background(), m.target(ts, up))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Read with nothing to read = %v, want os.ErrDeadlineExceeded", err)
+			}
+			if _, err := c.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if err := c.WaitRead(); err != nil {
+				t.Fatalf("WaitRead = %v", err)
+			}
+			first := make([]byte, 2)
+			if _, err := io.ReadFull(c, first); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Time{})
+			c.CloseWrite()
+			rest, err := io.ReadAll(c)
+			if got := string(first) + string(rest); err != nil || got != "hello" {
+				t.Fatalf("read %q, %v; want %q", got, err, "hello")
+			}
+			c.Close()
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.ErrClosedPipe) {
+				t.Fatalf("Read after Close = %v, want io.ErrClosedPipe", err)
+			}
+			if err := c.WaitRead(); !errors.Is(err, io.ErrClosedPipe) {
+				t.Fatalf("WaitRead after Close = %v, want io.ErrClosedPipe", err)
+			}
+		})
+	}
+}

@@ -33,6 +33,17 @@ const (
 	DefaultStreamWindow     = 4 << 20  // bytes, per stream
 	DefaultConnWindow       = 16 << 20 // bytes, per connection
 	DefaultHandshakeTimeout = 10 * time.Second
+
+	// DefaultServerMaxReadFrameSize is the largest DATA frame a Server
+	// accepts: 16 KiB, the HTTP/2 minimum and one TLS record. A client's
+	// x/net body writer holds a scratch buffer of this size (capped at
+	// 512 KiB) for the whole life of each stream, idle or not, so a larger
+	// value costs every open stream that much client memory.
+	DefaultServerMaxReadFrameSize = 16 << 10
+	// DefaultClientMaxReadFrameSize is the largest DATA frame a Dialer
+	// accepts: 1 MiB. Its read buffer is per connection, not per stream,
+	// so large frames cost nothing per stream and save framing work.
+	DefaultClientMaxReadFrameSize = 1 << 20
 )
 
 // Request describes one CONNECT stream after the server has validated it.
@@ -75,7 +86,8 @@ type ServerConfig struct {
 	StreamWindow, ConnWindow int32
 	// MaxConcurrentStreams per connection (0: the x/net default, 250).
 	MaxConcurrentStreams uint32
-	// MaxReadFrameSize (0: the x/net default).
+	// MaxReadFrameSize is the largest DATA frame accepted (default
+	// DefaultServerMaxReadFrameSize).
 	MaxReadFrameSize uint32
 	// Logger defaults to slog.Default(), tagged component=hbone.
 	Logger *slog.Logger
@@ -113,6 +125,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.ConnWindow <= 0 {
 		cfg.ConnWindow = DefaultConnWindow
+	}
+	if cfg.MaxReadFrameSize == 0 {
+		cfg.MaxReadFrameSize = DefaultServerMaxReadFrameSize
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -418,27 +433,18 @@ func splice(ctx context.Context, body io.ReadCloser, w io.Writer, up net.Conn) e
 	toUp := make(chan struct{})
 	go func() {
 		defer close(toUp)
-		if _, err := io.Copy(up, body); err != nil {
+		// A zero-length read of the request body returns once data (or
+		// its end) is there: the copy takes a buffer only then.
+		wait := func() error { _, _ = body.Read(nil); return nil }
+		if rerr, werr := copyPooled(up, body, wait); rerr != nil || werr != nil {
 			up.Close()
 			return
 		}
 		closeWrite(up)
 	}()
-	buf := make([]byte, 32<<10)
 	var upErr error
-	for {
-		n, err := up.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			if err != io.EOF && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				upErr = err
-			}
-			break
-		}
+	if err, _ := copyPooled(w, up, waitFor(up)); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+		upErr = err
 	}
 	body.Close()
 	<-toUp

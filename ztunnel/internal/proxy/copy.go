@@ -11,10 +11,16 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 )
 
-// bufSize is the copy buffer per direction.
+// bufSize is the size of the pooled copy buffers. A direction holds one
+// only while data is in flight: it takes it once its source is readable
+// and gives it back after writing what it read, so idle connections hold
+// none.
 const bufSize = 32 << 10
+
+var bufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // Splice copies a→b and b→a until both directions have ended, then closes
 // both. When one side's reads end (EOF) the other side's write half is
@@ -29,7 +35,6 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 		b.Close()
 	})
 	defer stop()
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error
 	fail := func(err error) {
@@ -42,38 +47,45 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 		a.Close()
 		b.Close()
 	}
-	wg.Go(func() {
+	// b→a runs in this goroutine: one goroutine less per connection.
+	aDone := make(chan struct{})
+	go func() {
+		defer close(aDone)
 		if err := copyHalf(b, a, aToB); err != nil {
 			fail(err)
 		}
-	})
-	wg.Go(func() {
-		if err := copyHalf(a, b, bToA); err != nil {
-			fail(err)
-		}
-	})
-	wg.Wait()
+	}()
+	if err := copyHalf(a, b, bToA); err != nil {
+		fail(err)
+	}
+	<-aDone
 	a.Close()
 	b.Close()
 	if ctx.Err() != nil {
 		return nil
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	return first
 }
 
 // copyHalf copies src to dst until src ends, then half-closes dst.
 func copyHalf(dst, src net.Conn, count func(int64)) error {
-	buf := make([]byte, bufSize)
+	read := pooledReader(src)
 	for {
-		n, rerr := src.Read(buf)
+		bp, n, rerr := read()
 		if n > 0 {
-			w, werr := dst.Write(buf[:n])
+			w, werr := dst.Write((*bp)[:n])
 			if w > 0 && count != nil {
 				count(int64(w))
 			}
 			if werr != nil {
+				bufs.Put(bp)
 				return ignoreClosed(werr)
 			}
+		}
+		if bp != nil {
+			bufs.Put(bp)
 		}
 		if rerr != nil {
 			if rerr == io.EOF {
@@ -81,6 +93,40 @@ func copyHalf(dst, src net.Conn, count func(int64)) error {
 			}
 			return ignoreClosed(rerr)
 		}
+	}
+}
+
+// readWaiter is a source that can wait until it is readable without a
+// buffer (*hbone.Conn).
+type readWaiter interface{ WaitRead() error }
+
+// pooledReader returns a function reading src into a buffer from the pool,
+// taken only once src has data: it returns the buffer (nil or not; the
+// caller puts a non-nil one back), the bytes read into it and the read
+// error (io.EOF at the end).
+func pooledReader(src net.Conn) func() (*[]byte, int, error) {
+	if sc, ok := src.(*net.TCPConn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			if r := rawReader(rc); r != nil {
+				return r
+			}
+		}
+	}
+	var wait func() error
+	if w, ok := src.(readWaiter); ok {
+		wait = w.WaitRead
+	}
+	full := false
+	return func() (*[]byte, int, error) {
+		if wait != nil && !full {
+			if err := wait(); err != nil {
+				return nil, 0, err
+			}
+		}
+		bp := bufs.Get().(*[]byte)
+		n, err := src.Read(*bp)
+		full = n == len(*bp) // more is likely there: no need to wait
+		return bp, n, err
 	}
 }
 
@@ -135,6 +181,16 @@ func (c *CountingConn) Write(p []byte) (int, error) {
 
 // CloseWrite half-closes the wrapped conn (or closes it if it cannot).
 func (c *CountingConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// SyscallConn passes the wrapped conn's raw connection through, so a copy
+// can wait for readability without holding a buffer (pkg/hbone's server
+// does); reads through it would bypass the counting.
+func (c *CountingConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
 
 // Close closes the wrapped conn and runs OnClose once.
 func (c *CountingConn) Close() error {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,5 +138,29 @@ func TestTracker(t *testing.T) {
 	go d2()
 	if err := tr.Wait(context.Background()); err != nil || tr.Len() != 0 {
 		t.Fatalf("Wait = %v, Len %d", err, tr.Len())
+	}
+}
+
+// TestSpliceReportsReset checks that a reset on one leg is returned (not
+// taken for a clean EOF) and closes the other leg.
+func TestSpliceReportsReset(t *testing.T) {
+	for _, tc := range []struct{ name, network, addr string }{
+		{"IPv4", "tcp4", "127.0.0.1:0"},
+		{"IPv6", "tcp6", "[::1]:0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, a := tcpPair(t, tc.network, tc.addr)
+			b, server := tcpPair(t, tc.network, tc.addr)
+			done := make(chan error, 1)
+			go func() { done <- Splice(context.Background(), a, b, nil, nil) }()
+			server.SetLinger(0)
+			server.Close() // RST
+			if err := <-done; !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("Splice = %v, want ECONNRESET", err)
+			}
+			if _, err := io.ReadAll(client); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("client read = %v, want EOF or reset", err)
+			}
+		})
 	}
 }
