@@ -7,6 +7,8 @@
 package hbone
 
 import (
+	"ambit.dev/pkg/netcopy"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -436,14 +438,14 @@ func splice(ctx context.Context, body io.ReadCloser, w io.Writer, up net.Conn) e
 		// A zero-length read of the request body returns once data (or
 		// its end) is there: the copy takes a buffer only then.
 		wait := func() error { _, _ = body.Read(nil); return nil }
-		if rerr, werr := copyPooled(up, body, wait); rerr != nil || werr != nil {
+		if rerr, werr := netcopy.Copy(up, body, wait, nil); rerr != nil || werr != nil {
 			up.Close()
 			return
 		}
 		closeWrite(up)
 	}()
 	var upErr error
-	if err, _ := copyPooled(w, up, waitFor(up)); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+	if err, _ := netcopy.Copy(w, up, netcopy.Waiter(up), nil); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 		upErr = err
 	}
 	body.Close()

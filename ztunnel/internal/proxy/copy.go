@@ -6,6 +6,8 @@
 package proxy
 
 import (
+	"ambit.dev/pkg/netcopy"
+
 	"context"
 	"errors"
 	"io"
@@ -13,14 +15,6 @@ import (
 	"sync"
 	"syscall"
 )
-
-// bufSize is the size of the pooled copy buffers. A direction holds one
-// only while data is in flight: it takes it once its source is readable
-// and gives it back after writing what it read, so idle connections hold
-// none.
-const bufSize = 32 << 10
-
-var bufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // Splice copies a→b and b→a until both directions have ended, then closes
 // both. When one side's reads end (EOF) the other side's write half is
@@ -71,63 +65,14 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 
 // copyHalf copies src to dst until src ends, then half-closes dst.
 func copyHalf(dst, src net.Conn, count func(int64)) error {
-	read := pooledReader(src)
-	for {
-		bp, n, rerr := read()
-		if n > 0 {
-			w, werr := dst.Write((*bp)[:n])
-			if w > 0 && count != nil {
-				count(int64(w))
-			}
-			if werr != nil {
-				bufs.Put(bp)
-				return ignoreClosed(werr)
-			}
-		}
-		if bp != nil {
-			bufs.Put(bp)
-		}
-		if rerr != nil {
-			if rerr == io.EOF {
-				return closeWrite(dst)
-			}
-			return ignoreClosed(rerr)
-		}
+	rerr, werr := netcopy.Copy(dst, src, netcopy.Waiter(src), count)
+	if werr != nil {
+		return ignoreClosed(werr)
 	}
-}
-
-// readWaiter is a source that can wait until it is readable without a
-// buffer (*hbone.Conn).
-type readWaiter interface{ WaitRead() error }
-
-// pooledReader returns a function reading src into a buffer from the pool,
-// taken only once src has data: it returns the buffer (nil or not; the
-// caller puts a non-nil one back), the bytes read into it and the read
-// error (io.EOF at the end).
-func pooledReader(src net.Conn) func() (*[]byte, int, error) {
-	if sc, ok := src.(*net.TCPConn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			if r := rawReader(rc); r != nil {
-				return r
-			}
-		}
+	if rerr != nil {
+		return ignoreClosed(rerr)
 	}
-	var wait func() error
-	if w, ok := src.(readWaiter); ok {
-		wait = w.WaitRead
-	}
-	full := false
-	return func() (*[]byte, int, error) {
-		if wait != nil && !full {
-			if err := wait(); err != nil {
-				return nil, 0, err
-			}
-		}
-		bp := bufs.Get().(*[]byte)
-		n, err := src.Read(*bp)
-		full = n == len(*bp) // more is likely there: no need to wait
-		return bp, n, err
-	}
+	return closeWrite(dst)
 }
 
 // closeWrite half-closes c when it can, else closes it.

@@ -1,8 +1,12 @@
 //go:build !linux
 
-package proxy
+package netcopy
 
 import "syscall"
 
 // rawReader is Linux-only; elsewhere copies use the portable path.
 func rawReader(syscall.RawConn) func() (*[]byte, int, error) { return nil }
+
+// readableWaiter is Linux-only: elsewhere copies hold their buffer while
+// blocked.
+func readableWaiter(syscall.RawConn) func() error { return nil }
