@@ -124,7 +124,7 @@ func (in *Inbound) workload(uid string) (model.Workload, error) {
 // HBONEServer returns the HBONE server for pod: it presents the pod's
 // current identity, accepts clients of the mesh trust domain, authorizes
 // each stream and connects to the application inside the pod's netns from
-// the original client's IP (the Forwarded for= address, else the peer's).
+// the original client's IP (see clientAddr).
 func (in *Inbound) HBONEServer(pod Pod) (*hbone.Server, error) {
 	getCert := func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		w, err := in.workload(pod.UID)
@@ -149,7 +149,7 @@ func (in *Inbound) HBONEServer(pod Pod) (*hbone.Server, error) {
 				in.cfg.Metrics.Refused(metrics.RefusedUnknownWorkload)
 				return err
 			}
-			if err := in.cfg.Authorizer.Authorize(ctx, Request{Source: r.SourceID, SourceAddr: clientAddr(r), Dst: r.Dst, Workload: w}); err != nil {
+			if err := in.cfg.Authorizer.Authorize(ctx, Request{Source: r.SourceID, SourceAddr: clientAddr(r, in.byIP), Dst: r.Dst, Workload: w}); err != nil {
 				in.cfg.Metrics.Refused(metrics.RefusedAuthorization)
 				return err
 			}
@@ -162,13 +162,30 @@ func (in *Inbound) HBONEServer(pod Pod) (*hbone.Server, error) {
 	})
 }
 
-// clientAddr is the original client of an HBONE stream: the first
-// Forwarded for= address, else the peer of the HBONE connection.
-func clientAddr(r hbone.Request) netip.AddrPort {
-	if r.Src.IsValid() && r.Src.Addr().Unmap().Is4() == r.Dst.Addr().Is4() {
-		return netip.AddrPortFrom(r.Src.Addr().Unmap(), r.Src.Port())
+// clientAddr is the original client of an HBONE stream, as the app and
+// IP-based policy see it. The peer of the HBONE connection is the default:
+// a source ztunnel dials from inside the source pod's netns, so the peer
+// is the source pod. The Forwarded for= address replaces it only when the
+// state says that address belongs to a workload with the identity the peer
+// proved with its certificate, so a mesh client cannot make the app (or a
+// policy) believe it comes from another identity's IP.
+func clientAddr(r hbone.Request, byIP func(netip.Addr) (model.Workload, bool)) netip.AddrPort {
+	if !r.Src.IsValid() {
+		return r.Peer
+	}
+	src := netip.AddrPortFrom(r.Src.Addr().Unmap(), r.Src.Port())
+	if src.Addr().Is4() != r.Dst.Addr().Unmap().Is4() {
+		return r.Peer
+	}
+	if w, ok := byIP(src.Addr()); ok && w.Identity() == r.SourceID {
+		return src
 	}
 	return r.Peer
+}
+
+// byIP looks a workload up by IP in the current state.
+func (in *Inbound) byIP(ip netip.Addr) (model.Workload, bool) {
+	return in.cfg.Store.Current().WorkloadByIP(ip)
 }
 
 func (in *Inbound) dialHBONE(ctx context.Context, pod Pod, r hbone.Request) (net.Conn, error) {
@@ -176,14 +193,14 @@ func (in *Inbound) dialHBONE(ctx context.Context, pod Pod, r hbone.Request) (net
 	if err != nil {
 		return nil, err
 	}
-	client := clientAddr(r)
+	client := clientAddr(r, in.byIP)
 	up, err := in.dialApp(ctx, pod.Netns, r.Dst, client.Addr())
 	if err != nil {
 		in.cfg.Metrics.Refused(metrics.RefusedUpstream)
 		return nil, err
 	}
 	done := pod.track()
-	src, _ := in.cfg.Store.Current().WorkloadByIP(client.Addr())
+	src, _ := in.byIP(client.Addr())
 	labels := metrics.ConnLabels{
 		Reporter:             metrics.ReporterDestination,
 		SourceWorkload:       src.Name,
@@ -279,7 +296,7 @@ func (in *Inbound) ServePlaintext(ctx context.Context, pod Pod, c *net.TCPConn) 
 	}
 	done := pod.track()
 	defer done()
-	src, _ := in.cfg.Store.Current().WorkloadByIP(client.Addr())
+	src, _ := in.byIP(client.Addr())
 	labels := metrics.ConnLabels{
 		Reporter:             metrics.ReporterDestination,
 		SourceWorkload:       src.Name,
