@@ -13,18 +13,16 @@ import (
 // State records every host-visible thing Up created, written before the
 // thing is created, so Down can undo a partial or crashed Up.
 type State struct {
-	Name      string       `json:"name"`
-	Nodes     int          `json:"nodes"`
-	StateDir  string       `json:"stateDir"`
-	StartedAt time.Time    `json:"startedAt"`
-	Netns     []string     `json:"netns,omitempty"`
-	Links     []string     `json:"links,omitempty"`
-	Routes    [][]string   `json:"routes,omitempty"`
-	Cgroups   []string     `json:"cgroups,omitempty"`
-	Processes []Process    `json:"processes,omitempty"`
-	IPTables  []IPTRule    `json:"iptables,omitempty"`
-	Sysctls   []SysctlEdit `json:"sysctls,omitempty"`
-	HostDirs  []string     `json:"hostDirs,omitempty"`
+	Name      string     `json:"name"`
+	Nodes     int        `json:"nodes"`
+	StateDir  string     `json:"stateDir"`
+	StartedAt time.Time  `json:"startedAt"`
+	Links     []string   `json:"links,omitempty"`
+	Routes    [][]string `json:"routes,omitempty"`
+	Cgroups   []string   `json:"cgroups,omitempty"`
+	Processes []Process  `json:"processes,omitempty"`
+	IPTables  []IPTRule  `json:"iptables,omitempty"`
+	HostDirs  []string   `json:"hostDirs,omitempty"`
 
 	path string
 }
@@ -43,12 +41,6 @@ type IPTRule struct {
 	Table string   `json:"table"`
 	Chain string   `json:"chain"`
 	Spec  []string `json:"spec"`
-}
-
-// SysctlEdit remembers a sysctl's previous value.
-type SysctlEdit struct {
-	Path string `json:"path"`
-	Old  string `json:"old"`
 }
 
 // StatePath is where the recorded state of a cluster lives.
@@ -96,14 +88,6 @@ func (s *State) save() error {
 func (s *State) record(add func(*State)) error {
 	add(s)
 	return s.save()
-}
-
-func (s *State) addNetns(n string) error {
-	return s.record(func(s *State) {
-		if !slices.Contains(s.Netns, n) {
-			s.Netns = append(s.Netns, n)
-		}
-	})
 }
 
 func (s *State) addLink(n string) error {
