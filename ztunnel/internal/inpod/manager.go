@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"ambit.dev/pkg/hbone"
+	"ambit.dev/pkg/redirect"
 	"ambit.dev/ztunnel/internal/inbound"
 	"ambit.dev/ztunnel/internal/outbound"
 	"ambit.dev/ztunnel/internal/proxy"
@@ -31,12 +32,13 @@ import (
 	"ambit.dev/ztunnel/internal/state"
 )
 
-// Default ports and mark (the values pkg/redirect's rules expect).
+// Default ports and mark: the ones pkg/redirect's in-pod rules send
+// traffic to and exempt, taken from there so the two cannot drift apart.
 const (
-	DefaultOutboundPort         = 15001
-	DefaultInboundPlaintextPort = 15006
-	DefaultHBONEPort            = 15008
-	DefaultMark                 = 0x539
+	DefaultOutboundPort         = redirect.DefaultOutboundPort
+	DefaultInboundPlaintextPort = redirect.DefaultInboundPlaintextPort
+	DefaultHBONEPort            = redirect.DefaultHBONEPort
+	DefaultMark                 = redirect.DefaultZtunnelMark
 	DefaultDrainPeriod          = 30 * time.Second
 )
 
