@@ -1,6 +1,8 @@
 package redirect
 
 import (
+	"ambit.dev/pkg/netnstest"
+
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,75 +23,30 @@ import (
 // t.Cleanup ran.
 const nsPrefix = "ambit-rd-"
 
-var nsCount atomic.Int64
-
 func TestMain(m *testing.M) {
-	removeStaleNetns()
+	netnstest.RemoveStale(nsPrefix)
 	os.Exit(m.Run())
-}
-
-func removeStaleNetns() {
-	if os.Geteuid() != 0 {
-		return
-	}
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), nsPrefix)
-		if !ok {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			continue // its test binary still runs
-		}
-		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-	}
 }
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this privileged test needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces; run it as root")
-	}
-	for _, bin := range []string{"ip", "iptables-save", "ip6tables-save"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("this privileged test needs %s: %v", bin, err)
-		}
-	}
+	netnstest.RequireRoot(t, "ip", "iptables-save", "ip6tables-save")
 }
 
 // run runs a command and fails the test when it fails.
 func run(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return netnstest.Run(t, args...)
 }
 
 // newNetns creates a named netns with lo up, deleted when the test ends.
 // It returns the name; the path is /run/netns/<name>.
 func newNetns(t *testing.T) string {
 	t.Helper()
-	name := fmt.Sprintf("%s%d-%d", nsPrefix, os.Getpid(), nsCount.Add(1))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("delete netns %s: %v\n%s", name, err, out)
-		}
-	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
+	return netnstest.New(t, nsPrefix)
 }
 
-func nsPath(name string) string { return "/run/netns/" + name }
+func nsPath(name string) string { return netnstest.Path(name) }
 
 // Addresses of the two-namespace topology: the pod (A) and a peer (B) on a
 // veth pair, documentation prefixes only.

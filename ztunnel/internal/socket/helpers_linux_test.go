@@ -1,14 +1,11 @@
 package socket
 
 import (
-	"fmt"
+	"ambit.dev/pkg/netnstest"
+
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"strconv"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,69 +14,27 @@ import (
 // those left by a test binary that died before its t.Cleanup ran.
 const nsPrefix = "ambit-sock-"
 
-var nsCount atomic.Int64
-
 func TestMain(m *testing.M) {
-	removeStaleNetns()
+	netnstest.RemoveStale(nsPrefix)
 	os.Exit(m.Run())
-}
-
-func removeStaleNetns() {
-	if os.Geteuid() != 0 {
-		return
-	}
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), nsPrefix)
-		if !ok {
-			continue
-		}
-		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			continue // its test binary still runs
-		}
-		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-	}
 }
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this privileged test needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces; run it as root")
-	}
-	for _, bin := range []string{"ip", "iptables", "ip6tables"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("this privileged test needs %s: %v", bin, err)
-		}
-	}
+	netnstest.RequireRoot(t, "ip", "iptables", "ip6tables")
 }
 
 func run(t *testing.T, args ...string) {
 	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
+	netnstest.Run(t, args...)
 }
 
 // newNetns creates a named netns with lo up and opens it; both are undone
 // when the test ends.
 func newNetns(t *testing.T) (string, *Netns) {
 	t.Helper()
-	name := fmt.Sprintf("%s%d-%d", nsPrefix, os.Getpid(), nsCount.Add(1))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("delete netns %s: %v\n%s", name, err, out)
-		}
-	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	ns, err := OpenNetns("/run/netns/" + name)
+	name := netnstest.New(t, nsPrefix)
+	ns, err := OpenNetns(netnstest.Path(name))
 	if err != nil {
 		t.Fatal(err)
 	}
