@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
+	"ambit.dev/pkg/enrol"
 )
 
 // Config holds the cluster-wide facts the derivation needs.
@@ -16,39 +17,20 @@ type Config struct {
 	TrustDomain string
 }
 
-// Enrolled reports whether pod, in namespace ns, is in the mesh (its
-// traffic is captured by ztunnel and peers must reach it over HBONE), and
-// why. The rules, in order:
-//
-//   - hostNetwork pods are never enrolled (their traffic is the node's);
-//   - pods with an Istio sidecar (a container or init container named
-//     istio-proxy, or the sidecar.istio.io/status annotation) are never
-//     enrolled: the sidecar already captures their traffic;
-//   - a pod labelled ambit.dev/dataplane-mode=none has opted out;
-//   - otherwise the pod is enrolled exactly when its namespace is labelled
-//     ambit.dev/dataplane-mode=ambient.
-//
-// ns is the zero Namespace when the namespace is not known (yet): the pod is
-// then not enrolled.
+// Enrolled reports whether pod, in namespace ns, is in the mesh, and why:
+// the rule shared with the node agent, [enrol.Decide].
 func Enrolled(ns Namespace, pod Pod) (bool, string) {
-	if pod.HostNetwork {
-		return false, "pod uses the host network"
-	}
-	if _, ok := pod.Annotations[AnnotationSidecarStatus]; ok {
-		return false, "pod has an Istio sidecar (annotation " + AnnotationSidecarStatus + ")"
-	}
-	for _, c := range slices.Concat(pod.Containers, pod.InitContainers) {
-		if c.Name == SidecarContainerName {
-			return false, "pod has an Istio sidecar (container " + SidecarContainerName + ")"
+	names := func(cs []Container) []string {
+		out := make([]string, len(cs))
+		for i, c := range cs {
+			out[i] = c.Name
 		}
+		return out
 	}
-	if pod.Labels[LabelDataplaneMode] == DataplaneModeNone {
-		return false, "pod opted out with label " + LabelDataplaneMode + "=" + DataplaneModeNone
-	}
-	if ns.Labels[LabelDataplaneMode] != DataplaneModeAmbient {
-		return false, fmt.Sprintf("namespace %q is not labelled %s=%s", pod.Namespace, LabelDataplaneMode, DataplaneModeAmbient)
-	}
-	return true, fmt.Sprintf("namespace %q is labelled %s=%s", pod.Namespace, LabelDataplaneMode, DataplaneModeAmbient)
+	return enrol.Decide(enrol.Namespace{Labels: ns.Labels}, enrol.Pod{
+		Namespace: pod.Namespace, Labels: pod.Labels, Annotations: pod.Annotations, HostNetwork: pod.HostNetwork,
+		Containers: names(pod.Containers), InitContainers: names(pod.InitContainers),
+	})
 }
 
 // IsWorkload reports whether pod is published as a Workload, and why not.

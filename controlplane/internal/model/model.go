@@ -9,24 +9,19 @@
 // lives here and is table-tested.
 package model
 
-import "net/netip"
+import (
+	"net/netip"
 
-// Labels and annotations that decide enrolment.
+	"ambit.dev/pkg/enrol"
+)
+
+// Labels and annotations that decide enrolment (see package enrol).
 const (
-	// LabelDataplaneMode on a namespace enrols it ("ambient"); on a pod,
-	// the value "none" opts the pod out.
-	LabelDataplaneMode = "ambit.dev/dataplane-mode"
-	// DataplaneModeAmbient is the namespace label value that enrols.
-	DataplaneModeAmbient = "ambient"
-	// DataplaneModeNone is the pod label value that opts out.
-	DataplaneModeNone = "none"
-	// AnnotationSidecarStatus is set by Istio's sidecar injector on every
-	// pod it injected.
-	AnnotationSidecarStatus = "sidecar.istio.io/status"
-	// SidecarContainerName is the name of Istio's sidecar container (a
-	// regular container, or an init container when it runs as a native
-	// sidecar).
-	SidecarContainerName = "istio-proxy"
+	LabelDataplaneMode      = enrol.LabelDataplaneMode
+	DataplaneModeAmbient    = enrol.DataplaneModeAmbient
+	DataplaneModeNone       = enrol.DataplaneModeNone
+	AnnotationSidecarStatus = enrol.AnnotationSidecarStatus
+	SidecarContainerName    = enrol.SidecarContainerName
 )
 
 // Labels read for the canonical service name and revision, in order of
