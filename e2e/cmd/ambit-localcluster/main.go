@@ -62,7 +62,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		if len(bin.paths) == 0 || bin.ref == "" || bin.out == "" {
 			return errors.New("image-build needs --bin, --ref and --out")
 		}
-		return buildImage(bin.paths, bin.ref, bin.out)
+		return buildImage(bin, bin.out)
 	case "kubeconfig":
 		fmt.Println(cfg.KubeconfigPath())
 		return nil
@@ -104,7 +104,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		if len(bin.paths) > 0 {
 			out := filepath.Join(os.TempDir(), fmt.Sprintf("ambit-image-%d.tar", os.Getpid()))
 			defer os.Remove(out)
-			if err := buildImage(bin.paths, bin.ref, out); err != nil {
+			if err := buildImage(bin, out); err != nil {
 				return err
 			}
 			tars = append(tars, out)
@@ -124,8 +124,9 @@ func withImages(cfg cluster.Config, first ...string) cluster.Config {
 }
 
 type binFlags struct {
-	paths    stringList
-	ref, out string
+	paths     stringList
+	hostPaths stringList
+	ref, out  string
 }
 
 // parseConfig is the only place that reads flags and the environment.
@@ -154,6 +155,7 @@ func parseConfig(cmd string, args []string) (cluster.Config, binFlags, error) {
 	fs.Var(&bin.paths, "bin", "static binary to pack as an image (load-image, image-build); repeatable, the first is the entrypoint")
 	fs.StringVar(&bin.ref, "ref", "", "image reference, e.g. localhost/ambit-testapp:dev")
 	fs.StringVar(&bin.out, "out", "", "output tarball (image-build)")
+	fs.Var(&bin.hostPaths, "host-file", "host file or directory to copy into the image at the same path, with its symlinks and shared libraries (image-build; repeatable), e.g. /usr/sbin/iptables")
 	if err := fs.Parse(args); err != nil {
 		return cfg, bin, err
 	}
@@ -162,15 +164,20 @@ func parseConfig(cmd string, args []string) (cluster.Config, binFlags, error) {
 	return cfg, bin, nil
 }
 
-// buildImage packs static binaries at /usr/local/bin/<name>; the first is
-// the entrypoint.
-func buildImage(bins []string, ref, out string) error {
+// buildImage packs static binaries at /usr/local/bin/<name> (the first is
+// the entrypoint) and the host files asked for.
+func buildImage(bin binFlags, out string) error {
 	var files []image.File
-	for _, b := range bins {
+	for _, b := range bin.paths {
 		files = append(files, image.File{Src: b, Dst: "/usr/local/bin/" + filepath.Base(b), Mode: 0o755})
 	}
+	host, err := image.HostFiles(bin.hostPaths)
+	if err != nil {
+		return err
+	}
+	files = append(files, host...)
 	return image.Build(image.Spec{
-		Ref:        ref,
+		Ref:        bin.ref,
 		Files:      files,
 		Entrypoint: []string{files[0].Dst},
 	}, out)

@@ -43,6 +43,9 @@ type File struct {
 	// Mode is the permission bits in the image (0755 for binaries). Zero means
 	// the permission bits of Src.
 	Mode os.FileMode
+	// Link, when set, makes Dst a symbolic link to Link (Src and Mode are
+	// unused).
+	Link string
 }
 
 // Spec describes an image to build.
@@ -137,6 +140,7 @@ type entry struct {
 	dir  bool
 	mode int64
 	src  string
+	link string
 }
 
 // LayerTar returns the uncompressed tar of a layer holding files, their parent
@@ -154,6 +158,13 @@ func LayerTar(files []File) ([]byte, error) {
 		if _, dup := entries[dst]; dup {
 			return nil, fmt.Errorf("image path %s is given twice (or clashes with /tmp)", f.Dst)
 		}
+		if err := addParents(entries, dst, f.Dst); err != nil {
+			return nil, err
+		}
+		if f.Link != "" {
+			entries[dst] = entry{mode: 0o777, link: f.Link}
+			continue
+		}
 		fi, err := os.Stat(f.Src)
 		if err != nil {
 			return nil, fmt.Errorf("reading %s for image path %s: %w (was the binary built?)", f.Src, f.Dst, err)
@@ -166,13 +177,14 @@ func LayerTar(files []File) ([]byte, error) {
 			mode = fi.Mode().Perm()
 		}
 		entries[dst] = entry{mode: int64(mode), src: f.Src}
-		for d := path.Dir(dst); d != "."; d = path.Dir(d) {
-			e, ok := entries[d]
-			if ok && !e.dir {
-				return nil, fmt.Errorf("image path /%s is a file and also a parent directory of %s", d, f.Dst)
-			}
-			if !ok {
-				entries[d] = entry{dir: true, mode: 0o755}
+	}
+	for n, e := range entries {
+		if e.dir {
+			continue
+		}
+		for d := path.Dir(n); d != "."; d = path.Dir(d) {
+			if !entries[d].dir {
+				return nil, fmt.Errorf("image path /%s is a file and also a parent directory of /%s", d, n)
 			}
 		}
 	}
@@ -194,6 +206,14 @@ func LayerTar(files []File) ([]byte, error) {
 			Uname:   "root",
 			Gname:   "root",
 		}
+		if e.link != "" {
+			hdr.Typeflag = tar.TypeSymlink
+			hdr.Linkname = e.link
+			if err := tw.WriteHeader(hdr); err != nil {
+				return nil, fmt.Errorf("writing layer entry /%s: %w", n, err)
+			}
+			continue
+		}
 		if e.dir {
 			hdr.Typeflag = tar.TypeDir
 			hdr.Name += "/"
@@ -210,6 +230,20 @@ func LayerTar(files []File) ([]byte, error) {
 		return nil, fmt.Errorf("closing layer tar: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// addParents records the parent directories of the layer entry dst.
+func addParents(entries map[string]entry, dst, orig string) error {
+	for d := path.Dir(dst); d != "."; d = path.Dir(d) {
+		e, ok := entries[d]
+		if ok && !e.dir {
+			return fmt.Errorf("image path /%s is a file and also a parent directory of %s", d, orig)
+		}
+		if !ok {
+			entries[d] = entry{dir: true, mode: 0o755}
+		}
+	}
+	return nil
 }
 
 func writeFile(tw *tar.Writer, hdr *tar.Header, src string) error {

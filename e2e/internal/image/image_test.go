@@ -2,10 +2,12 @@ package image
 
 import (
 	"archive/tar"
+	"bytes"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -278,5 +280,65 @@ func TestBuildRejects(t *testing.T) {
 				t.Fatalf("Build() error = %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestLddPath(t *testing.T) {
+	cases := []struct {
+		name, line, want string
+		err              bool
+	}{
+		{"vdso", "\tlinux-vdso.so.1 (0x00007eff1b2f3000)", "", false},
+		{"library", "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007eff1b010000)", "/lib/x86_64-linux-gnu/libc.so.6", false},
+		{"interpreter", "\t/lib64/ld-linux-x86-64.so.2 (0x00007eff1b2f5000)", "/lib64/ld-linux-x86-64.so.2", false},
+		{"missing", "\tlibfoo.so.1 => not found", "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := lddPath(tc.line)
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("lddPath(%q) = %q, %v; want %q (error %v)", tc.line, got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+func TestHostFilesKeepsSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "tool-multi")
+	if err := os.WriteFile(real, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("tool-multi", filepath.Join(dir, "tool")); err != nil {
+		t.Fatal(err)
+	}
+	files, err := HostFiles([]string{filepath.Join(dir, "tool")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []File{{Dst: filepath.Join(dir, "tool"), Link: "tool-multi"}, {Src: real, Dst: real}}
+	if !reflect.DeepEqual(files, want) {
+		t.Fatalf("HostFiles = %+v, want %+v", files, want)
+	}
+	layer, err := LayerTar(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(bytes.NewReader(layer))
+	links := 0
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			break
+		}
+		if hdr.Typeflag == tar.TypeSymlink {
+			links++
+			if hdr.Linkname != "tool-multi" {
+				t.Fatalf("symlink %s -> %s, want tool-multi", hdr.Name, hdr.Linkname)
+			}
+		}
+	}
+	if links != 1 {
+		t.Fatalf("layer has %d symlinks, want 1", links)
 	}
 }
