@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"ambit.dev/pkg/hbone"
 	"ambit.dev/ztunnel/internal/metrics"
@@ -30,9 +31,17 @@ type HandlerConfig struct {
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
 	// Mark is the SO_MARK of the sockets ztunnel opens (0x539).
-	Mark   uint32
-	Logger *slog.Logger
+	Mark uint32
+	// SourceWait bounds how long a connection from a pod that is not in the
+	// workload state yet waits for it (default DefaultSourceWait). A pod
+	// is captured as soon as its sandbox exists, before the control plane
+	// has published it, and its app may connect at once.
+	SourceWait time.Duration
+	Logger     *slog.Logger
 }
+
+// DefaultSourceWait is HandlerConfig.SourceWait's default.
+const DefaultSourceWait = 5 * time.Second
 
 // Handler serves connections accepted on a pod's outbound listener.
 type Handler struct {
@@ -51,7 +60,36 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.SourceWait <= 0 {
+		cfg.SourceWait = DefaultSourceWait
+	}
 	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "outbound")}, nil
+}
+
+// source returns the state holding the pod uid, waiting up to SourceWait
+// for it to appear.
+func (h *Handler) source(ctx context.Context, uid string) (*state.Snapshot, model.Workload, bool) {
+	snap := h.cfg.Store.Current()
+	if w, ok := snap.WorkloadByUID(uid); ok {
+		return snap, w, true
+	}
+	changed, done := h.cfg.Store.Subscribe()
+	defer done()
+	timer := time.NewTimer(h.cfg.SourceWait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-changed:
+			snap = h.cfg.Store.Current()
+			if w, ok := snap.WorkloadByUID(uid); ok {
+				return snap, w, true
+			}
+		case <-timer.C:
+			return snap, model.Workload{}, false
+		case <-ctx.Done():
+			return snap, model.Workload{}, false
+		}
+	}
 }
 
 // Pod is the source pod of the connections a Handler serves.
@@ -95,11 +133,10 @@ func (h *Handler) Serve(ctx context.Context, pod Pod, c *net.TCPConn) {
 		return
 	}
 	log = log.With("dst", dst.String())
-	snap := h.cfg.Store.Current()
-	src, ok := snap.WorkloadByUID(pod.UID)
+	snap, src, ok := h.source(ctx, pod.UID)
 	if !ok {
 		h.cfg.Metrics.Refused(metrics.RefusedUnknownWorkload)
-		log.Warn("outbound connection refused: source pod is not in the workload state")
+		log.Warn("outbound connection refused: source pod is not in the workload state", "waited", h.cfg.SourceWait.String())
 		reset(c)
 		return
 	}
