@@ -80,7 +80,6 @@ func (l *Listener) Addr() net.Addr { return l.l.Addr() }
 // Close closes the connection.
 func (c *Conn) Close() error { return c.c.Close() }
 
-
 // UnixConn exposes the socket, for deadlines and peer credentials.
 func (c *Conn) UnixConn() *net.UnixConn { return c.c }
 
@@ -182,10 +181,9 @@ func (c *Conn) recv(m proto.Message) ([]*os.File, error) {
 		}
 	}
 	if err != nil {
+		// A zero-length read is reported as io.EOF: the peer closed the
+		// connection (so a request must never be an empty datagram).
 		return files, err
-	}
-	if n == 0 && oobn == 0 {
-		return files, fmt.Errorf("ZDS peer closed the connection: %w", net.ErrClosed)
 	}
 	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
 		return files, fmt.Errorf("ZDS datagram truncated (more than %d bytes or %d descriptors)", MaxMessage, maxFDs)

@@ -454,7 +454,9 @@ func (*SnapshotSent) Descriptor() ([]byte, []int) {
 }
 
 // WorkloadRequest is every datagram the agent sends. Exactly one field is set;
-// an empty request is nacked.
+// a request with none of the fields above (from a newer agent) is nacked. A
+// request with no field at all encodes to zero bytes, which the receiver
+// cannot tell from the connection closing: it is never sent.
 type WorkloadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Payload:

@@ -1,7 +1,8 @@
 // Package app wires ztunnel together: the workload state (the workloads
 // file, or the control plane over delta xDS), the certificate manager (over
 // the in-process CA, or the control plane CA), metrics, the admin server,
-// and the in-pod listeners; Run serves until its context ends, then drains.
+// the in-pod listeners and, with --zds-socket, the node agent's ZDS client
+// that drives them; Run serves until its context ends, then drains.
 package app
 
 import (
@@ -34,6 +35,7 @@ import (
 	"ambit.dev/ztunnel/internal/socket"
 	"ambit.dev/ztunnel/internal/state"
 	"ambit.dev/ztunnel/internal/xds"
+	"ambit.dev/ztunnel/internal/zds"
 )
 
 // App is one ztunnel.
@@ -47,6 +49,7 @@ type App struct {
 	certs   *identity.Manager
 	metrics *metrics.Metrics
 	pods    *inpod.Manager
+	zds     *zds.Client // xDS mode with --zds-socket
 	admin   *admin.Server
 
 	mu     sync.Mutex
@@ -212,6 +215,11 @@ func (a *App) build(signer identity.Signer, roots hbone.RootsFunc) (*App, error)
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ZDSSocket != "" {
+		if a.zds, err = zds.New(zds.Config{Path: cfg.ZDSSocket, Manager: a.pods, Logger: log}); err != nil {
+			return nil, err
+		}
+	}
 	a.admin, err = admin.NewServer(admin.ServerConfig{
 		AdminAddr: cfg.AdminAddr, MetricsAddr: cfg.MetricsAddr, ReadyAddr: cfg.ReadyAddr,
 		Gatherer: reg, Logger: log,
@@ -268,13 +276,40 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	if a.xds != nil {
 		wg.Go(func() { fail("xDS client", a.xds.Run(auxCtx)) })
-		// No pod is captured in xDS mode yet (that needs the node agent),
-		// but the certificates of the node's mesh pods are fetched ahead.
+		// The certificates of the node's mesh pods are fetched ahead, before
+		// the node agent hands the pods over.
 		wg.Go(func() { a.prefetchLocal(auxCtx) })
 	}
+	managerCtx := podsCtx
+	if a.zds != nil {
+		// The ZDS client stops when shutdown begins: a draining ztunnel
+		// takes no new pods (the agent keeps serving the new ztunnel).
+		// Captured pods stay with the pod manager, which starts draining
+		// only once the client has stopped, so no request of the agent
+		// races with the drain.
+		zdsDone := make(chan struct{})
+		wg.Go(func() {
+			defer close(zdsDone)
+			select {
+			case <-a.pods.Started():
+			case <-podsCtx.Done():
+				return
+			}
+			fail("ZDS client", a.zds.Run(podsCtx))
+		})
+		var stopManager context.CancelFunc
+		managerCtx, stopManager = context.WithCancel(context.WithoutCancel(ctx))
+		defer stopManager()
+		wg.Go(func() {
+			<-podsCtx.Done()
+			<-zdsDone
+			stopManager()
+		})
+	}
 
-	err := a.pods.Run(podsCtx)
+	err := a.pods.Run(managerCtx)
 	fail("pod listeners", err)
+	stopPods()
 	if ctx.Err() != nil {
 		a.log.Info("ztunnel stopped serving pods", "reason", context.Cause(ctx))
 	}
@@ -295,7 +330,8 @@ func (a *App) prefetch(ctx context.Context, uid string) {
 }
 
 // Ready implements admin.Source: ready once the state is loaded and every
-// local pod is captured; not ready while draining.
+// local pod is captured (with ZDS: once the node agent's first snapshot was
+// served); not ready while draining.
 func (a *App) Ready() error {
 	a.mu.Lock()
 	loaded := a.loaded
@@ -308,7 +344,13 @@ func (a *App) Ready() error {
 			return err
 		}
 	}
-	return a.pods.Ready()
+	if err := a.pods.Ready(); err != nil {
+		return err
+	}
+	if a.zds != nil {
+		return a.zds.Ready()
+	}
+	return nil
 }
 
 // ConfigDump implements admin.Source.

@@ -24,7 +24,9 @@ import (
 
 	cav1alpha1 "ambit.dev/api/ca/v1alpha1"
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
+	zdsv1alpha1 "ambit.dev/api/zds/v1alpha1"
 	"ambit.dev/pkg/identity"
+	"ambit.dev/pkg/zds"
 	"ambit.dev/ztunnel/internal/config"
 	"ambit.dev/ztunnel/internal/model"
 	"ambit.dev/ztunnel/internal/state"
@@ -193,13 +195,11 @@ func (f *fakeControlPlane) GetTrustBundle(context.Context, *cav1alpha1.GetTrustB
 	return &cav1alpha1.GetTrustBundleResponse{TrustDomain: "cluster.local", Roots: []string{string(f.ca.RootsPEM())}}, nil
 }
 
-// TestXDSModePrefetchesLocalCertificates runs a whole ztunnel in xDS mode
-// against the fake control plane: it becomes ready on the first responses,
-// lists the workloads, holds the certificate of its node's mesh pod (not of
-// the other node's) and forgets it when the pod is removed.
-func TestXDSModePrefetchesLocalCertificates(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	cfg := xdsConfig(t)
+// startFakeControlPlane serves the fake control plane on loopback, with a
+// root written to cfg's root file, and points cfg at it; it stops when the
+// test ends.
+func startFakeControlPlane(t *testing.T, cfg *config.Config) *fakeControlPlane {
+	t.Helper()
 	rootPEM, keyPEM, err := identity.GenerateRoot("cluster.local", time.Now(), 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -221,8 +221,19 @@ func TestXDSModePrefetchesLocalCertificates(t *testing.T) {
 	}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(lis) }()
-	defer func() { srv.Stop(); <-served }()
+	t.Cleanup(func() { srv.Stop(); <-served })
 	cfg.XDSAddress, cfg.CAAddress = lis.Addr().String(), lis.Addr().String()
+	return fake
+}
+
+// TestXDSModePrefetchesLocalCertificates runs a whole ztunnel in xDS mode
+// against the fake control plane: it becomes ready on the first responses,
+// lists the workloads, holds the certificate of its node's mesh pod (not of
+// the other node's) and forgets it when the pod is removed.
+func TestXDSModePrefetchesLocalCertificates(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) }) // after the fake control plane stopped
+	cfg := xdsConfig(t)
+	fake := startFakeControlPlane(t, &cfg)
 
 	a, err := New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -307,4 +318,66 @@ func servingCert(t *testing.T, rootPEM, rootKeyPEM []byte, dnsName string) *tls.
 		t.Fatal(err)
 	}
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestXDSModeWithZDS runs a whole ztunnel in xDS mode with --zds-socket:
+// with the control plane synced it is still not ready, saying it waits for
+// the node agent; it connects once the agent listens, and is ready once the
+// agent's snapshot was acked. (Capturing a pod needs root: see
+// integration/zds_linux_test.go.)
+func TestXDSModeWithZDS(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	cfg := xdsConfig(t)
+	fake := startFakeControlPlane(t, &cfg)
+	cfg.ZDSSocket = filepath.Join(t.TempDir(), "ztunnel.sock")
+	a, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	fake.resps <- &discovery.DeltaDiscoveryResponse{TypeUrl: workloadv1alpha1.AddressTypeURL, Nonce: "n1"}
+	want := "waiting for the node agent's snapshot on " + cfg.ZDSSocket
+	waitFor(t, "not ready, waiting for the node agent", func() bool {
+		err := a.Ready()
+		return err != nil && strings.Contains(err.Error(), want)
+	})
+
+	l, err := zds.Listen(cfg.ZDSSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// ztunnel retries within its 5s backoff cap; a hung test fails instead.
+	giveUp := time.AfterFunc(30*time.Second, func() { l.Close() })
+	conn, err := l.Accept()
+	giveUp.Stop()
+	if err != nil {
+		t.Fatalf("ztunnel did not connect to the ZDS socket: %v", err)
+	}
+	defer conn.Close()
+	conn.UnixConn().SetDeadline(time.Now().Add(30 * time.Second))
+	if err := conn.RecvHello(); err != nil {
+		t.Fatal(err)
+	}
+	del := &zdsv1alpha1.WorkloadRequest{Payload: &zdsv1alpha1.WorkloadRequest_Del{Del: &zdsv1alpha1.DelWorkload{Uid: "gone"}}}
+	snapshot := &zdsv1alpha1.WorkloadRequest{Payload: &zdsv1alpha1.WorkloadRequest_SnapshotSent{SnapshotSent: &zdsv1alpha1.SnapshotSent{}}}
+	for _, req := range []*zdsv1alpha1.WorkloadRequest{del, snapshot} {
+		if err := conn.SendRequest(req, nil); err != nil {
+			t.Fatal(err)
+		}
+		if nack, err := conn.RecvAck(); err != nil || nack != "" {
+			t.Fatalf("answer to %v: nack %q, %v", req, nack, err)
+		}
+	}
+	if err := a.Ready(); err != nil {
+		t.Fatalf("Ready after the snapshot = %v", err)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	zdsv1alpha1 "ambit.dev/api/zds/v1alpha1"
 	"ambit.dev/pkg/identity"
 	"ambit.dev/ztunnel/internal/admin"
 )
@@ -41,7 +42,12 @@ type Config struct {
 	// ControlPlaneName is the TLS server name the control plane's
 	// certificate must carry.
 	ControlPlaneName string
-	TrustDomain      string
+	// ZDSSocket is the node agent's ZDS socket (xDS mode only). Empty: no
+	// node agent, no pod is captured. Set: ztunnel captures the pods the
+	// agent hands it, and is ready only once it served the agent's first
+	// snapshot.
+	ZDSSocket   string
+	TrustDomain string
 	// AdminAddr must be loopback.
 	AdminAddr   string
 	MetricsAddr string
@@ -94,6 +100,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	fs.StringVar(&c.CAAddress, "ca-address", "", "control plane CA endpoint host:port, e.g. 10.96.0.20:15017 (xDS mode)")
 	fs.StringVar(&c.RootCertFile, "root-cert-file", "", "PEM mesh root(s) the control plane's certificate must chain to (xDS mode)")
 	fs.StringVar(&c.TokenFile, "token-file", "", "projected ServiceAccount token with audience ambit-ca, sent to the CA (xDS mode)")
+	fs.StringVar(&c.ZDSSocket, "zds-socket", "", "node agent's ZDS socket, e.g. "+zdsv1alpha1.DefaultSocketPath+"; pods are captured as the agent hands them over (xDS mode; empty: none)")
 	fs.StringVar(&c.ControlPlaneName, "control-plane-name", DefaultControlPlaneName, "TLS server name of the control plane (xDS mode)")
 	fs.StringVar(&c.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of the mesh")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin endpoint (/config_dump, /certs, pprof); loopback only")
@@ -142,6 +149,9 @@ func (c Config) validate() []error {
 	}
 	fileMode := c.WorkloadsFile != "" || c.CACert != "" || c.CAKey != ""
 	xdsMode := c.XDSAddress != "" || c.CAAddress != "" || c.RootCertFile != "" || c.TokenFile != ""
+	if c.ZDSSocket != "" && !xdsMode {
+		errs = append(errs, errors.New("--zds-socket needs xDS mode (--xds-address, --ca-address, --root-cert-file, --token-file): with --workloads-file pods are captured by the netns paths in the file, not by the node agent"))
+	}
 	switch {
 	case fileMode && xdsMode:
 		errs = append(errs, errors.New("file mode (--workloads-file, --ca-cert, --ca-key) and xDS mode (--xds-address, --ca-address, --root-cert-file, --token-file) are exclusive: pick one"))

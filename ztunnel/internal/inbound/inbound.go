@@ -116,7 +116,7 @@ func (p Pod) track() func() {
 func (in *Inbound) workload(uid string) (model.Workload, error) {
 	w, ok := in.cfg.Store.Current().WorkloadByUID(uid)
 	if !ok {
-		return model.Workload{}, fmt.Errorf("pod %s is not in the workload state (was it removed from --workloads-file?)", uid)
+		return model.Workload{}, fmt.Errorf("pod %s is not in the workload state (removed from --workloads-file, or not published by the control plane yet?)", uid)
 	}
 	return w, nil
 }

@@ -5,9 +5,9 @@
 // serves them until the pod is removed or ztunnel shuts down; then it stops
 // accepting and lets open connections finish for up to the drain period.
 //
-// Pods come from AddPod(uid, netns) — the entry point the node agent's ZDS
-// protocol will drive — or, in file mode, from the workload state: every
-// mesh workload of this node with a netns path.
+// Pods come from AddPod(uid, netns) — driven by the node agent over ZDS
+// (internal/zds) — or, in file mode, from the workload state: every mesh
+// workload of this node with a netns path.
 package inpod
 
 import (
@@ -245,7 +245,11 @@ func (m *Manager) addPath(uid, path string) error {
 	if err != nil {
 		return err
 	}
-	if err := m.add(uid, ns, path); err != nil {
+	key, err := netnsKey(ns)
+	if err == nil {
+		err = m.add(uid, ns, key, path)
+	}
+	if err != nil {
 		ns.Close()
 		return err
 	}
@@ -254,30 +258,55 @@ func (m *Manager) addPath(uid, path string) error {
 
 // AddPod starts serving the pod uid whose network namespace is ns. The
 // Manager owns ns from then on (it closes it when the pod is removed),
-// unless AddPod fails. Adding a pod that is already captured keeps the
-// existing listeners and closes ns. Run must have started.
+// unless AddPod fails. Adding a pod that is already captured in the same
+// network namespace (same nsfs device and inode, whichever path or
+// descriptor ns came from) keeps the existing listeners and closes ns; in
+// another namespace (the pod's sandbox was recreated) the pod is moved:
+// the new namespace's listeners are opened first, then the old ones are
+// released as RemovePod does. If that fails the old ones keep serving.
+// Run must have started.
 func (m *Manager) AddPod(uid string, ns *socket.Netns) error {
+	if err := m.canAdd(); err != nil {
+		return err
+	}
+	key, err := netnsKey(ns)
+	if err != nil {
+		return fmt.Errorf("capture pod %s: %w", uid, err)
+	}
 	m.mu.Lock()
-	_, exists := m.pods[uid]
+	old := m.pods[uid]
 	m.mu.Unlock()
-	if exists {
+	if old != nil && old.key == key {
+		m.log.Debug("pod already captured in this netns; keeping its listeners", "uid", uid)
 		ns.Close()
 		return nil
 	}
-	return m.add(uid, ns, "")
+	return m.add(uid, ns, key, "")
 }
 
-func (m *Manager) add(uid string, ns *socket.Netns, path string) error {
+// canAdd says why no pod can be added now, if so.
+func (m *Manager) canAdd() error {
 	select {
 	case <-m.started:
 	default:
 		return errors.New("inpod: AddPod before Run")
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.draining {
-		m.mu.Unlock()
 		return errors.New("inpod: shutting down, not adding pods")
 	}
+	return nil
+}
+
+// Started is closed once Run has started: from then on AddPod can succeed.
+func (m *Manager) Started() <-chan struct{} { return m.started }
+
+func (m *Manager) add(uid string, ns *socket.Netns, key nsKey, path string) error {
+	if err := m.canAdd(); err != nil {
+		return err
+	}
+	m.mu.Lock()
 	connCtx := m.connCtx
 	m.mu.Unlock()
 
@@ -285,12 +314,16 @@ func (m *Manager) add(uid string, ns *socket.Netns, path string) error {
 	if err != nil {
 		return fmt.Errorf("capture pod %s in %v: %w", uid, ns, err)
 	}
+	p.key = key
 	m.mu.Lock()
-	if m.draining || m.pods[uid] != nil {
+	old := m.pods[uid]
+	if m.draining || (old != nil && old.key == key) {
+		// Shutting down, or a concurrent AddPod captured the same netns.
+		draining := m.draining
 		m.mu.Unlock()
 		p.closeListeners()
 		p.drain(connCtx)
-		if m.draining {
+		if draining {
 			return errors.New("inpod: shutting down, not adding pods")
 		}
 		return nil
@@ -300,6 +333,10 @@ func (m *Manager) add(uid string, ns *socket.Netns, path string) error {
 	p.serve(&m.wg)
 	if m.cfg.Prefetch != nil {
 		m.wg.Go(func() { m.cfg.Prefetch(connCtx, uid) })
+	}
+	if old != nil {
+		m.log.Info("pod moved to a new netns (sandbox recreated); releasing the old one", "uid", uid, "netns", ns.String(), "oldNetns", old.ns.String())
+		m.release(old)
 	}
 	m.log.Info("pod captured", "uid", uid, "netns", ns.String())
 	return nil
@@ -317,14 +354,20 @@ func (m *Manager) RemovePod(uid string) error {
 	if p == nil {
 		return nil
 	}
-	p.closeListeners()
 	m.log.Info("pod released; draining its connections", "uid", uid)
+	m.release(p)
+	return nil
+}
+
+// release closes a pod's listeners and drains it in the background (up to
+// the drain period). The pod must no longer be in m.pods.
+func (m *Manager) release(p *pod) {
+	p.closeListeners()
 	m.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.DrainPeriod)
 		defer cancel()
 		p.drain(ctx)
 	})
-	return nil
 }
 
 // Captured reports whether the pod's listeners are open.
@@ -377,6 +420,7 @@ type pod struct {
 	uid     string
 	path    string // netns path in file mode
 	ns      *socket.Netns
+	key     nsKey // identity of ns
 	log     *slog.Logger
 	ctx     context.Context // ends every connection of the pod
 	cancel  context.CancelFunc

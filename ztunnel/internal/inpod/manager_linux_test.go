@@ -3,12 +3,15 @@ package inpod
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,5 +200,123 @@ func waitUntil(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met within 10s")
 		}
+	}
+}
+
+// TestPrivilegedAddPodNewNetns: an AddPod for a captured uid in another
+// netns (the pod's sandbox was recreated) moves the pod's listeners there;
+// in the same netns, whatever handle it comes through, it keeps them.
+func TestPrivilegedAddPodNewNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this privileged test needs root to create network namespaces; run it as root")
+	}
+	topo := testtopo.Setup(t, testtopo.Options{Nodes: 1, PodsPerNode: 2, IPv6: true})
+	oldPod, newPod := topo.Nodes[0].Pods[0], topo.Nodes[0].Pods[1]
+	leakOpts := goleak.IgnoreCurrent()
+	log := slog.New(slog.DiscardHandler)
+	store := state.NewStore()
+	ca, err := identity.NewLocalCA(identity.LocalCAConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := identity.NewManager(identity.ManagerConfig{Signer: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := inbound.New(inbound.Config{Store: store, Certs: certs, Roots: ca.Roots, Mark: DefaultMark, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := outbound.NewHandler(outbound.HandlerConfig{Store: store, Mark: DefaultMark, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewManager(Config{
+		Store: store, Inbound: in, Outbound: out, Logger: log, DrainPeriod: 5 * time.Second,
+		NewDialer: func(ns *socket.Netns) (*hbone.Dialer, error) {
+			return hbone.NewDialer(hbone.DialerConfig{Certificate: certs.TLSCertificate, Roots: ca.Roots, DialTCP: outbound.NetnsDialTCP(ns, DefaultMark)})
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		goleak.VerifyNone(t, leakOpts)
+	}()
+	<-m.Started()
+
+	// listening reports whether the pod's three ports have a listener
+	// inside the netns at path, over IPv4 and IPv6 loopback: the connect
+	// succeeds, or is reset by ztunnel's handler (15006 refuses a client
+	// it does not know), rather than refused by the kernel.
+	listening := func(path string) map[string]bool {
+		got := map[string]bool{}
+		for _, host := range []string{"127.0.0.1", "::1"} {
+			for _, port := range []uint16{DefaultOutboundPort, DefaultInboundPlaintextPort, DefaultHBONEPort} {
+				addr := net.JoinHostPort(host, fmt.Sprint(port))
+				dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+				c, err := topo.Dial(dctx, path, "tcp", addr)
+				dcancel()
+				switch {
+				case err == nil:
+					c.Close()
+					got[addr] = true
+				case errors.Is(err, syscall.ECONNRESET):
+					got[addr] = true
+				case errors.Is(err, syscall.ECONNREFUSED):
+					got[addr] = false
+				default:
+					t.Fatalf("dial %s in %s: %v", addr, path, err)
+				}
+			}
+		}
+		return got
+	}
+	all := func(m map[string]bool, want bool) bool {
+		for _, v := range m {
+			if v != want {
+				return false
+			}
+		}
+		return len(m) == 6
+	}
+	open := func(path string) *socket.Netns {
+		ns, err := socket.OpenNetns(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ns
+	}
+
+	if err := m.AddPod("p", open(oldPod.NetnsPath)); err != nil {
+		t.Fatal(err)
+	}
+	if got := listening(oldPod.NetnsPath); !all(got, true) {
+		t.Fatalf("first netns after AddPod: %v", got)
+	}
+	if err := m.AddPod("p", open(newPod.NetnsPath)); err != nil {
+		t.Fatal(err)
+	}
+	if got := listening(newPod.NetnsPath); !all(got, true) {
+		t.Fatalf("new netns after the second AddPod: %v", got)
+	}
+	if got := listening(oldPod.NetnsPath); !all(got, false) {
+		t.Fatalf("old netns still listening after the pod moved: %v", got)
+	}
+	// The same netns through another handle (/proc/<pid>/ns/net of a
+	// thread inside it would do as well): kept, and the handle closed.
+	same := open(newPod.NetnsPath)
+	if err := m.AddPod("p", same); err != nil || same.Fd() != -1 {
+		t.Fatalf("AddPod in the same netns = %v, handle fd %d (want closed)", err, same.Fd())
+	}
+	if got := listening(newPod.NetnsPath); !all(got, true) || len(m.Pods()) != 1 {
+		t.Fatalf("after AddPod in the same netns: %v, pods %v", got, m.Pods())
 	}
 }
