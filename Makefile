@@ -9,7 +9,15 @@ export CGO_ENABLED ?= 0
 MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/...
 # Static binaries built into bin/.
 CMDS := ./e2e/cmd/ambit-localcluster ./e2e/cmd/ambit-testapp ./e2e/cmd/ambit-pause ./e2e/cmd/ambit-testreport \
-        ./controlplane/cmd/ambit-controlplane ./ztunnel/cmd/ztunnel ./ztunnel/cmd/ztunnel-admin
+        ./controlplane/cmd/ambit-controlplane ./ztunnel/cmd/ztunnel ./ztunnel/cmd/ztunnel-admin \
+        ./cni-plugin/cmd/ambit-cni ./cni-plugin/cmd/ambit-node-agent
+# Host tools the node agent image carries (the in-pod rules are written with
+# iptables, nf_tables backend), with their symlinks and shared libraries.
+IPTABLES_FILES := /usr/sbin/iptables /usr/sbin/iptables-save /usr/sbin/iptables-restore \
+        /usr/sbin/ip6tables /usr/sbin/ip6tables-save /usr/sbin/ip6tables-restore \
+        /usr/sbin/iptables-nft /usr/sbin/iptables-nft-save /usr/sbin/iptables-nft-restore \
+        /usr/sbin/ip6tables-nft /usr/sbin/ip6tables-nft-save /usr/sbin/ip6tables-nft-restore \
+        /usr/lib/x86_64-linux-gnu/xtables /etc/protocols
 
 .PHONY: help deps k8s build images generate verify test test-unit test-privileged test-harness test-e2e \
         cluster-up cluster-down demo demo-down clean
@@ -32,6 +40,8 @@ images: build ## pack the binaries that run in pods as image tarballs
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-testapp --ref localhost/ambit-testapp:dev --out $(OUT)/images/ambit-testapp.tar
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-controlplane --ref localhost/ambit-controlplane:dev --out $(OUT)/images/ambit-controlplane.tar
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ztunnel --bin $(BIN)/ztunnel-admin --ref localhost/ambit-ztunnel:dev --out $(OUT)/images/ambit-ztunnel.tar
+	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-node-agent --bin $(BIN)/ambit-cni \
+		$(addprefix --host-file ,$(IPTABLES_FILES)) --ref localhost/ambit-node-agent:dev --out $(OUT)/images/ambit-node-agent.tar
 
 generate: ## regenerate the Go code from api/ protos
 	@api/hack/generate.sh
@@ -56,7 +66,8 @@ test-e2e: ## e2e tier on a fresh 2-node local cluster
 
 cluster-up: deps k8s images ## bring up a 2-node local cluster (name "ambit")
 	$(BIN)/ambit-localcluster up --name ambit --nodes 2 --image $(OUT)/images/ambit-testapp.tar \
-		--image $(OUT)/images/ambit-controlplane.tar --image $(OUT)/images/ambit-ztunnel.tar
+		--image $(OUT)/images/ambit-controlplane.tar --image $(OUT)/images/ambit-ztunnel.tar \
+		--image $(OUT)/images/ambit-node-agent.tar
 
 cluster-down: ## tear the local cluster down
 	@if [ -x $(BIN)/ambit-localcluster ]; then $(BIN)/ambit-localcluster down --name ambit; fi

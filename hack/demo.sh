@@ -13,7 +13,8 @@ e2e/hack/build-k8s.sh
 make -s build images
 say "local cluster: 2 nodes"
 bin/ambit-localcluster up --name ambit --nodes 2 --image _output/images/ambit-testapp.tar \
-  --image _output/images/ambit-controlplane.tar --image _output/images/ambit-ztunnel.tar
+  --image _output/images/ambit-controlplane.tar --image _output/images/ambit-ztunnel.tar \
+  --image _output/images/ambit-node-agent.tar
 export KUBECONFIG=$(bin/ambit-localcluster kubeconfig --name ambit)
 kubectl=$(ls "${AMBIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ambit}"/k8s/*/bin/kubectl | tail -n 1)
 "$kubectl" get nodes -o wide
@@ -29,36 +30,54 @@ for i in 1 2 3 4 5 6; do
   "$kubectl" -n ambit-demo exec "$client" -- ambit-testapp get --timeout 5s "http://$vip/" \
     | sed -E 's/.*"name":"([^"]*)".*"pod_ip":"([^"]*)".*"peer":"([^"]*)".*/  answered by \1 (\2), saw peer \3/'
 done
-say "Ambit: control plane (CA + workload discovery) and a ztunnel per node (deploy/manifests/ambit.yaml)"
+say "Ambit: control plane (CA + workload discovery), a ztunnel and a node agent per node (deploy/manifests/ambit.yaml)"
 "$kubectl" apply --server-side -f deploy/manifests/ambit.yaml
 "$kubectl" -n ambit-system rollout status deploy/ambit-controlplane --timeout=120s
+"$kubectl" -n ambit-system rollout status ds/ambit-node-agent --timeout=120s
 "$kubectl" -n ambit-system rollout status ds/ztunnel --timeout=120s
+
 say "enrol the namespace: one label, no restart"
 "$kubectl" label namespace ambit-demo ambit.dev/dataplane-mode=ambient --overwrite
-"$kubectl" -n ambit-demo get pods -o custom-columns=POD:.metadata.name,NODE:.spec.nodeName,RESTARTS:.status.containerStatuses[0].restartCount
-for zt in $("$kubectl" -n ambit-system get pods -l app=ztunnel -o jsonpath='{.items[*].metadata.name}'); do
-  node=$("$kubectl" -n ambit-system get pod "$zt" -o jsonpath='{.spec.nodeName}')
-  # Certificates are fetched from the control plane CA shortly after the
-  # workload shows up; wait until this node's pods have theirs.
-  for _ in $(seq 1 30); do
-    "$kubectl" -n ambit-system exec "$zt" -- ztunnel-admin certs 2>/dev/null | grep -q 'ns/ambit-demo' && break
+for _ in $(seq 1 60); do
+  pending=$("$kubectl" -n ambit-demo get pods -o jsonpath='{range .items[*]}{.metadata.annotations.ambit\.dev/redirection}{"\n"}{end}' | grep -cv '^enabled$' || true)
+  [ "$pending" = 0 ] && break
+  sleep 1
+done
+"$kubectl" -n ambit-demo get pods -o custom-columns='POD:.metadata.name,NODE:.spec.nodeName,RESTARTS:.status.containerStatuses[0].restartCount,REDIRECTION:.metadata.annotations.ambit\.dev/redirection'
+
+say "the same requests, now carried by ztunnel over HBONE (mutual TLS, SPIFFE identities)"
+for i in 1 2 3 4 5 6; do
+  for _ in 1 2 3 4 5; do
+    out=$("$kubectl" -n ambit-demo exec "$client" -- ambit-testapp get --timeout 5s "http://$vip/" 2>/dev/null) && break
     sleep 1
   done
-  say "ztunnel on $node: workloads it knows, and the SPIFFE certificates it holds for its node's pods"
-  "$kubectl" -n ambit-system exec "$zt" -- ztunnel-admin workloads | grep -E 'NAMESPACE|ambit-demo' || true
+  echo "$out" | sed -E 's/.*"name":"([^"]*)".*"pod_ip":"([^"]*)".*"peer":"([^"]*)".*/  answered by \1 (\2), saw peer \3/'
+done
+
+# A slow request, to catch its tunnel in ztunnel's connection table.
+"$kubectl" -n ambit-demo exec "$client" -- ambit-testapp get --timeout 10s "http://$vip/delay/4000" >/dev/null 2>&1 &
+slow=$!
+sleep 2
+for zt in $("$kubectl" -n ambit-system get pods -l app=ztunnel -o jsonpath='{.items[*].metadata.name}'); do
+  node=$("$kubectl" -n ambit-system get pod "$zt" -o jsonpath='{.spec.nodeName}')
+  say "ztunnel on $node: connections it carries right now (ztunnel-admin connections)"
+  "$kubectl" -n ambit-system exec "$zt" -- ztunnel-admin connections
+  say "ztunnel on $node: connections opened so far, by identity and security policy (its /metrics)"
+  "$kubectl" get --raw "/api/v1/namespaces/ambit-system/pods/$zt:15020/proxy/metrics" \
+    | grep '^istio_tcp_connections_opened_total{' | grep 'ambit-demo' \
+    | perl -ne 'my %l = /(\w+)="([^"]*)"/g; my ($v) = /\} (\S+)$/;
+        print "  $l{reporter}: $l{source_principal} -> $l{destination_principal}  [$l{connection_security_policy}] x$v\n"' \
+    | sort -u
+  say "ztunnel on $node: the SPIFFE certificates it holds for its node's pods"
   "$kubectl" -n ambit-system exec "$zt" -- ztunnel-admin certs
 done
+wait "$slow" || true
 cat <<MSG
 
 The cluster stays up. Try:
   export KUBECONFIG=$KUBECONFIG
   $kubectl -n ambit-demo get pods -o wide
-  $kubectl -n ambit-system exec ds/ztunnel -- ztunnel-admin certs
-What is real today: the control plane CA issues SPIFFE certificates to each
-node's ztunnel for exactly the enrolled pods running there, and workload
-discovery reaches every ztunnel. Not yet: the CNI/node agent that captures
-the pods' traffic into ztunnel, so the requests above still travel in
-plaintext; the HBONE mTLS data path itself is tested on network namespaces
-(make test-privileged). See docs/development.md.
+  $kubectl -n ambit-system exec ds/ztunnel -- ztunnel-admin connections
+  $kubectl label namespace ambit-demo ambit.dev/dataplane-mode-   # leave the mesh, still no restart
 Remove everything with: make demo-down
 MSG

@@ -132,6 +132,8 @@ type AppOptions struct {
 	ServiceAccount  string
 	HostNetwork     bool
 	ExtraContainers []corev1.Container
+	// RestartNever runs the pod once (for a client command that exits).
+	RestartNever bool
 }
 
 // Server ports of `ambit-testapp serve` as deployed by TestApp.
@@ -144,6 +146,13 @@ const (
 // it is Ready (the server has a readiness probe, so kubelet probes are
 // exercised too).
 func (f *Framework) TestApp(ns, name string, o AppOptions) *corev1.Pod {
+	f.t.Helper()
+	f.CreateTestApp(ns, name, o)
+	return f.WaitPodReady(ns, name, 2*time.Minute)
+}
+
+// CreateTestApp creates an ambit-testapp pod like TestApp, without waiting.
+func (f *Framework) CreateTestApp(ns, name string, o AppOptions) {
 	f.t.Helper()
 	args := o.Args
 	server := len(args) == 0
@@ -181,11 +190,16 @@ func (f *Framework) TestApp(ns, name string, o AppOptions) *corev1.Pod {
 			Containers:                    append([]corev1.Container{c}, o.ExtraContainers...),
 		},
 	}
+	if o.RestartNever {
+		pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	}
 	if _, err := f.Client.CoreV1().Pods(ns).Create(f.Ctx(), pod, metav1.CreateOptions{}); err != nil {
 		f.t.Fatalf("create pod %s/%s: %v", ns, name, err)
 	}
-	return f.WaitPodReady(ns, name, 2*time.Minute)
 }
+
+// TestAppImage is the ambit-testapp image reference.
+func TestAppImage() string { return *testAppImage }
 
 // Service creates a ClusterIP Service selecting app=<name> on the test-app
 // ports (80 -> 8080, 9000 -> 9000).

@@ -32,7 +32,7 @@ var Epoch = time.Unix(0, 0).UTC()
 
 // DefaultPath is the PATH put in the image environment when Spec.Env sets none,
 // so that exec'ing a binary by its bare name works in the container.
-const DefaultPath = "PATH=/usr/local/bin:/usr/bin:/bin"
+const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // File is one host file copied into the image.
 type File struct {
