@@ -389,6 +389,42 @@ func TestEnrolment(t *testing.T) {
 		}
 	})
 
+	t.Run("control plane away: established and new mTLS connections keep working", func(t *testing.T) {
+		// A connection established before the outage and still open after.
+		slow := make(chan error, 1)
+		go func() {
+			out, _, err := f.Exec(ns, client.Name, "app", "ambit-testapp", "get", "--timeout", "90s", url+"delay/30000")
+			if err == nil && !strings.Contains(out, client.Status.PodIP) {
+				err = fmt.Errorf("slow request answered %q, without the client's IP as peer", out)
+			}
+			slow <- err
+		}()
+		time.Sleep(time.Second)
+		scaleControlPlane(t, f, 0)
+		t.Cleanup(func() { scaleControlPlane(t, f, 1) })
+		if err := f.Eventually(2*time.Minute, func() error {
+			if n := len(controlPlanePods(t, f)); n > 0 {
+				return fmt.Errorf("%d control plane pods still exist", n)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// New connections between known pods: still mTLS.
+		before, _ := opened(t, f, serverNodeIP, hbone)
+		if r := get(t, f, ns, client.Name, url); peerIP(t, r.Peer) != client.Status.PodIP {
+			t.Fatalf("server saw %s, want %s", r.Peer, client.Status.PodIP)
+		}
+		if after, _ := opened(t, f, serverNodeIP, hbone); after <= before {
+			t.Fatalf("no new mTLS connection counted while the control plane was away (%v -> %v)", before, after)
+		}
+		scaleControlPlane(t, f, 1)
+		waitDeploymentReady(t, f, systemNS, "ambit-controlplane")
+		if err := <-slow; err != nil {
+			t.Fatalf("connection established before the outage: %v", err)
+		}
+	})
+
 	t.Run("ztunnel down: enrolled pods fail closed, new pods wait", func(t *testing.T) {
 		setZtunnelScheduling(t, f, false)
 		restored := false

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"ambit.dev/cni-plugin/internal/cniapi"
 	"ambit.dev/cni-plugin/internal/netns"
 	"ambit.dev/cni-plugin/internal/zdsserver"
 	"ambit.dev/cni-plugin/internal/zdsserver/zdstest"
@@ -551,5 +552,50 @@ func TestAnnotationIsNotPatchedAgain(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // let any (wrong) extra patch happen
 	if n := e.patches("demo", "web"); n != before {
 		t.Fatalf("the pod was patched %d more times after it was enabled, want 0", n-before)
+	}
+}
+
+// A pod that runs to completion right after its CNI ADD: the CNI DEL of its
+// sandbox can reach the agent before the informer shows the pod running.
+// The agent must not go looking for the gone netns and mark the pod
+// pending; it stays annotated as it was captured.
+func TestShortLivedPodIsNotLeftPending(t *testing.T) {
+	job := pod("demo", "job", node)
+	job.Status.Phase = corev1.PodPending
+	e := newEnv(t, namespace("demo", true), job)
+	e.ns.sandbox("job", "10.244.1.9")
+	e.run()
+	z := e.ztunnel(nil)
+
+	req := cniapi.PodRequest{ContainerID: "c1", Netns: filepath.Join(e.ns.dir, "job"), PodNamespace: "demo", PodName: "job",
+		PodUID: "uid-job", IPs: []string{"10.244.1.9"}}
+	if resp, err := e.agent.CNIAdd(e.ctx, req, os.Open); err != nil || !resp.Enrolled {
+		t.Fatalf("CNIAdd = %+v, %v", resp, err)
+	}
+	z.WaitFor(t, waitTimeout, zdstest.Is("add", "uid-job"))
+	e.waitAnnotation("demo", "job", enrol.RedirectionEnabled)
+	if _, err := e.agent.CNIDel(e.ctx, req, os.Open); err != nil {
+		t.Fatal(err)
+	}
+	z.WaitFor(t, waitTimeout, zdstest.Is("del", "uid-job"))
+	e.ns.mu.Lock()
+	delete(e.ns.byIP, netip.MustParseAddr("10.244.1.9")) // the netns is gone
+	e.ns.mu.Unlock()
+
+	running := pod("demo", "job", node, "10.244.1.9")
+	running.Annotations = map[string]string{enrol.AnnotationRedirection: enrol.RedirectionEnabled}
+	if _, err := e.client.CoreV1().Pods("demo").UpdateStatus(e.ctx, running, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitUntil("the agent saw the pod running", func() bool {
+		p, err := e.agent.podLister.Pods("demo").Get("job")
+		return err == nil && len(p.Status.PodIPs) == 1
+	})
+	time.Sleep(200 * time.Millisecond) // room for a wrong reconcile
+	if v, _ := e.annotation("demo", "job"); v != enrol.RedirectionEnabled {
+		t.Fatalf("annotation = %q after the sandbox was deleted, want it left %q", v, enrol.RedirectionEnabled)
+	}
+	if len(e.agent.Captured()) != 0 {
+		t.Fatalf("captured after the CNI DEL: %v", e.agent.Captured())
 	}
 }
