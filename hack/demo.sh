@@ -66,8 +66,8 @@ for zt in $("$kubectl" -n ambit-system get pods -l app=ztunnel -o jsonpath='{.it
   "$kubectl" get --raw "/api/v1/namespaces/ambit-system/pods/$zt:15020/proxy/metrics" \
     | grep '^istio_tcp_connections_opened_total{' | grep 'ambit-demo' \
     | perl -ne 'my %l = /(\w+)="([^"]*)"/g; my ($v) = /\} (\S+)$/;
-        print "  $l{reporter}: $l{source_principal} -> $l{destination_principal}  [$l{connection_security_policy}] x$v\n"' \
-    | sort -u
+        $n{"  $l{reporter}: $l{source_principal} -> $l{destination_principal} via $l{destination_service}  [$l{connection_security_policy}]"} += $v;
+        END { print "$_  x$n{$_}\n" for sort keys %n }'
   say "ztunnel on $node: the SPIFFE certificates it holds for its node's pods"
   "$kubectl" -n ambit-system exec "$zt" -- ztunnel-admin certs
 done
