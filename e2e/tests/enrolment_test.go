@@ -433,18 +433,7 @@ func TestEnrolment(t *testing.T) {
 				setZtunnelScheduling(t, f, true)
 			}
 		})
-		if err := f.Eventually(2*time.Minute, func() error {
-			pods, err := f.Client.CoreV1().Pods(systemNS).List(f.Ctx(), metav1.ListOptions{LabelSelector: "app=ztunnel"})
-			if err != nil {
-				return err
-			}
-			if len(pods.Items) > 0 {
-				return fmt.Errorf("%d ztunnel pods still exist", len(pods.Items))
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		waitNoPods(t, f, "ztunnel")
 		seen := serverConnections(t, f, ns, server.Name, client.Status.PodIP)
 		for range 3 {
 			if peer, err := tcpExchange(f, ns, client.Name, tcpAddr); err == nil {
@@ -456,23 +445,7 @@ func TestEnrolment(t *testing.T) {
 		}
 		// A new pod of the namespace cannot start without ztunnel.
 		f.CreateTestApp(ns, "waiting", framework.AppOptions{Node: nodes[0], Args: []string{"sleep"}})
-		if err := f.Eventually(time.Minute, func() error {
-			evs, err := f.Client.CoreV1().Events(ns).List(f.Ctx(), metav1.ListOptions{FieldSelector: "involvedObject.name=waiting"})
-			if err != nil {
-				return err
-			}
-			for _, e := range evs.Items {
-				if e.Reason == "FailedCreatePodSandBox" && strings.Contains(e.Message, "ztunnel") {
-					return nil
-				}
-			}
-			return fmt.Errorf("no FailedCreatePodSandBox event naming ztunnel for pod waiting")
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if p, err := f.Client.CoreV1().Pods(ns).Get(f.Ctx(), "waiting", metav1.GetOptions{}); err != nil || p.Status.Phase == corev1.PodRunning {
-			t.Fatalf("pod waiting started without ztunnel (%v)", err)
-		}
+		waitSandboxFailure(t, f, ns, "waiting", "ztunnel")
 		setZtunnelScheduling(t, f, true)
 		restored = true
 		daemonPods(t, f, "ztunnel", nodes)
@@ -486,6 +459,32 @@ func TestEnrolment(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("client -> server after ztunnel is back: %v", err)
 		}
+	})
+
+	t.Run("node agent down: enrolled pods keep mTLS, pods outside the mesh start, mesh pods wait", func(t *testing.T) {
+		setDaemonScheduling(t, f, "ambit-node-agent", false)
+		restored := false
+		t.Cleanup(func() {
+			if !restored {
+				setDaemonScheduling(t, f, "ambit-node-agent", true)
+			}
+		})
+		waitNoPods(t, f, "ambit-node-agent")
+		before, _ := opened(t, f, serverNodeIP, hbone)
+		get(t, f, ns, client.Name, url)
+		if after, _ := opened(t, f, serverNodeIP, hbone); after <= before {
+			t.Fatal("no mTLS connection counted while the node agent was away")
+		}
+		// The plugin stays installed and decides from the API server.
+		plain := f.Namespace("plain", nil)
+		f.TestApp(plain, "outside", framework.AppOptions{Node: nodes[0], Args: []string{"sleep"}})
+		f.CreateTestApp(ns, "meshpod", framework.AppOptions{Node: nodes[0], Args: []string{"sleep"}})
+		waitSandboxFailure(t, f, ns, "meshpod", "ambit-node-agent")
+		setDaemonScheduling(t, f, "ambit-node-agent", true)
+		restored = true
+		daemonPods(t, f, "ambit-node-agent", nodes)
+		f.WaitPodReady(ns, "meshpod", 2*time.Minute)
+		waitRedirection(t, f, ns, "meshpod", "enabled")
 	})
 
 	t.Run("removing the label: plaintext again, rules gone", func(t *testing.T) {
@@ -505,17 +504,63 @@ func TestEnrolment(t *testing.T) {
 	})
 }
 
+// waitNoPods waits until DaemonSet name has no pod left.
+func waitNoPods(t *testing.T, f *framework.Framework, name string) {
+	t.Helper()
+	if err := f.Eventually(2*time.Minute, func() error {
+		pods, err := f.Client.CoreV1().Pods(systemNS).List(f.Ctx(), metav1.ListOptions{LabelSelector: "app=" + name})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
+			return fmt.Errorf("%d %s pods still exist", len(pods.Items), name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitSandboxFailure waits for a FailedCreatePodSandBox event of pod name
+// whose message contains want.
+func waitSandboxFailure(t *testing.T, f *framework.Framework, ns, name, want string) {
+	t.Helper()
+	if err := f.Eventually(time.Minute, func() error {
+		evs, err := f.Client.CoreV1().Events(ns).List(f.Ctx(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "FailedCreatePodSandBox" && strings.Contains(e.Message, want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no FailedCreatePodSandBox event mentioning %q for pod %s", want, name)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := f.Client.CoreV1().Pods(ns).Get(f.Ctx(), name, metav1.GetOptions{}); err != nil || p.Status.Phase == corev1.PodRunning {
+		t.Fatalf("pod %s started (%v)", name, err)
+	}
+}
+
 // setZtunnelScheduling removes every ztunnel pod (a node selector no node
 // has) or lets them back.
 func setZtunnelScheduling(t *testing.T, f *framework.Framework, run bool) {
+	t.Helper()
+	setDaemonScheduling(t, f, "ztunnel", run)
+}
+
+// setDaemonScheduling removes every pod of DaemonSet name, or lets them back.
+func setDaemonScheduling(t *testing.T, f *framework.Framework, name string, run bool) {
 	t.Helper()
 	sel := `{"ambit.dev/e2e-no-such-node":"true"}`
 	if run {
 		sel = "null"
 	}
 	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeSelector":%s}}}}`, sel)
-	if _, err := f.Client.AppsV1().DaemonSets(systemNS).Patch(f.Ctx(), "ztunnel", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatalf("patch ztunnel DaemonSet: %v", err)
+	if _, err := f.Client.AppsV1().DaemonSets(systemNS).Patch(f.Ctx(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("patch %s DaemonSet: %v", name, err)
 	}
 }
 
