@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 	"slices"
 	"strings"
 
@@ -17,6 +18,10 @@ import (
 	"ambit.dev/cni-plugin/internal/zdsserver"
 	"ambit.dev/pkg/enrol"
 )
+
+// annotateTimeout bounds the background annotation of a pod captured by a
+// CNI ADD.
+const annotateTimeout = 10 * time.Second
 
 // OpenFunc opens the netns path of a CNI request, as the plugin that sent
 // it sees the path.
@@ -81,12 +86,18 @@ func (a *Agent) CNIAdd(ctx context.Context, req cniapi.PodRequest, open OpenFunc
 		}
 	}
 	unlock()
-	// Annotate now: a short-lived pod may finish before the informer shows
-	// it running. A failure only delays the annotation (reconcile retries).
+	// Annotate now, not from reconcile: a short-lived pod may finish before
+	// the informer shows it running. In the background: the API round trip
+	// is not on the pod's start-up path. A failure only delays the
+	// annotation (reconcile retries).
 	if pod.Annotations[enrol.AnnotationRedirection] != enrol.RedirectionEnabled {
-		if err := a.annotate(ctx, pod, enrol.RedirectionEnabled); err != nil {
-			a.log.Warn("captured pod not annotated yet", "pod", p.String(), "error", err)
-		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), annotateTimeout)
+			defer cancel()
+			if err := a.annotate(ctx, pod, enrol.RedirectionEnabled); err != nil {
+				a.log.Warn("captured pod not annotated yet", "pod", p.String(), "error", err)
+			}
+		}()
 	}
 	a.enqueue(p.String())
 	return cniapi.PodResponse{Enrolled: true, Reason: reason}, nil
