@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"k8s.io/klog/v2"
+
 	"ambit.dev/controlplane/internal/app"
 	"ambit.dev/controlplane/internal/config"
 )
@@ -31,6 +33,9 @@ func main() {
 		h = slog.NewJSONHandler(os.Stderr, opts)
 	}
 	log := slog.New(h)
+	// client-go (leader election, informers) logs through klog: send it to
+	// the same handler, so --log-format applies to every line.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -2,7 +2,10 @@
 // (internal/kube) feeds the workload-discovery server (internal/xds); the
 // CA (internal/ca) signs workload certificates and the control plane's own
 // serving certificate (internal/servingcert); gRPC servers serve xDS and the
-// CA over TLS; an HTTP server serves /metrics, /healthz and /readyz.
+// CA over TLS; an HTTP server serves /metrics, /healthz and /readyz. The
+// writers (the trust-bundle ConfigMap) run only on the replica that holds
+// the leader Lease (internal/leader); everything else runs on every
+// replica.
 package app
 
 import (
@@ -30,6 +33,7 @@ import (
 	"ambit.dev/controlplane/internal/ca"
 	"ambit.dev/controlplane/internal/config"
 	"ambit.dev/controlplane/internal/kube"
+	"ambit.dev/controlplane/internal/leader"
 	"ambit.dev/controlplane/internal/servingcert"
 	"ambit.dev/controlplane/internal/xds"
 )
@@ -47,6 +51,7 @@ type App struct {
 	xds     *xds.Server
 	ca      *ca.Server
 	rotator *servingcert.Rotator
+	elector *leader.Elector
 
 	started   atomic.Bool
 	listening chan struct{}
@@ -118,9 +123,27 @@ func New(cfg config.Config, client kubernetes.Interface, log *slog.Logger) (*App
 		return nil, err
 	}
 	rot := servingcert.NewRotator(caSrv, servingcert.RotatorConfig{Names: cfg.ServingNames}, log.With("component", "servingcert"))
+	elector, err := leader.New(leader.Config{
+		Namespace:     cfg.Namespace,
+		LeaseName:     cfg.LeaderElectLeaseName,
+		Identity:      cfg.LeaderElectIdentity,
+		LeaseDuration: cfg.LeaseDuration,
+		RenewDeadline: cfg.RenewDeadline,
+		RetryPeriod:   cfg.RetryPeriod,
+		Disabled:      !cfg.LeaderElect,
+		Registerer:    reg,
+	}, client, log.With("component", "leader"),
+		// Every periodic or controller write of the control plane is a
+		// Writer here. (The CA's create-if-absent of its root Secret is not:
+		// see ca.Server.Run and docs/adr/0002.)
+		leader.Writer{Name: "trust-bundle", Run: caSrv.PublishTrustBundle},
+	)
+	if err != nil {
+		return nil, err
+	}
 	return &App{
 		cfg: cfg, log: log, reg: reg,
-		ctrl: ctrl, xds: xdsSrv, ca: caSrv, rotator: rot,
+		ctrl: ctrl, xds: xdsSrv, ca: caSrv, rotator: rot, elector: elector,
 		listening: make(chan struct{}),
 	}, nil
 }
@@ -135,9 +158,14 @@ func (a *App) Addrs() Addrs {
 	return a.addrs
 }
 
+// Leading reports whether this replica holds the leader Lease and runs the
+// writers (always true with --leader-elect=false once Run started).
+func (a *App) Leading() bool { return a.elector.Leading() }
+
 // Ready reports whether the control plane serves complete, trusted data:
 // the model has synced, the CA has loaded its root and the serving
-// certificate is issued. The reason says what is missing.
+// certificate is issued. The reason says what is missing. It does not
+// depend on leading: every replica serves.
 func (a *App) Ready() (bool, string) {
 	if !a.ctrl.HasSynced() {
 		return false, "the Kubernetes model has not synced yet"
@@ -234,6 +262,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return wrap("xds", a.xds.Run(gctx)) })
 	g.Go(func() error { return wrap("ca", a.ca.Run(gctx)) })
 	g.Go(func() error { return wrap("servingcert", a.rotator.Run(gctx)) })
+	g.Go(func() error { return wrap("leader election", a.elector.Run(gctx)) })
 	g.Go(func() error {
 		// Serve xDS only once the model is complete (see xds.MarkReady).
 		select {

@@ -159,6 +159,11 @@ func parseAuthority(source string, data map[string][]byte, td string, maxTTL tim
 // Secret. With create, a missing root Secret is generated and created; if
 // another replica created it first (AlreadyExists), that one is read and
 // used, so replicas starting together converge on one root.
+//
+// This Create is the one write every replica may make, without the leader
+// Lease: it is a single atomic create-if-absent that the API server
+// serializes, not a loop that keeps an object in shape, and a replica
+// cannot serve the CA before it has a root (docs/adr/0002).
 func (s *Server) loadAuthority(ctx context.Context, create bool) (*authority, error) {
 	ns := s.cfg.Namespace
 	secrets := s.kube.CoreV1().Secrets(ns)
@@ -217,9 +222,69 @@ func (s *Server) loadAuthority(ctx context.Context, create bool) (*authority, er
 	}
 }
 
+// Retry delays of PublishTrustBundle after a failed write: doubling from
+// publishRetryBase, at most ReloadInterval.
+const publishRetryBase = time.Second
+
+// PublishTrustBundle keeps the ConfigMap ambit-root-cert equal to the trust
+// bundle (root-cert.pem) of the loaded root, until ctx ends; then it
+// returns nil. It waits for Run to load the root, re-reads the CA Secret,
+// writes at once, again whenever the root changes, and every
+// ReloadInterval to repair an edited or deleted ConfigMap. A failed write
+// is logged and retried with backoff.
+//
+// It is a leader-only writer (internal/leader): it runs on one replica at a
+// time and writes nothing once ctx has ended.
+func (s *Server) PublishTrustBundle(ctx context.Context) error {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil
+	}
+	// This replica may be taking over from a leader that saw a newer CA
+	// Secret than its own last reload: re-read it before the first write,
+	// so that a handover never puts an older bundle back.
+	if err := s.reload(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("re-reading the CA Secret before publishing failed; publishing the bundle loaded last", "err", err)
+	}
+	var published [32]byte // digest of the authority last written
+	var retry time.Duration
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.changed:
+		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			// Leadership (or the process) ended while waking up: another
+			// replica may be the writer now.
+			return nil
+		}
+		a := s.authority.Load()
+		next := s.cfg.ReloadInterval
+		if err := s.publishRoots(ctx, a); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			retry = min(max(2*retry, publishRetryBase), s.cfg.ReloadInterval)
+			next = retry
+			s.log.Error("publishing the trust bundle failed; retrying", "err", err, "retryIn", retry)
+		} else {
+			retry = 0
+			if a.digest != published {
+				published = a.digest
+				s.log.Info("published the trust bundle", "configMap", s.cfg.Namespace+"/"+RootConfigMapName, "source", a.source, "roots", len(a.roots))
+			}
+		}
+		t.Reset(next)
+	}
+}
+
 // publishRoots writes the trust bundle to the ConfigMap ambit-root-cert
-// with server-side apply. Every replica writes the same content, so no
-// leader election is needed.
+// with server-side apply. Only the leader calls it (PublishTrustBundle).
 func (s *Server) publishRoots(ctx context.Context, a *authority) error {
 	ns := s.cfg.Namespace
 	cm := corev1ac.ConfigMap(RootConfigMapName, ns).

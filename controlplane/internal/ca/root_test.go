@@ -33,17 +33,52 @@ func pluginSecret(t *testing.T, ca testCA, root *testCA) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: PluginSecretName, Namespace: testNS}, Data: data}
 }
 
-func rootConfigMap(t *testing.T, kube *fake.Clientset) []*x509.Certificate {
+// waitTimeout only guards against a hung test; no test asserts on time.
+const waitTimeout = 30 * time.Second
+
+// waitRootConfigMap waits (bounded) until the ConfigMap ambit-root-cert
+// holds want.
+func waitRootConfigMap(t *testing.T, kube *fake.Clientset, want []*x509.Certificate) {
 	t.Helper()
-	cm, err := kube.CoreV1().ConfigMaps(testNS).Get(context.Background(), RootConfigMapName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("ConfigMap %s: %v", RootConfigMapName, err)
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		cm, err := kube.CoreV1().ConfigMaps(testNS).Get(context.Background(), RootConfigMapName, metav1.GetOptions{})
+		if err == nil {
+			if roots, err := identity.ParseCertsPEM([]byte(cm.Data[KeyRootCert])); err == nil && sameRoots(roots, want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ConfigMap %s does not hold the expected roots: %v", RootConfigMapName, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	roots, err := identity.ParseCertsPEM([]byte(cm.Data[KeyRootCert]))
-	if err != nil {
-		t.Fatalf("ConfigMap %s key %s: %v", RootConfigMapName, KeyRootCert, err)
+}
+
+// startPublisher runs s.PublishTrustBundle until the test ends, as the
+// leader would.
+func startPublisher(t *testing.T, s *Server) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.PublishTrustBundle(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("PublishTrustBundle returned %v", err)
+		}
+	})
+}
+
+// configMapWrites counts the actions on ConfigMaps that are not reads.
+func configMapWrites(kube *fake.Clientset) int {
+	n := 0
+	for _, a := range kube.Actions() {
+		if a.GetResource().Resource == "configmaps" && a.GetVerb() != "get" && a.GetVerb() != "list" && a.GetVerb() != "watch" {
+			n++
+		}
 	}
-	return roots
+	return n
 }
 
 func sameRoots(a, b []*x509.Certificate) bool {
@@ -74,9 +109,8 @@ func TestGeneratedRootSurvivesRestart(t *testing.T) {
 	if len(roots) != 1 || !roots[0].IsCA || roots[0].CheckSignatureFrom(roots[0]) != nil {
 		t.Fatalf("Roots() = %v, want one self-signed CA", roots)
 	}
-	if got := rootConfigMap(t, kube); !sameRoots(got, roots) {
-		t.Error("ConfigMap ambit-root-cert does not hold the root")
-	}
+	startPublisher(t, first)
+	waitRootConfigMap(t, kube, roots)
 
 	// A restarted (or second) replica reads the same Secret.
 	second := startServer(t, Config{}, kube, testPods())
@@ -152,9 +186,8 @@ func TestPluginSecret(t *testing.T) {
 	if _, err := kube.CoreV1().Secrets(testNS).Get(context.Background(), RootSecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("with a plug-in Secret, %s must not be created (Get = %v)", RootSecretName, err)
 	}
-	if got := rootConfigMap(t, kube); !sameRoots(got, []*x509.Certificate{root.cert}) {
-		t.Error("ConfigMap ambit-root-cert does not hold the plug-in root")
-	}
+	startPublisher(t, s)
+	waitRootConfigMap(t, kube, []*x509.Certificate{root.cert})
 	resp, err := s.CreateCertificate(withToken("zt-a"), &cav1alpha1.CreateCertificateRequest{Csr: csrFor(t, testTD, "ns1", "sa1")})
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +267,7 @@ func TestRootRotation(t *testing.T) {
 	newRoot := newTestCA(t, "new root", nil, time.Now().Add(2*365*24*time.Hour))
 	kube := newKube(testTokens(), pluginSecret(t, oldRoot, nil))
 	s := startServer(t, Config{}, kube, testPods())
+	startPublisher(t, s)
 	ctx := context.Background()
 	update := func(data map[string][]byte) {
 		t.Helper()
@@ -258,9 +292,10 @@ func TestRootRotation(t *testing.T) {
 	if err := s.reload(ctx); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	if !sameRoots(s.Roots(), both) || !sameRoots(rootConfigMap(t, kube), both) {
-		t.Fatal("after step 1 the bundle (Roots and ConfigMap) must hold both roots")
+	if !sameRoots(s.Roots(), both) {
+		t.Fatal("after step 1 Roots must hold both roots")
 	}
+	waitRootConfigMap(t, kube, both)
 	leaf := verifyLeaf(t, sign(), mustID(t, testTD, "ns1", "sa1"), both)
 	if leaf.CheckSignatureFrom(oldRoot.cert) != nil {
 		t.Error("step 1 must still sign with the old root")
@@ -314,4 +349,77 @@ func TestServingCertificate(t *testing.T) {
 	if _, err := s.ServingCertificate("not a name"); err == nil {
 		t.Error("ServingCertificate accepted an invalid name")
 	}
+}
+
+// TestRunDoesNotWriteTheConfigMap: the CA itself (every replica) never
+// writes the trust bundle ConfigMap, at start or when the root changes;
+// only PublishTrustBundle (the leader) does.
+func TestRunDoesNotWriteTheConfigMap(t *testing.T) {
+	oldRoot := newTestCA(t, "old root", nil, time.Now().Add(365*24*time.Hour))
+	newRoot := newTestCA(t, "new root", nil, time.Now().Add(2*365*24*time.Hour))
+	kube := newKube(testTokens(), pluginSecret(t, oldRoot, nil))
+	s := startServer(t, Config{}, kube, testPods())
+	sec := pluginSecret(t, newRoot, nil)
+	if _, err := kube.CoreV1().Secrets(testNS).Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !sameRoots(s.Roots(), []*x509.Certificate{newRoot.cert}) {
+		t.Fatal("reload did not switch to the new root")
+	}
+	if n := configMapWrites(kube); n != 0 {
+		t.Fatalf("Run and reload made %d ConfigMap writes, want 0 (only the leader's PublishTrustBundle writes)", n)
+	}
+}
+
+func TestPublishTrustBundle(t *testing.T) {
+	t.Run("cancelled context writes nothing", func(t *testing.T) {
+		kube := newKube(testTokens())
+		s := startServer(t, Config{}, kube, testPods())
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := s.PublishTrustBundle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := configMapWrites(kube); n != 0 {
+			t.Fatalf("%d ConfigMap writes after leadership ended, want 0", n)
+		}
+	})
+	t.Run("a new leader re-reads the Secret before writing", func(t *testing.T) {
+		oldRoot := newTestCA(t, "old root", nil, time.Now().Add(365*24*time.Hour))
+		newRoot := newTestCA(t, "new root", nil, time.Now().Add(2*365*24*time.Hour))
+		kube := newKube(testTokens(), pluginSecret(t, oldRoot, nil))
+		// Run's own reload timer never fires during the test.
+		s := startServer(t, Config{ReloadInterval: time.Hour}, kube, testPods())
+		if _, err := kube.CoreV1().Secrets(testNS).Update(context.Background(), pluginSecret(t, newRoot, nil), metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		startPublisher(t, s)
+		waitRootConfigMap(t, kube, []*x509.Certificate{newRoot.cert})
+		if !sameRoots(s.Roots(), []*x509.Certificate{newRoot.cert}) {
+			t.Error("the CA did not switch to the Secret re-read at takeover")
+		}
+	})
+	t.Run("repairs a deleted ConfigMap and retries failed writes", func(t *testing.T) {
+		kube := newKube(testTokens())
+		var refused atomic.Int32
+		kube.PrependReactor("patch", "configmaps", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if refused.Add(1) == 1 {
+				return true, nil, apierrors.NewForbidden(corev1.Resource("configmaps"), RootConfigMapName, nil)
+			}
+			return false, nil, nil
+		})
+		s := startServer(t, Config{ReloadInterval: 20 * time.Millisecond}, kube, testPods())
+		startPublisher(t, s)
+		waitRootConfigMap(t, kube, s.Roots())
+		if refused.Load() < 2 {
+			t.Fatalf("the first write was refused; want a retry, got %d writes", refused.Load())
+		}
+		if err := kube.CoreV1().ConfigMaps(testNS).Delete(context.Background(), RootConfigMapName, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitRootConfigMap(t, kube, s.Roots())
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,12 @@ type Server struct {
 	started   atomic.Bool
 	authority atomic.Pointer[authority]
 	ready     chan struct{}
+	// changed wakes PublishTrustBundle when the authority changes.
+	changed chan struct{}
+	// reloadMu serializes reloads (Run's timer, PublishTrustBundle's
+	// takeover), so a later read of the Secret is never replaced by an
+	// earlier one.
+	reloadMu sync.Mutex
 }
 
 var _ servingcert.Issuer = (*Server)(nil)
@@ -74,6 +81,7 @@ func New(cfg Config, kube kubernetes.Interface, pods PodLookup, log *slog.Logger
 		log:     log,
 		metrics: m,
 		ready:   make(chan struct{}),
+		changed: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -83,11 +91,14 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 }
 
 // Run loads the root of trust (the plug-in Secret cacerts, else the
-// generated Secret ambit-ca-root, created if absent), publishes the trust
-// bundle to the ConfigMap ambit-root-cert, and becomes ready. It then
-// re-reads the Secret every ReloadInterval to pick up a rotated root, until
-// ctx ends (then it returns nil). A missing permission or a malformed
+// generated Secret ambit-ca-root, created if absent) and becomes ready. It
+// then re-reads the Secret every ReloadInterval to pick up a rotated root,
+// until ctx ends (then it returns nil). A missing permission or a malformed
 // Secret at start is returned as an error.
+//
+// Run runs on every replica. Its only write is the one atomic Create of
+// ambit-ca-root when neither Secret exists (see loadAuthority); the trust
+// bundle ConfigMap is written by PublishTrustBundle, on the leader only.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("ca: Run called twice")
@@ -96,10 +107,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.publishRoots(ctx, a); err != nil {
-		return err
-	}
-	s.authority.Store(a)
+	s.setAuthority(a)
 	close(s.ready)
 	s.log.Info("CA ready", "source", a.source, "trustDomain", s.cfg.TrustDomain,
 		"roots", len(a.roots), "signingCertNotAfter", a.signCert.NotAfter)
@@ -119,8 +127,11 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // reload re-reads the CA Secret and switches to it if it changed. A
-// malformed or missing Secret leaves the current authority in place.
+// malformed or missing Secret leaves the current authority in place. It
+// only reads.
 func (s *Server) reload(ctx context.Context) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	a, err := s.loadAuthority(ctx, false)
 	if err != nil {
 		return err
@@ -129,12 +140,18 @@ func (s *Server) reload(ctx context.Context) error {
 	if old != nil && old.digest == a.digest {
 		return nil
 	}
-	if err := s.publishRoots(ctx, a); err != nil {
-		return err
-	}
-	s.authority.Store(a)
+	s.setAuthority(a)
 	s.log.Info("CA root of trust changed", "source", a.source, "roots", len(a.roots), "signingCertNotAfter", a.signCert.NotAfter)
 	return nil
+}
+
+// setAuthority switches to a and wakes PublishTrustBundle.
+func (s *Server) setAuthority(a *authority) {
+	s.authority.Store(a)
+	select {
+	case s.changed <- struct{}{}:
+	default: // a wake-up is already pending
+	}
 }
 
 // Ready is closed once Run has loaded the root of trust.

@@ -3,16 +3,33 @@
 package config
 
 import (
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"ambit.dev/pkg/identity"
 )
+
+// Leader election defaults (the values Kubernetes' own controllers use).
+const (
+	DefaultLeaseName     = "ambit-controlplane"
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = 10 * time.Second
+	DefaultRetryPeriod   = 2 * time.Second
+)
+
+// EnvPodName is the environment variable holding the pod name (set from
+// the downward API's metadata.name); it is the leader election identity.
+const EnvPodName = "AMBIT_POD_NAME"
 
 // Config is the configuration of ambit-controlplane.
 type Config struct {
@@ -47,12 +64,56 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is "text" or "json".
 	LogFormat string
+
+	// LeaderElect runs the writers (the trust-bundle ConfigMap) only on the
+	// replica holding the Lease LeaderElectLeaseName in Namespace. Every
+	// replica serves xDS and the CA either way. Without it, run exactly one
+	// replica.
+	LeaderElect bool
+	// LeaderElectLeaseName is the name of that Lease.
+	LeaderElectLeaseName string
+	// LeaderElectIdentity is this replica's name in the Lease: the pod name
+	// (EnvPodName), else the hostname plus a random suffix (so that two
+	// processes on one machine never share an identity).
+	LeaderElectIdentity string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune the election
+	// (defaults 15s, 10s, 2s; no flags).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
 
-// Parse parses args (without the program name). Output (usage and errors)
-// goes to out. flag.ErrHelp is returned for -h.
+// Env is what Parse reads besides the flags: the environment and the
+// hostname. Tests pass their own.
+type Env struct {
+	Getenv   func(string) string
+	Hostname func() (string, error)
+}
+
+// OSEnv is the process's environment.
+func OSEnv() Env { return Env{Getenv: os.Getenv, Hostname: os.Hostname} }
+
+// identity is the leader election identity: the pod name, else
+// hostname_<random>.
+func (e Env) identity() (string, error) {
+	if pod := strings.TrimSpace(e.Getenv(EnvPodName)); pod != "" {
+		return pod, nil
+	}
+	host, err := e.Hostname()
+	if err != nil || host == "" {
+		return "", fmt.Errorf("config: no leader election identity: %s is not set and the hostname is unknown (%v); set %s from the downward API (metadata.name)", EnvPodName, err, EnvPodName)
+	}
+	return host + "_" + strings.ToLower(rand.Text()[:8]), nil
+}
+
+// Parse parses args (without the program name) and the process
+// environment. Output (usage and errors) goes to out. flag.ErrHelp is
+// returned for -h.
 func Parse(args []string, out io.Writer) (Config, error) {
-	var c Config
+	return ParseEnv(args, out, OSEnv())
+}
+
+// ParseEnv is Parse reading env instead of the process environment.
+func ParseEnv(args []string, out io.Writer, env Env) (Config, error) {
+	c := Config{LeaseDuration: DefaultLeaseDuration, RenewDeadline: DefaultRenewDeadline, RetryPeriod: DefaultRetryPeriod}
 	var nodeProxies, servingNames, logLevel string
 	fs := flag.NewFlagSet("ambit-controlplane", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -69,6 +130,8 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&servingNames, "serving-names", "", "comma-separated extra DNS names or IPs for the serving certificate")
 	fs.StringVar(&logLevel, "log-level", "info", "minimum log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&c.LeaderElect, "leader-elect", true, "run the writers (trust-bundle ConfigMap) only on the replica holding a Lease; every replica serves xDS and the CA. Set false only with exactly one replica")
+	fs.StringVar(&c.LeaderElectLeaseName, "leader-elect-lease-name", DefaultLeaseName, "name of the leader election Lease (coordination.k8s.io) in --namespace")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -79,6 +142,13 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	c.ServingNames = splitList(servingNames)
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return Config{}, fmt.Errorf("config: --log-level: %w", err)
+	}
+	if c.LeaderElect {
+		id, err := env.identity()
+		if err != nil {
+			return Config{}, err
+		}
+		c.LeaderElectIdentity = id
 	}
 	return c, c.Validate()
 }
@@ -126,6 +196,14 @@ func (c Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("config: --log-format %q: want text or json", c.LogFormat)
+	}
+	if c.LeaderElect {
+		if errs := validation.IsDNS1123Subdomain(c.LeaderElectLeaseName); len(errs) > 0 {
+			return fmt.Errorf("config: --leader-elect-lease-name %q is not a valid object name: %s", c.LeaderElectLeaseName, strings.Join(errs, "; "))
+		}
+		if c.LeaderElectIdentity == "" {
+			return fmt.Errorf("config: no leader election identity; set %s from the downward API (metadata.name)", EnvPodName)
+		}
 	}
 	return nil
 }
