@@ -400,6 +400,46 @@ func TestControlplaneWorkloadDiscovery(t *testing.T) {
 		waitCert(t, f, zt[node], id, true)
 	})
 
+	t.Run("two replicas: both serve, one holds the Lease, it moves when the leader goes", func(t *testing.T) {
+		scaleControlPlane(t, f, 2)
+		t.Cleanup(func() { scaleControlPlane(t, f, 1) })
+		waitDeploymentReady(t, f, systemNS, "ambit-controlplane")
+		holder := func() string {
+			l, err := f.Client.CoordinationV1().Leases(systemNS).Get(f.Ctx(), "ambit-controlplane", metav1.GetOptions{})
+			if err != nil || l.Spec.HolderIdentity == nil {
+				return ""
+			}
+			return *l.Spec.HolderIdentity
+		}
+		var leader string
+		if err := f.Eventually(time.Minute, func() error {
+			leader = holder()
+			for _, p := range controlPlanePods(t, f) {
+				if p.Name == leader && p.DeletionTimestamp == nil {
+					return nil
+				}
+			}
+			return fmt.Errorf("Lease ambit-controlplane held by %q, not by a running control plane pod", leader)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Client.CoreV1().Pods(systemNS).Delete(f.Ctx(), leader, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Eventually(time.Minute, func() error {
+			if h := holder(); h == "" || h == leader {
+				return fmt.Errorf("Lease still held by %q", h)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Client.CoreV1().ConfigMaps(systemNS).Get(f.Ctx(), "ambit-root-cert", metav1.GetOptions{}); err != nil {
+			t.Fatalf("trust bundle after the handover: %v", err)
+		}
+		waitKnown(t, f, zt, app2)
+	})
+
 	// The ztunnel pods themselves never restarted.
 	if got := ztunnels(t, f, nodes); !maps.Equal(got, zt) {
 		t.Fatalf("ztunnel pods changed during the test: %v, then %v", zt, got)
