@@ -20,14 +20,16 @@
 //     delivers them locally, back to ztunnel's socket.
 //
 // [Build] is the pure decision (a [Plan] for a [Config]); [Installer] applies
-// a plan inside a netns with iptables (github.com/coreos/go-iptables) and
-// netlink, idempotently.
+// a plan inside a netns idempotently: per IP family it reads the netns's
+// rules with one iptables-save and writes what differs with at most one
+// iptables-restore --noflush, then sets the policy route over netlink.
 package redirect
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Family is an IP family the rules are generated for.
@@ -94,6 +96,16 @@ func (b Backend) Binaries(f Family) (cmd, save string, err error) {
 	default:
 		return "", "", fmt.Errorf("unknown iptables backend %q (want %q, %q or %q)", string(b), BackendAuto, BackendNFT, BackendLegacy)
 	}
+}
+
+// RestoreBinary returns the iptables-restore companion of Binaries for
+// family f: iptables-restore, iptables-nft-restore, ip6tables-legacy-restore…
+func (b Backend) RestoreBinary(f Family) (string, error) {
+	_, save, err := b.Binaries(f)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(save, "-save") + "-restore", nil
 }
 
 // Defaults used for zero Config fields. They match the ports and marks in

@@ -1,13 +1,13 @@
 package redirect
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os/exec"
-	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// lockWaitSeconds bounds how long an iptables call waits for the xtables
+// lockWaitSeconds bounds how long iptables-restore waits for the xtables
 // lock (legacy backend) held by another writer on the node.
 const lockWaitSeconds = 10
 
@@ -24,14 +24,22 @@ const lockWaitSeconds = 10
 // namespaces. It keeps no per-pod state, so a restarted node agent can
 // reconcile from what the namespaces hold. Safe for concurrent use on
 // different namespaces.
+//
+// Per IP family it runs one iptables-save to read the netns's mangle and nat
+// tables, decides from it and the plan (applyScript, removeScript,
+// checkProblems), and writes the difference, if any, with one
+// iptables-restore --noflush: at most 2 programs per family for Apply and
+// Remove, 1 for Check.
 type Installer struct {
 	log      *slog.Logger
 	lookPath func(string) (string, error)
+	// run runs an iptables program; tests wrap it to count execs.
+	run func(*exec.Cmd) error
 }
 
 // NewInstaller returns an Installer that logs to log.
 func NewInstaller(log *slog.Logger) *Installer {
-	return &Installer{log: log.With("component", "redirect"), lookPath: exec.LookPath}
+	return &Installer{log: log.With("component", "redirect"), lookPath: exec.LookPath, run: (*exec.Cmd).Run}
 }
 
 // Status is what Check found in a netns.
@@ -60,15 +68,19 @@ func (in *Installer) Apply(ctx context.Context, netnsPath string, cfg Config) er
 	changes := 0
 	err = inNetns(netnsPath, func() error {
 		for _, f := range plan.Config.Families {
-			ipt, err := newIPTables(tools[f], f)
-			if err != nil {
-				return err
-			}
-			n, err := in.applyFamily(ctx, ipt, plan, f)
-			changes += n
+			saved, err := in.save(ctx, tools[f])
 			if err != nil {
 				return fmt.Errorf("%v rules: %w", f, err)
 			}
+			script, n := applyScript(plan, f, saved)
+			if script == "" {
+				continue
+			}
+			if err := in.restore(ctx, tools[f], script); err != nil {
+				return fmt.Errorf("%v rules: %w (does the kernel have the match/target modules?)", f, err)
+			}
+			in.log.Debug("wrote rules", "family", f, "changes", n)
+			changes += n
 		}
 		return nil
 	})
@@ -109,14 +121,11 @@ func (in *Installer) Check(ctx context.Context, netnsPath string, cfg Config) (S
 	var st Status
 	err = inNetns(netnsPath, func() error {
 		for _, f := range plan.Config.Families {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			ipt, err := newIPTables(tools[f], f)
+			saved, err := in.save(ctx, tools[f])
 			if err != nil {
-				return err
+				return fmt.Errorf("%v rules: %w", f, err)
 			}
-			problems, err := checkFamily(ipt, plan, f)
+			problems, err := checkProblems(plan, f, saved, in.exists(tools[f], f))
 			if err != nil {
 				return fmt.Errorf("%v rules: %w", f, err)
 			}
@@ -159,18 +168,18 @@ func (in *Installer) Remove(ctx context.Context, netnsPath string, cfg Config) e
 	removed := 0
 	err = inNetns(netnsPath, func() error {
 		for _, f := range plan.Config.Families {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			ipt, err := newIPTables(tools[f], f)
-			if err != nil {
-				return err
-			}
-			n, err := removeFamily(ipt)
-			removed += n
+			saved, err := in.save(ctx, tools[f])
 			if err != nil {
 				return fmt.Errorf("%v rules: %w", f, err)
 			}
+			script, n := removeScript(saved)
+			if script == "" {
+				continue
+			}
+			if err := in.restore(ctx, tools[f], script); err != nil {
+				return fmt.Errorf("%v rules: %w", f, err)
+			}
+			removed += n
 		}
 		return nil
 	})
@@ -194,274 +203,87 @@ func (in *Installer) Remove(ctx context.Context, netnsPath string, cfg Config) e
 	return nil
 }
 
-// tools resolves the iptables binary of each family, failing with a clear
+// familyTools are the paths of one family's iptables programs.
+type familyTools struct {
+	cmd, save, restore string
+}
+
+// tools resolves the iptables programs of each family, failing with a clear
 // error when the node lacks one.
-func (in *Installer) tools(c Config) (map[Family]string, error) {
-	out := map[Family]string{}
+func (in *Installer) tools(c Config) (map[Family]familyTools, error) {
+	out := map[Family]familyTools{}
 	for _, f := range c.Families {
-		cmd, _, err := c.Backend.Binaries(f)
+		cmd, save, err := c.Backend.Binaries(f)
 		if err != nil {
 			return nil, err
 		}
-		path, err := in.lookPath(cmd)
+		restore, err := c.Backend.RestoreBinary(f)
 		if err != nil {
-			return nil, fmt.Errorf("iptables backend %q for %v needs %s, which is not in PATH (install the iptables package in the node agent image, or set Config.Backend to one the node has): %w",
-				c.Backend, f, cmd, err)
+			return nil, err
 		}
-		out[f] = path
+		var paths [3]string
+		for i, name := range []string{cmd, save, restore} {
+			paths[i], err = in.lookPath(name)
+			if err != nil {
+				return nil, fmt.Errorf("iptables backend %q for %v needs %s, which is not in PATH (install the iptables package in the node agent image, or set Config.Backend to one the node has): %w",
+					c.Backend, f, name, err)
+			}
+		}
+		out[f] = familyTools{cmd: paths[0], save: paths[1], restore: paths[2]}
 	}
 	return out, nil
 }
 
-func newIPTables(path string, f Family) (*iptables.IPTables, error) {
-	proto := iptables.ProtocolIPv4
-	if f == IPv6 {
-		proto = iptables.ProtocolIPv6
+// save runs iptables-save in the current netns and parses its output.
+func (in *Installer) save(ctx context.Context, t familyTools) (savedState, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, t.save)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := in.run(cmd); err != nil {
+		return savedState{}, fmt.Errorf("%s: %w: %s", t.save, err, strings.TrimSpace(stderr.String()))
 	}
-	ipt, err := iptables.New(iptables.Path(path), iptables.IPFamily(proto), iptables.Timeout(lockWaitSeconds))
+	s, err := parseSave(stdout.String())
 	if err != nil {
-		return nil, fmt.Errorf("run %s: %w", path, err)
+		return savedState{}, fmt.Errorf("read %s output: %w", t.save, err)
 	}
-	return ipt, nil
+	return s, nil
 }
 
-func (in *Installer) applyFamily(ctx context.Context, ipt *iptables.IPTables, p Plan, f Family) (int, error) {
-	changes := 0
-	for _, ch := range p.Chains {
-		if ch.Family != f {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return changes, err
-		}
-		ok, err := ipt.ChainExists(ch.Table, ch.Name)
-		if err != nil {
-			return changes, fmt.Errorf("list chains of table %s: %w (is the %s table available in the kernel?)", ch.Table, err, ch.Table)
-		}
-		if !ok {
-			if err := ipt.NewChain(ch.Table, ch.Name); err != nil {
-				return changes, fmt.Errorf("create chain %s/%s: %w", ch.Table, ch.Name, err)
-			}
-			in.log.Debug("created chain", "family", f, "table", ch.Table, "chain", ch.Name)
-			changes++
-		}
-		want := rulesOf(p.Rules, f, ch.Table, ch.Name)
-		same, err := chainMatches(ipt, ch, want)
-		if err != nil {
-			return changes, err
-		}
-		if same {
-			continue
-		}
-		// Rewrite the chain. Before the jump exists (first install) nothing
-		// passes through it; on repair there is a short window in which the
-		// chain is incomplete.
-		if err := ipt.ClearChain(ch.Table, ch.Name); err != nil {
-			return changes, fmt.Errorf("flush chain %s/%s: %w", ch.Table, ch.Name, err)
-		}
-		for _, r := range want {
-			if err := ipt.Append(r.Table, r.Chain, r.Spec()...); err != nil {
-				return changes, fmt.Errorf("iptables -t %s -A %s %s: %w (does the kernel have the match/target modules?)",
-					r.Table, r.Chain, strings.Join(r.Spec(), " "), err)
-			}
-		}
-		in.log.Debug("wrote chain", "family", f, "table", ch.Table, "chain", ch.Name, "rules", len(want))
-		changes++
-	}
-	for _, j := range p.Jumps {
-		if j.Family != f {
-			continue
-		}
-		ids, exact, err := jumpState(ipt, j)
-		if err != nil {
-			return changes, err
-		}
-		if len(ids) == 1 && exact {
-			continue
-		}
-		if err := deleteByIDs(ipt, j.Table, j.Chain, ids); err != nil {
-			return changes, err
-		}
-		if err := ipt.Insert(j.Table, j.Chain, 1, j.Spec()...); err != nil {
-			return changes, fmt.Errorf("insert jump %s/%s -> %s: %w", j.Table, j.Chain, jumpTarget(j), err)
-		}
-		in.log.Debug("inserted jump", "family", f, "table", j.Table, "chain", j.Chain, "target", jumpTarget(j))
-		changes++
-	}
-	return changes, nil
-}
-
-func checkFamily(ipt *iptables.IPTables, p Plan, f Family) ([]string, error) {
-	var problems []string
-	missingChain := map[string]bool{}
-	for _, ch := range p.Chains {
-		if ch.Family != f {
-			continue
-		}
-		ok, err := ipt.ChainExists(ch.Table, ch.Name)
-		if err != nil {
-			return nil, fmt.Errorf("list chains of table %s: %w", ch.Table, err)
-		}
-		if !ok {
-			problems = append(problems, fmt.Sprintf("%v: chain %s/%s missing", f, ch.Table, ch.Name))
-			missingChain[ch.Table+"/"+ch.Name] = true
-			continue
-		}
-		same, err := chainMatches(ipt, ch, rulesOf(p.Rules, f, ch.Table, ch.Name))
-		if err != nil {
-			return nil, err
-		}
-		if !same {
-			problems = append(problems, fmt.Sprintf("%v: chain %s/%s differs from the plan", f, ch.Table, ch.Name))
-		}
-	}
-	for _, j := range p.Jumps {
-		if j.Family != f {
-			continue
-		}
-		if missingChain[j.Table+"/"+jumpTarget(j)] {
-			problems = append(problems, fmt.Sprintf("%v: jump %s/%s -> %s missing", f, j.Table, j.Chain, jumpTarget(j)))
-			continue
-		}
-		ids, exact, err := jumpState(ipt, j)
-		if err != nil {
-			return nil, err
-		}
-		switch {
-		case len(ids) == 0 || !exact:
-			problems = append(problems, fmt.Sprintf("%v: jump %s/%s -> %s missing", f, j.Table, j.Chain, jumpTarget(j)))
-		case len(ids) > 1:
-			problems = append(problems, fmt.Sprintf("%v: %d jumps %s/%s -> %s, want 1", f, len(ids), j.Table, j.Chain, jumpTarget(j)))
-		}
-	}
-	return problems, nil
-}
-
-// removeFamily deletes every jump to an AMBIT_* chain and every AMBIT_*
-// chain in the mangle and nat tables.
-func removeFamily(ipt *iptables.IPTables) (int, error) {
-	removed := 0
-	for _, table := range []string{TableMangle, TableNat} {
-		chains, err := ipt.ListChains(table)
-		if err != nil {
-			return removed, fmt.Errorf("list chains of table %s: %w", table, err)
-		}
-		// Jumps first: a chain that is still referenced cannot be deleted.
-		for _, ch := range chains {
-			if isOurs(ch) {
-				continue
-			}
-			lines, err := ipt.List(table, ch)
-			if err != nil {
-				return removed, fmt.Errorf("list %s/%s: %w", table, ch, err)
-			}
-			var ids []int
-			for i, line := range ruleLines(lines) {
-				if t := lineTarget(line); isOurs(t) {
-					ids = append(ids, i+1)
-				}
-			}
-			if err := deleteByIDs(ipt, table, ch, ids); err != nil {
-				return removed, err
-			}
-			removed += len(ids)
-		}
-		for _, ch := range chains {
-			if !isOurs(ch) {
-				continue
-			}
-			if err := ipt.ClearAndDeleteChain(table, ch); err != nil {
-				return removed, fmt.Errorf("delete chain %s/%s: %w", table, ch, err)
-			}
-			removed++
-		}
-	}
-	return removed, nil
-}
-
-func isOurs(chain string) bool { return strings.HasPrefix(chain, "AMBIT_") }
-
-// chainMatches reports whether the chain holds exactly the wanted rules:
-// the same number, each present (iptables -C). iptables normalises rules
-// when printing them, so presence is checked by the kernel's comparison
-// rather than by text.
-func chainMatches(ipt *iptables.IPTables, ch Chain, want []Rule) (bool, error) {
-	lines, err := ipt.List(ch.Table, ch.Name)
-	if err != nil {
-		return false, fmt.Errorf("list %s/%s: %w", ch.Table, ch.Name, err)
-	}
-	if len(ruleLines(lines)) != len(want) {
-		return false, nil
-	}
-	for _, r := range want {
-		ok, err := ipt.Exists(r.Table, r.Chain, r.Spec()...)
-		if err != nil {
-			return false, fmt.Errorf("check rule in %s/%s: %w", r.Table, r.Chain, err)
-		}
-		if !ok {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-// jumpState returns the 1-based positions of rules in j's chain jumping to
-// j's target, and whether j itself (with its comment) is present.
-func jumpState(ipt *iptables.IPTables, j Rule) (ids []int, exact bool, err error) {
-	lines, err := ipt.List(j.Table, j.Chain)
-	if err != nil {
-		return nil, false, fmt.Errorf("list %s/%s: %w", j.Table, j.Chain, err)
-	}
-	target := jumpTarget(j)
-	for i, line := range ruleLines(lines) {
-		if lineTarget(line) == target {
-			ids = append(ids, i+1)
-		}
-	}
-	if len(ids) == 0 {
-		return nil, false, nil
-	}
-	exact, err = ipt.Exists(j.Table, j.Chain, j.Spec()...)
-	if err != nil {
-		return nil, false, fmt.Errorf("check jump %s/%s -> %s: %w", j.Table, j.Chain, target, err)
-	}
-	return ids, exact, nil
-}
-
-// deleteByIDs deletes rules by position, highest first so positions stay
-// valid.
-func deleteByIDs(ipt *iptables.IPTables, table, chain string, ids []int) error {
-	ids = slices.Clone(ids)
-	slices.Sort(ids)
-	slices.Reverse(ids)
-	for _, id := range ids {
-		if err := ipt.DeleteById(table, chain, id); err != nil {
-			return fmt.Errorf("delete rule %d of %s/%s: %w", id, table, chain, err)
-		}
+// restore feeds script to iptables-restore --noflush in the current netns.
+func (in *Installer) restore(ctx context.Context, t familyTools, script string) error {
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, t.restore, "--noflush", fmt.Sprintf("--wait=%d", lockWaitSeconds))
+	cmd.Stdin, cmd.Stderr = strings.NewReader(script), &stderr
+	if err := in.run(cmd); err != nil {
+		in.log.Debug("iptables-restore input", "restore", t.restore, "script", script)
+		return fmt.Errorf("%s --noflush: %w: %s", t.restore, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
 
-// ruleLines keeps the "-A" lines of `iptables -S` output, in rule order.
-func ruleLines(lines []string) []string {
-	var out []string
-	for _, l := range lines {
-		if strings.HasPrefix(l, "-A ") {
-			out = append(out, l)
+// exists returns Check's fallback for a rule whose saved text differs from
+// the plan: `iptables -C` through go-iptables, which compares rules as the
+// kernel holds them. Nothing is exec'd unless it is called.
+func (in *Installer) exists(t familyTools, f Family) ruleExists {
+	var ipt *iptables.IPTables
+	return func(r Rule) (bool, error) {
+		if ipt == nil {
+			proto := iptables.ProtocolIPv4
+			if f == IPv6 {
+				proto = iptables.ProtocolIPv6
+			}
+			var err error
+			ipt, err = iptables.New(iptables.Path(t.cmd), iptables.IPFamily(proto), iptables.Timeout(lockWaitSeconds))
+			if err != nil {
+				return false, fmt.Errorf("run %s: %w", t.cmd, err)
+			}
 		}
-	}
-	return out
-}
-
-// lineTarget returns the chain a `-A ... -j TARGET` line jumps to.
-func lineTarget(line string) string {
-	f := strings.Fields(line)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "-j" || f[i] == "-g" {
-			return f[i+1]
+		ok, err := ipt.Exists(r.Table, r.Chain, r.Spec()...)
+		if err != nil {
+			return false, fmt.Errorf("check rule in %s/%s: %w", r.Table, r.Chain, err)
 		}
+		return ok, nil
 	}
-	return ""
 }
 
 // withHandle runs fn with a netlink handle whose sockets live in the netns.

@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-func testInstaller(t *testing.T) *Installer {
+func testInstaller(t testing.TB) *Installer {
 	t.Helper()
 	return NewInstaller(slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
@@ -250,6 +253,103 @@ func TestPrivilegedRedirectTraffic(t *testing.T) {
 					t.Fatalf("ztunnel read %q, %v", buf, err)
 				}
 			})
+		})
+	}
+}
+
+// TestPrivilegedOneRestorePerFamily checks what Apply, Check and Remove
+// exec: one iptables-save per family, plus one iptables-restore per family
+// only when something has to change; and that one Apply repairs a netns
+// with duplicated jumps and stale rules in our chains.
+func TestPrivilegedOneRestorePerFamily(t *testing.T) {
+	requireRoot(t)
+	for _, b := range []Backend{BackendAuto, BackendLegacy} {
+		t.Run(b.String(), func(t *testing.T) {
+			ctx := context.Background()
+			ns := newNetns(t)
+			in := testInstaller(t)
+			var execs []string
+			in.run = func(c *exec.Cmd) error {
+				execs = append(execs, filepath.Base(c.Path))
+				return c.Run()
+			}
+			expect := func(op string, want ...string) {
+				t.Helper()
+				if !slices.Equal(execs, want) {
+					t.Errorf("%s exec'd %q, want %q", op, execs, want)
+				}
+				execs = nil
+			}
+			bin := func(f Family) (cmd, save, restore string) {
+				cmd, save, err := b.Binaries(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				restore, err = b.RestoreBinary(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return cmd, save, restore
+			}
+			ipt4, save4, restore4 := bin(IPv4)
+			ipt6, save6, restore6 := bin(IPv6)
+			cfg := Config{Backend: b, ProbeSourceIPs: []netip.Addr{probeV4, probeV6}}
+
+			if err := in.Apply(ctx, nsPath(ns), cfg); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			expect("Apply on a fresh netns", save4, restore4, save6, restore6)
+			want := dump(t, ns, b)
+
+			if err := in.Apply(ctx, nsPath(ns), cfg); err != nil {
+				t.Fatalf("second Apply: %v", err)
+			}
+			expect("Apply on an installed netns", save4, save6)
+
+			// Duplicated jumps (one bare, one exact) and stale rules in
+			// our chains, in both families.
+			run(t, "ip", "netns", "exec", ns, ipt4, "-t", "nat", "-A", "PREROUTING", "-j", "AMBIT_PREROUTING")
+			run(t, "ip", "netns", "exec", ns, ipt4, "-t", "nat", "-A", "OUTPUT", "-m", "comment", "--comment",
+				"ambit: capture outbound TCP into ztunnel", "-j", "AMBIT_OUTPUT")
+			run(t, "ip", "netns", "exec", ns, ipt4, "-t", "nat", "-A", "AMBIT_OUTPUT", "-p", "udp", "-j", "RETURN")
+			run(t, "ip", "netns", "exec", ns, ipt6, "-t", "mangle", "-I", "AMBIT_OUTPUT", "1", "-p", "tcp", "-j", "MARK", "--set-mark", "0x1")
+			run(t, "ip", "netns", "exec", ns, ipt6, "-t", "nat", "-I", "OUTPUT", "1", "-j", "AMBIT_OUTPUT")
+
+			st, err := in.Check(ctx, nsPath(ns), cfg)
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			expect("Check", save4, save6)
+			wantProblems := []string{
+				"IPv4: chain nat/AMBIT_OUTPUT differs from the plan",
+				"IPv4: 2 jumps nat/PREROUTING -> AMBIT_PREROUTING, want 1",
+				"IPv4: 2 jumps nat/OUTPUT -> AMBIT_OUTPUT, want 1",
+				"IPv6: chain mangle/AMBIT_OUTPUT differs from the plan",
+				"IPv6: 2 jumps nat/OUTPUT -> AMBIT_OUTPUT, want 1",
+			}
+			if !slices.Equal(st.Problems, wantProblems) {
+				t.Errorf("Check problems:\n got %q\nwant %q", st.Problems, wantProblems)
+			}
+
+			if err := in.Apply(ctx, nsPath(ns), cfg); err != nil {
+				t.Fatalf("repairing Apply: %v", err)
+			}
+			expect("repairing Apply", save4, restore4, save6, restore6)
+			if got := dump(t, ns, b); got != want {
+				t.Fatalf("repaired netns differs from a fresh install\n--- want\n%s--- got\n%s", want, got)
+			}
+
+			if err := in.Remove(ctx, nsPath(ns), cfg); err != nil {
+				t.Fatalf("Remove: %v", err)
+			}
+			expect("Remove", save4, restore4, save6, restore6)
+			if err := in.Remove(ctx, nsPath(ns), cfg); err != nil {
+				t.Fatalf("second Remove: %v", err)
+			}
+			expect("Remove on a clean netns", save4, save6)
+			if got := dump(t, ns, b); strings.Contains(got, "AMBIT") || strings.Contains(got, "ambit:") {
+				t.Errorf("Remove left rules of ours:\n%s", got)
+			}
 		})
 	}
 }

@@ -28,13 +28,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	netnstest.RequireRoot(t, "ip", "iptables-save", "ip6tables-save")
 }
 
 // run runs a command and fails the test when it fails.
-func run(t *testing.T, args ...string) string {
+func run(t testing.TB, args ...string) string {
 	t.Helper()
 	return netnstest.Run(t, args...)
 }

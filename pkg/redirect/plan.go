@@ -286,14 +286,3 @@ func familyOf(ip netip.Addr) Family {
 func hexMark(mark, mask uint32) string { return fmt.Sprintf("%#x/%#x", mark, mask) }
 
 func port(p uint16) string { return strconv.Itoa(int(p)) }
-
-func quoteArgs(args []string) string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " \t\"'") {
-			a = strconv.Quote(a)
-		}
-		out[i] = a
-	}
-	return strings.Join(out, " ")
-}

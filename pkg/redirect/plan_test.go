@@ -179,7 +179,7 @@ func TestBuildShape(t *testing.T) {
 		if c := CommentPrefix + r.Comment; len(c) > 256 || r.Comment == "" {
 			t.Errorf("rule %v: comment %q empty or over 256 bytes", r.Spec(), c)
 		}
-		// A jump target name inside a comment would confuse lineTarget.
+		// A jump target name inside a comment would confuse a reader of iptables -S.
 		if strings.Contains(r.Comment, "-j ") {
 			t.Errorf("rule %v: comment must not contain \"-j \"", r.Spec())
 		}
@@ -250,5 +250,30 @@ func TestBackendBinaries(t *testing.T) {
 				t.Errorf("Binaries = %q, %q, %v; want %q, %q", cmd, sav, err, tc.cmd, tc.sav)
 			}
 		})
+	}
+}
+
+func TestBackendRestoreBinary(t *testing.T) {
+	cases := []struct {
+		backend Backend
+		fam     Family
+		want    string
+	}{
+		{BackendAuto, IPv4, "iptables-restore"},
+		{BackendAuto, IPv6, "ip6tables-restore"},
+		{BackendNFT, IPv4, "iptables-nft-restore"},
+		{BackendNFT, IPv6, "ip6tables-nft-restore"},
+		{BackendLegacy, IPv4, "iptables-legacy-restore"},
+		{BackendLegacy, IPv6, "ip6tables-legacy-restore"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.backend.String()+"/"+tc.fam.String(), func(t *testing.T) {
+			if got, err := tc.backend.RestoreBinary(tc.fam); err != nil || got != tc.want {
+				t.Errorf("RestoreBinary = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+	if _, err := Backend("ebpf").RestoreBinary(IPv4); err == nil {
+		t.Error("RestoreBinary accepted an unknown backend")
 	}
 }
