@@ -10,7 +10,7 @@ MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/...
 # Static binaries built into bin/.
 CMDS := ./e2e/cmd/ambit-localcluster ./e2e/cmd/ambit-testapp ./e2e/cmd/ambit-pause ./e2e/cmd/ambit-testreport \
         ./controlplane/cmd/ambit-controlplane ./ztunnel/cmd/ztunnel ./ztunnel/cmd/ztunnel-admin \
-        ./cni-plugin/cmd/ambit-cni ./cni-plugin/cmd/ambit-node-agent
+        ./cni-plugin/cmd/ambit-cni ./cni-plugin/cmd/ambit-cni-lookup ./cni-plugin/cmd/ambit-node-agent
 # Host tools the node agent image carries (the in-pod rules are written with
 # iptables, nf_tables backend), with their symlinks and shared libraries.
 IPTABLES_FILES := /usr/sbin/iptables /usr/sbin/iptables-save /usr/sbin/iptables-restore \
@@ -40,7 +40,7 @@ images: build ## pack the binaries that run in pods as image tarballs
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-testapp --ref localhost/ambit-testapp:dev --out $(OUT)/images/ambit-testapp.tar
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-controlplane --ref localhost/ambit-controlplane:dev --out $(OUT)/images/ambit-controlplane.tar
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ztunnel --bin $(BIN)/ztunnel-admin --ref localhost/ambit-ztunnel:dev --out $(OUT)/images/ambit-ztunnel.tar
-	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-node-agent --bin $(BIN)/ambit-cni \
+	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-node-agent --bin $(BIN)/ambit-cni --bin $(BIN)/ambit-cni-lookup \
 		$(addprefix --host-file ,$(IPTABLES_FILES)) --ref localhost/ambit-node-agent:dev --out $(OUT)/images/ambit-node-agent.tar
 
 generate: ## regenerate the Go code from api/ protos

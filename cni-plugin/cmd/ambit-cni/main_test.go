@@ -19,8 +19,9 @@ import (
 	"ambit.dev/pkg/netnstest"
 )
 
-// pluginBin is the ambit-cni binary built once by TestMain.
-var pluginBin string
+// pluginBin is the ambit-cni binary built once by TestMain, with
+// ambit-cni-lookup (lookupBin) next to it, as the installer puts them.
+var pluginBin, lookupBin string
 
 func TestMain(m *testing.M) {
 	netnstest.RemoveStale("ambcni")
@@ -30,11 +31,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pluginBin = filepath.Join(dir, "ambit-cni")
-	out, err := exec.Command("go", "build", "-o", pluginBin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building ambit-cni: %v\n%s", err, out)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
+	lookupBin = filepath.Join(dir, "ambit-cni-lookup")
+	for _, b := range []struct{ out, pkg string }{{pluginBin, "."}, {lookupBin, "../ambit-cni-lookup"}} {
+		out, err := exec.Command("go", "build", "-o", b.out, b.pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", b.out, err, out)
+			_ = os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
@@ -131,7 +135,13 @@ type cniError struct {
 
 func runPlugin(t *testing.T, env map[string]string, stdin string) result {
 	t.Helper()
-	cmd := exec.Command(pluginBin)
+	return runPluginAt(t, pluginBin, env, stdin)
+}
+
+// runPluginAt runs the plugin binary bin.
+func runPluginAt(t *testing.T, bin string, env map[string]string, stdin string) result {
+	t.Helper()
+	cmd := exec.Command(bin)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -258,7 +268,11 @@ func TestBinary(t *testing.T) {
 		{name: "ADD agent unreachable with a missing kubeconfig fails closed", cmd: "ADD", args: podArgs, agent: agentNone,
 			conf: func(s string) string {
 				return netconf("1.0.0", `,"agentSocket":"`+s+`","kubeconfig":"/nonexistent/ambit-kubeconfig"`, true)
-			}, code: 1, errCode: 11, errHas: []string{"/nonexistent/ambit-kubeconfig"}},
+			}, code: 1, errCode: 11, errHas: []string{"cannot use the kubeconfig /nonexistent/ambit-kubeconfig", "cannot tell whether the pod is in the mesh"}},
+		{name: "ADD agent unreachable with a missing lookup program fails closed", cmd: "ADD", args: podArgs, agent: agentNone,
+			conf: func(s string) string {
+				return netconf("1.0.0", `,"agentSocket":"`+s+`","kubeconfig":"/nonexistent/ambit-kubeconfig","lookupBinary":"/nonexistent/ambit-cni-lookup"`, true)
+			}, code: 1, errCode: 11, errHas: []string{`"lookupBinary" /nonexistent/ambit-cni-lookup`, "cannot tell whether the pod is in the mesh"}},
 		{name: "ADD excluded namespace passes without any agent", cmd: "ADD", args: "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-1", agent: agentNone,
 			conf: func(s string) string { return netconf("1.0.0", `,"agentSocket":"`+s+`"`, true) }, stdout: prevResult},
 		{name: "ADD not a kubernetes pod passes", cmd: "ADD", args: "", agent: agentNone,
@@ -356,24 +370,69 @@ func TestBinary(t *testing.T) {
 	}
 }
 
-// TestBinaryUnreachableAsksKubernetes runs the real Kubernetes lookup of
-// the binary against a fake API server on loopback.
+// copyFile copies the executable src to dst.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBinaryUnreachableAsksKubernetes runs the real ambit-cni-lookup from
+// the real plugin against a fake API server on loopback, with the lookup
+// program found each way the plugin looks for it.
 func TestBinaryUnreachableAsksKubernetes(t *testing.T) {
+	// alone is a copy of the plugin in a directory without ambit-cni-lookup.
+	alone := filepath.Join(shortDir(t), "ambit-cni")
+	copyFile(t, pluginBin, alone)
+	ambient := map[string]string{"ambit.dev/dataplane-mode": "ambient"}
 	tests := []struct {
 		name     string
+		bin      string // plugin binary; "" means pluginBin
+		cniPath  string // "" means /opt/cni/bin
+		lookup   string // "lookupBinary" of the configuration
+		podArgs  string // "" means podArgs
 		nsLabels map[string]string
 		code     int
-		errHas   string
+		errHas   []string
 	}{
 		{name: "namespace not in the mesh: pod starts", nsLabels: map[string]string{"team": "shop"}},
-		{name: "namespace in the mesh: pod waits for the agent", nsLabels: map[string]string{"ambit.dev/dataplane-mode": "ambient"},
-			code: 1, errHas: "pod shop/cart-1 is in the mesh"},
+		{name: "namespace in the mesh: pod waits for the agent", nsLabels: ambient,
+			code: 1, errHas: []string{"pod shop/cart-1 is in the mesh"}},
+		{name: "pod not found: fails closed", nsLabels: map[string]string{"team": "shop"},
+			podArgs: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=gone-1",
+			code:    1, errHas: []string{"does not exist in the Kubernetes API", "gone-1", "that the pod still exists"}},
+		{name: "lookup program found in CNI_PATH", bin: alone, cniPath: "/nonexistent:" + filepath.Dir(lookupBin), nsLabels: ambient,
+			code: 1, errHas: []string{"pod shop/cart-1 is in the mesh"}},
+		{name: "lookup program from lookupBinary", bin: alone, lookup: lookupBin, nsLabels: map[string]string{"team": "shop"}},
+		{name: "lookup program nowhere: fails closed", bin: alone, nsLabels: map[string]string{"team": "shop"},
+			code: 1, errHas: []string{"cannot find ambit-cni-lookup (looked in " + filepath.Dir(alone) + ", /opt/cni/bin)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			kubeconfig := apiServer(t, tt.nsLabels)
 			socket := filepath.Join(shortDir(t), "cni.sock")
-			res := runPlugin(t, cniEnv("ADD", podArgs), netconf("1.0.0", `,"agentSocket":"`+socket+`","kubeconfig":"`+kubeconfig+`"`, true))
+			args := podArgs
+			if tt.podArgs != "" {
+				args = tt.podArgs
+			}
+			env := cniEnv("ADD", args)
+			if tt.cniPath != "" {
+				env["CNI_PATH"] = tt.cniPath
+			}
+			extra := `,"agentSocket":"` + socket + `","kubeconfig":"` + kubeconfig + `"`
+			if tt.lookup != "" {
+				extra += `,"lookupBinary":"` + tt.lookup + `"`
+			}
+			bin := pluginBin
+			if tt.bin != "" {
+				bin = tt.bin
+			}
+			res := runPluginAt(t, bin, env, netconf("1.0.0", extra, true))
 			if res.code != tt.code {
 				t.Fatalf("exit code = %d, want %d\nstdout: %s\nstderr: %s", res.code, tt.code, res.stdout, res.stderr)
 			}
@@ -382,9 +441,28 @@ func TestBinaryUnreachableAsksKubernetes(t *testing.T) {
 				return
 			}
 			var e cniError
-			if err := json.Unmarshal(res.stdout, &e); err != nil || e.Code != 11 || !strings.Contains(e.Msg, tt.errHas) {
-				t.Errorf("stdout = %s (%v), want CNI error 11 saying %q", res.stdout, err, tt.errHas)
+			if err := json.Unmarshal(res.stdout, &e); err != nil || e.Code != 11 {
+				t.Fatalf("stdout = %s (%v), want CNI error 11", res.stdout, err)
+			}
+			for _, h := range tt.errHas {
+				if !strings.Contains(e.Msg, h) {
+					t.Errorf("error %q does not say %q", e.Msg, h)
+				}
 			}
 		})
+	}
+}
+
+// TestPluginLinksNoKubernetesClient guards the start-up time of every CNI
+// call: client-go and apimachinery belong in ambit-cni-lookup only.
+func TestPluginLinksNoKubernetesClient(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, "k8s.io/") || strings.HasPrefix(dep, "sigs.k8s.io/") {
+			t.Errorf("ambit-cni depends on %s: keep the Kubernetes client in ambit-cni-lookup (internal/plugin/kube)", dep)
+		}
 	}
 }

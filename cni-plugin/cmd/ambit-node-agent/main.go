@@ -41,7 +41,8 @@ func main() {
 	if cfg.CNI.Enabled {
 		installer, err = install.New(install.Config{
 			CNIBinDir: cfg.CNI.BinDir, CNIConfDir: cfg.CNI.ConfDir, HostCNIConfDir: cfg.CNI.HostConfDir,
-			PluginBinary: cfg.CNI.PluginBinary, APIServerURL: cfg.CNI.APIServerURL, AgentSocket: cfg.CNISocket,
+			PluginBinary: cfg.CNI.PluginBinary, LookupBinary: cfg.CNI.LookupBinary,
+			APIServerURL: cfg.CNI.APIServerURL, AgentSocket: cfg.CNISocket,
 		}, log)
 		if err != nil {
 			log.Error("ambit-node-agent cannot start", "error", err)

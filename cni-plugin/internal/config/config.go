@@ -76,6 +76,9 @@ type CNIInstall struct {
 	BinDir, ConfDir, HostConfDir string
 	// PluginBinary is the ambit-cni binary in the agent's image.
 	PluginBinary string
+	// LookupBinary is the ambit-cni-lookup binary in the agent's image,
+	// installed next to the plugin (it runs it when the agent is down).
+	LookupBinary string
 	// APIServerURL is how the plugin (on the node) reaches the API server
 	// when the agent is down; default: the in-cluster service address.
 	APIServerURL string
@@ -124,6 +127,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	fs.StringVar(&c.CNI.ConfDir, "cni-conf-dir", "/etc/cni/net.d", "the node's CNI configuration directory, as mounted in this container")
 	fs.StringVar(&c.CNI.HostConfDir, "host-cni-conf-dir", "/etc/cni/net.d", "the node's CNI configuration directory as the node sees it")
 	fs.StringVar(&c.CNI.PluginBinary, "cni-plugin-binary", "/usr/local/bin/ambit-cni", "the ambit-cni binary to install")
+	fs.StringVar(&c.CNI.LookupBinary, "cni-lookup-binary", "/usr/local/bin/ambit-cni-lookup", "the ambit-cni-lookup binary to install next to ambit-cni (its Kubernetes lookup when the agent is down)")
 	fs.StringVar(&c.CNI.APIServerURL, "api-server-url", "", "API server URL the plugin uses when the agent is down (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
 	fs.StringVar(&c.CNI.Namespace, "pod-namespace", "", "namespace of the agent's DaemonSet (from the downward API)")
 	fs.StringVar(&c.CNI.DaemonSet, "daemonset-name", "ambit-node-agent", "name of the agent's DaemonSet; its deletion means uninstall")
@@ -219,6 +223,7 @@ func (c Config) validate() []error {
 		for _, d := range []struct{ flag, path string }{
 			{"--cni-bin-dir", c.CNI.BinDir}, {"--cni-conf-dir", c.CNI.ConfDir},
 			{"--host-cni-conf-dir", c.CNI.HostConfDir}, {"--cni-plugin-binary", c.CNI.PluginBinary},
+			{"--cni-lookup-binary", c.CNI.LookupBinary},
 		} {
 			if !filepath.IsAbs(d.path) {
 				errs = append(errs, fmt.Errorf("%s %q must be an absolute path", d.flag, d.path))

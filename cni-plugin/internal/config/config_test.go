@@ -38,7 +38,7 @@ func TestParseDefaults(t *testing.T) {
 		MetricsAddr: "127.0.0.1:15031", ReadyAddr: ":15030", LogLevel: slog.LevelInfo, LogFormat: "json",
 		CNI: CNIInstall{
 			Enabled: true, BinDir: "/opt/cni/bin", ConfDir: "/etc/cni/net.d", HostConfDir: "/etc/cni/net.d",
-			PluginBinary: "/usr/local/bin/ambit-cni", APIServerURL: "https://10.96.0.1:443",
+			PluginBinary: "/usr/local/bin/ambit-cni", LookupBinary: "/usr/local/bin/ambit-cni-lookup", APIServerURL: "https://10.96.0.1:443",
 			Namespace: "ambit-system", DaemonSet: "ambit-node-agent",
 		},
 	}
@@ -79,6 +79,10 @@ func TestParse(t *testing.T) {
 		{name: "CNI install outside a cluster", args: []string{"--node-name=n"}, env: map[string]string{"KUBERNETES_SERVICE_HOST": ""}, wantErr: "--api-server-url is required"},
 		{name: "CNI install without own namespace", args: []string{"--node-name=n"}, env: map[string]string{"AMBIT_POD_NAMESPACE": ""}, wantErr: "--pod-namespace"},
 		{name: "relative CNI dir", args: []string{"--node-name=n", "--cni-conf-dir=net.d"}, wantErr: "--cni-conf-dir"},
+		{name: "lookup binary from env", args: []string{"--node-name=n"}, env: map[string]string{"AMBIT_CNI_LOOKUP_BINARY": "/opt/ambit/ambit-cni-lookup"},
+			check: func(c Config) bool { return c.CNI.LookupBinary == "/opt/ambit/ambit-cni-lookup" }},
+		{name: "relative lookup binary", args: []string{"--node-name=n", "--cni-lookup-binary=ambit-cni-lookup"}, wantErr: "--cni-lookup-binary"},
+		{name: "empty lookup binary", args: []string{"--node-name=n", "--cni-lookup-binary="}, wantErr: `--cni-lookup-binary "" must be an absolute path`},
 		{name: "missing node name", wantErr: "--node-name is required"},
 		{name: "bad backend", args: []string{"--node-name=n", "--iptables-backend=ebpf"}, wantErr: "--iptables-backend"},
 		{name: "relative socket", args: []string{"--node-name=n", "--zds-socket=zds.sock"}, wantErr: "absolute"},

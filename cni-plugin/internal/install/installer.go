@@ -1,5 +1,6 @@
 // Package install puts ambit-cni on a node and takes it off: the plugin
-// binary in the CNI bin dir, the kubeconfig the plugin uses when the node
+// binary and its Kubernetes lookup program (ambit-cni-lookup) in the CNI
+// bin dir, the kubeconfig the plugin uses when the node
 // agent is unreachable, and the plugin's entry at the end of the node's
 // primary CNI configuration list. The node agent calls it.
 package install
@@ -56,6 +57,9 @@ type Config struct {
 	HostCNIConfDir string
 	// PluginBinary is the ambit-cni binary to copy (required).
 	PluginBinary string
+	// LookupBinary is the ambit-cni-lookup binary to copy next to it
+	// (required): the plugin runs it when the agent is unreachable.
+	LookupBinary string
 	// KubeconfigName is the kubeconfig's file name in CNIConfDir (default
 	// ZZZ-ambit-cni-kubeconfig; it must not end in .conf, .conflist or
 	// .json, or the runtime would read it as a network).
@@ -124,6 +128,8 @@ func New(cfg Config, log *slog.Logger) (*Installer, error) {
 	switch {
 	case cfg.PluginBinary == "":
 		return nil, errors.New("install: no ambit-cni binary to install (Config.PluginBinary)")
+	case cfg.LookupBinary == "":
+		return nil, errors.New("install: no ambit-cni-lookup binary to install (Config.LookupBinary)")
 	case cfg.APIServerURL == "":
 		return nil, errors.New("install: no API server URL for the plugin's kubeconfig (Config.APIServerURL)")
 	case strings.ContainsRune(cfg.KubeconfigName, '/'), strings.HasPrefix(cfg.KubeconfigName, "."):
@@ -152,6 +158,12 @@ func (i *Installer) BinaryPath() string {
 	return filepath.Join(i.cfg.CNIBinDir, plugin.PluginType)
 }
 
+// LookupBinaryPath is where the lookup binary is written: next to the
+// plugin, where the plugin looks for it.
+func (i *Installer) LookupBinaryPath() string {
+	return filepath.Join(i.cfg.CNIBinDir, plugin.LookupBinary)
+}
+
 // Entry is the plugin entry the installer chains into the primary
 // configuration.
 func (i *Installer) Entry() Entry {
@@ -165,10 +177,10 @@ func (i *Installer) Entry() Entry {
 	}
 }
 
-// Install copies the binary (always, so an upgrade replaces it), writes
+// Install copies the binaries (always, so an upgrade replaces them), writes
 // the kubeconfig and chains the plugin into the primary configuration.
 // While there is no primary configuration it returns an error wrapping
-// ErrNoPrimaryConfig, with the binary and kubeconfig in place; Run inserts
+// ErrNoPrimaryConfig, with the binaries and kubeconfig in place; Run inserts
 // the entry once the primary CNI has written its configuration.
 func (i *Installer) Install(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -205,7 +217,7 @@ func (i *Installer) Run(ctx context.Context) error {
 }
 
 // Uninstall removes the plugin entry from every network configuration in
-// the conf dir, then the kubeconfig and the binary. It does what it can and
+// the conf dir, then the kubeconfig and the binaries. It does what it can and
 // returns every error.
 func (i *Installer) Uninstall() error {
 	i.mu.Lock()
@@ -241,7 +253,7 @@ func (i *Installer) Uninstall() error {
 		}
 		i.log.Info("removed ambit-cni from the CNI configuration", "file", path)
 	}
-	for _, path := range []string{i.KubeconfigPath(), i.BinaryPath()} {
+	for _, path := range []string{i.KubeconfigPath(), i.BinaryPath(), i.LookupBinaryPath()} {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("install: %w", err))
 		}
@@ -249,29 +261,34 @@ func (i *Installer) Uninstall() error {
 	return errors.Join(errs...)
 }
 
-// reconcile makes the node match: binary, then kubeconfig, then entry (the
-// entry last: once it is there the runtime runs the binary for every pod).
+// reconcile makes the node match: the lookup binary, then the plugin
+// binary (which runs the lookup binary), then kubeconfig, then entry (the
+// entry last: once it is there the runtime runs the plugin for every pod).
 func (i *Installer) reconcile(forceBinary bool) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if err := i.ensureBinary(forceBinary); err != nil {
+	if err := i.ensureBinary(plugin.LookupBinary, i.cfg.LookupBinary, i.LookupBinaryPath(), forceBinary); err != nil {
+		return err
+	}
+	if err := i.ensureBinary(plugin.PluginType, i.cfg.PluginBinary, i.BinaryPath(), forceBinary); err != nil {
 		return err
 	}
 	kubeErr := i.ensureKubeconfig()
 	return errors.Join(kubeErr, i.ensureConfList())
 }
 
-func (i *Installer) ensureBinary(force bool) error {
-	src, err := os.Open(i.cfg.PluginBinary)
+// ensureBinary copies the binary name from srcPath to dst, atomically, when
+// force is set or dst is missing, of another size or not executable.
+func (i *Installer) ensureBinary(name, srcPath, dst string, force bool) error {
+	src, err := os.Open(srcPath)
 	if err != nil {
-		return fmt.Errorf("install: opening the ambit-cni binary to install: %w", err)
+		return fmt.Errorf("install: opening the %s binary to install: %w", name, err)
 	}
 	defer src.Close()
 	srcInfo, err := src.Stat()
 	if err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
-	dst := i.BinaryPath()
 	if !force {
 		if info, err := os.Stat(dst); err == nil && info.Size() == srcInfo.Size() && info.Mode().Perm()&0o111 != 0 {
 			return nil
@@ -280,7 +297,7 @@ func (i *Installer) ensureBinary(force bool) error {
 	if err := writeAtomic(dst, 0o755, func(w io.Writer) error { _, err := io.Copy(w, src); return err }); err != nil {
 		return fmt.Errorf("%w (is the CNI bin dir %s mounted read-write?)", err, i.cfg.CNIBinDir)
 	}
-	i.log.Info("installed the ambit-cni binary", "path", dst)
+	i.log.Info("installed a binary", "binary", name, "path", dst)
 	return nil
 }
 

@@ -18,18 +18,20 @@ import (
 )
 
 type node struct {
-	bin, conf, src, token, ca string
+	bin, conf, src, lookupSrc, token, ca string
 }
 
 func newNode(t *testing.T) node {
 	t.Helper()
 	dir := t.TempDir()
 	n := node{
-		bin:   filepath.Join(dir, "opt-cni-bin"),
-		conf:  filepath.Join(dir, "etc-cni-net.d"),
-		src:   filepath.Join(dir, "ambit-cni"),
-		token: filepath.Join(dir, "token"),
-		ca:    filepath.Join(dir, "ca.crt"),
+		bin:  filepath.Join(dir, "opt-cni-bin"),
+		conf: filepath.Join(dir, "etc-cni-net.d"),
+		src:  filepath.Join(dir, "ambit-cni"),
+		// A name of its own: the installer must name the copy itself.
+		lookupSrc: filepath.Join(dir, "lookup-build-output"),
+		token:     filepath.Join(dir, "token"),
+		ca:        filepath.Join(dir, "ca.crt"),
 	}
 	for _, d := range []string{n.bin, n.conf} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -37,6 +39,7 @@ func newNode(t *testing.T) node {
 		}
 	}
 	write(t, n.src, "#!/bin/sh\necho ambit-cni v1\n", 0o755)
+	write(t, n.lookupSrc, "#!/bin/sh\necho ambit-cni-lookup v1\n", 0o755)
 	write(t, n.token, "token-1\n", 0o600)
 	write(t, n.ca, "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n", 0o644)
 	return n
@@ -61,7 +64,7 @@ func read(t *testing.T, path string) string {
 func (n node) installer(t *testing.T, mod func(*Config)) *Installer {
 	t.Helper()
 	cfg := Config{
-		CNIBinDir: n.bin, CNIConfDir: n.conf, HostCNIConfDir: "/etc/cni/net.d", PluginBinary: n.src,
+		CNIBinDir: n.bin, CNIConfDir: n.conf, HostCNIConfDir: "/etc/cni/net.d", PluginBinary: n.src, LookupBinary: n.lookupSrc,
 		TokenFile: n.token, CAFile: n.ca, APIServerURL: "https://10.96.0.1:443",
 	}
 	if mod != nil {
@@ -119,11 +122,19 @@ func TestInstallAndUninstall(t *testing.T) {
 	if err := i.Install(context.Background()); err != nil {
 		t.Fatalf("Install: %v", err)
 	}
-	if got := read(t, filepath.Join(n.bin, "ambit-cni")); got != read(t, n.src) {
-		t.Errorf("binary = %q", got)
+	for name, src := range map[string]string{"ambit-cni": n.src, "ambit-cni-lookup": n.lookupSrc} {
+		if got := read(t, filepath.Join(n.bin, name)); got != read(t, src) {
+			t.Errorf("binary %s = %q", name, got)
+		}
+		if info, _ := os.Stat(filepath.Join(n.bin, name)); info.Mode().Perm() != 0o755 {
+			t.Errorf("binary %s mode = %v", name, info.Mode().Perm())
+		}
 	}
-	if info, _ := os.Stat(filepath.Join(n.bin, "ambit-cni")); info.Mode().Perm() != 0o755 {
-		t.Errorf("binary mode = %v", info.Mode().Perm())
+	if want := []string{"ambit-cni", "ambit-cni-lookup"}; !slices.Equal(dirNames(t, n.bin), want) {
+		t.Errorf("bin dir = %v, want %v (no temporary files)", dirNames(t, n.bin), want)
+	}
+	if i.LookupBinaryPath() != filepath.Join(n.bin, "ambit-cni-lookup") || i.BinaryPath() != filepath.Join(n.bin, "ambit-cni") {
+		t.Errorf("BinaryPath = %s, LookupBinaryPath = %s", i.BinaryPath(), i.LookupBinaryPath())
 	}
 	checkKubeconfig(t, filepath.Join(n.conf, DefaultKubeconfigName), "token-1")
 	if got := read(t, filepath.Join(n.conf, "10-bridge.conflist")); got != withOurs {
@@ -153,8 +164,8 @@ func TestInstallAndUninstall(t *testing.T) {
 	if want := []string{"10-bridge.conflist", "99-other.conflist"}; !slices.Equal(n.names(t), want) {
 		t.Errorf("conf dir after Uninstall = %v, want %v", n.names(t), want)
 	}
-	if _, err := os.Stat(filepath.Join(n.bin, "ambit-cni")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("binary still there after Uninstall: %v", err)
+	if names := dirNames(t, n.bin); len(names) != 0 {
+		t.Errorf("bin dir after Uninstall = %v, want it empty", names)
 	}
 	if err := i.Uninstall(); err != nil {
 		t.Errorf("second Uninstall: %v", err)
@@ -192,8 +203,8 @@ func TestInstallWithoutPrimaryConfig(t *testing.T) {
 	if !errors.Is(err, ErrNoPrimaryConfig) {
 		t.Fatalf("Install = %v, want ErrNoPrimaryConfig", err)
 	}
-	if _, err := os.Stat(filepath.Join(n.bin, "ambit-cni")); err != nil {
-		t.Errorf("binary not installed: %v", err)
+	if want := []string{"ambit-cni", "ambit-cni-lookup"}; !slices.Equal(dirNames(t, n.bin), want) {
+		t.Errorf("bin dir = %v, want %v", dirNames(t, n.bin), want)
 	}
 	checkKubeconfig(t, filepath.Join(n.conf, DefaultKubeconfigName), "token-1")
 }
@@ -211,15 +222,48 @@ func TestInstallRefusesBadPrimary(t *testing.T) {
 }
 
 func TestInstallWithoutBinaryLeavesConfigAlone(t *testing.T) {
-	n := newNode(t)
-	write(t, filepath.Join(n.conf, "10-bridge.conflist"), primary, 0o644)
-	i := n.installer(t, func(c *Config) { c.PluginBinary = filepath.Join(t.TempDir(), "missing") })
-	if err := i.Install(context.Background()); err == nil || !strings.Contains(err.Error(), "ambit-cni binary") {
-		t.Fatalf("Install = %v, want an error about the binary", err)
+	tests := []struct {
+		name    string
+		mod     func(*Config)
+		errHas  string
+		wantBin []string // what the bin dir holds after the failed Install
+	}{
+		{name: "plugin missing", mod: func(c *Config) { c.PluginBinary = filepath.Join(t.TempDir(), "missing") },
+			errHas: "ambit-cni binary", wantBin: []string{"ambit-cni-lookup"}},
+		// The lookup binary goes first: a plugin never runs without it.
+		{name: "lookup program missing", mod: func(c *Config) { c.LookupBinary = filepath.Join(t.TempDir(), "missing") },
+			errHas: "ambit-cni-lookup binary"},
 	}
-	if got := read(t, filepath.Join(n.conf, "10-bridge.conflist")); got != primary {
-		t.Errorf("entry inserted although the binary is missing (every pod would fail):\n%s", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := newNode(t)
+			write(t, filepath.Join(n.conf, "10-bridge.conflist"), primary, 0o644)
+			i := n.installer(t, tt.mod)
+			if err := i.Install(context.Background()); err == nil || !strings.Contains(err.Error(), tt.errHas) {
+				t.Fatalf("Install = %v, want an error containing %q", err, tt.errHas)
+			}
+			if got := read(t, filepath.Join(n.conf, "10-bridge.conflist")); got != primary {
+				t.Errorf("entry inserted although a binary is missing (every pod would fail):\n%s", got)
+			}
+			if got := dirNames(t, n.bin); !slices.Equal(got, tt.wantBin) {
+				t.Errorf("bin dir = %v, want %v", got, tt.wantBin)
+			}
+		})
 	}
+}
+
+// dirNames lists dir.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
 }
 
 func TestEntry(t *testing.T) {
@@ -253,6 +297,7 @@ func TestNewValidates(t *testing.T) {
 		errHas string
 	}{
 		{name: "no binary", mod: func(c *Config) { c.PluginBinary = "" }, errHas: "PluginBinary"},
+		{name: "no lookup binary", mod: func(c *Config) { c.LookupBinary = "" }, errHas: "LookupBinary"},
 		{name: "no API server", mod: func(c *Config) { c.APIServerURL = "" }, errHas: "APIServerURL"},
 		{name: "kubeconfig named like a network", mod: func(c *Config) { c.KubeconfigName = "ambit.conf" }, errHas: "must not end in"},
 		{name: "hidden kubeconfig", mod: func(c *Config) { c.KubeconfigName = ".kc" }, errHas: "non-hidden"},
@@ -260,7 +305,7 @@ func TestNewValidates(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{PluginBinary: "/b", APIServerURL: "https://h"}
+			cfg := Config{PluginBinary: "/b", LookupBinary: "/l", APIServerURL: "https://h"}
 			tt.mod(&cfg)
 			if _, err := New(cfg, nil); err == nil || !strings.Contains(err.Error(), tt.errHas) {
 				t.Errorf("New = %v, want an error containing %q", err, tt.errHas)
@@ -293,21 +338,24 @@ func TestRunKeepsInstalled(t *testing.T) {
 	}
 	defer stop()
 
-	// The primary CNI rewrites its file, the token rotates, the binary is deleted.
+	// The primary CNI rewrites its file, the token rotates, the binaries are deleted.
 	write(t, primaryPath+".new", primary, 0o644)
 	if err := os.Rename(primaryPath+".new", primaryPath); err != nil {
 		t.Fatal(err)
 	}
 	write(t, n.token, "token-2\n", 0o600)
-	if err := os.Remove(filepath.Join(n.bin, "ambit-cni")); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"ambit-cni", "ambit-cni-lookup"} {
+		if err := os.Remove(filepath.Join(n.bin, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	kc := filepath.Join(n.conf, DefaultKubeconfigName)
-	waitFor(t, "Run to restore the entry, token and binary", func() bool {
+	waitFor(t, "Run to restore the entry, token and binaries", func() bool {
 		cfg, err := clientcmd.LoadFromFile(kc)
 		_, binErr := os.Stat(filepath.Join(n.bin, "ambit-cni"))
+		_, lookupErr := os.Stat(filepath.Join(n.bin, "ambit-cni-lookup"))
 		return err == nil && cfg.AuthInfos["ambit-cni"] != nil && cfg.AuthInfos["ambit-cni"].Token == "token-2" &&
-			read(t, primaryPath) == withOurs && binErr == nil
+			read(t, primaryPath) == withOurs && binErr == nil && lookupErr == nil
 	})
 	stop()
 	checkKubeconfig(t, kc, "token-2")

@@ -48,6 +48,7 @@ var SupportedVersions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0
 //	  "agentSocket": "/var/run/ambit/cni.sock",  // node agent's Unix socket
 //	  "agentTimeout": "30s",                     // Go duration, 1s..2m
 //	  "kubeconfig": "/etc/cni/net.d/ZZZ-ambit-cni-kubeconfig", // used only when the agent is unreachable
+//	  "lookupBinary": "/opt/cni/bin/ambit-cni-lookup", // default: next to ambit-cni, else in CNI_PATH
 //	  "excludeNamespaces": ["kube-system"],      // passed through without asking anyone
 //	  "logLevel": "info"                         // debug, info, warn, error
 //	}
@@ -58,10 +59,13 @@ type Config struct {
 	Net types.PluginConf
 	// Result is Net.PrevResult converted to the current result type, nil
 	// when there is none.
-	Result            *current.Result
-	AgentSocket       string
-	AgentTimeout      time.Duration
-	Kubeconfig        string
+	Result       *current.Result
+	AgentSocket  string
+	AgentTimeout time.Duration
+	Kubeconfig   string
+	// LookupBinary is the ambit-cni-lookup program; empty means the
+	// default of FindLookupBinary.
+	LookupBinary      string
 	ExcludeNamespaces []string
 	LogLevel          slog.Level
 }
@@ -73,6 +77,7 @@ type rawConfig struct {
 	AgentSocket       *string   `json:"agentSocket"`
 	AgentTimeout      *string   `json:"agentTimeout"`
 	Kubeconfig        string    `json:"kubeconfig"`
+	LookupBinary      string    `json:"lookupBinary"`
 	ExcludeNamespaces *[]string `json:"excludeNamespaces"`
 	LogLevel          string    `json:"logLevel"`
 }
@@ -90,6 +95,7 @@ func ParseConfig(stdin []byte) (Config, error) {
 		AgentSocket:       cniapi.DefaultSocketPath,
 		AgentTimeout:      DefaultAgentTimeout,
 		Kubeconfig:        raw.Kubeconfig,
+		LookupBinary:      raw.LookupBinary,
 		ExcludeNamespaces: slices.Clone(DefaultExcludeNamespaces),
 		LogLevel:          slog.LevelInfo,
 	}
@@ -115,6 +121,9 @@ func ParseConfig(stdin []byte) (Config, error) {
 	}
 	if conf.Kubeconfig != "" && !filepath.IsAbs(conf.Kubeconfig) {
 		return Config{}, invalid("kubeconfig", "%q is not an absolute path", conf.Kubeconfig)
+	}
+	if conf.LookupBinary != "" && !filepath.IsAbs(conf.LookupBinary) {
+		return Config{}, invalid("lookupBinary", "%q is not an absolute path (default: %s next to ambit-cni)", conf.LookupBinary, LookupBinary)
 	}
 	if raw.ExcludeNamespaces != nil {
 		for _, ns := range *raw.ExcludeNamespaces {

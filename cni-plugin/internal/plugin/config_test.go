@@ -30,7 +30,7 @@ func TestParseConfig(t *testing.T) {
 			name:  "defaults",
 			stdin: `{"cniVersion":"1.0.0","name":"k8s","type":"ambit-cni","prevResult":` + prev100 + `}`,
 			check: func(t *testing.T, c Config) {
-				if c.AgentSocket != cniapi.DefaultSocketPath || c.AgentTimeout != DefaultAgentTimeout || c.Kubeconfig != "" ||
+				if c.AgentSocket != cniapi.DefaultSocketPath || c.AgentTimeout != DefaultAgentTimeout || c.Kubeconfig != "" || c.LookupBinary != "" ||
 					!slices.Equal(c.ExcludeNamespaces, []string{"kube-system"}) || c.LogLevel != slog.LevelInfo {
 					t.Errorf("defaults: %+v", c)
 				}
@@ -42,9 +42,10 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "every field",
 			stdin: `{"cniVersion":"0.4.0","name":"k8s","type":"ambit-cni","agentSocket":"/run/a.sock","agentTimeout":"2s",` +
-				`"kubeconfig":"/etc/cni/net.d/kc","excludeNamespaces":["a","b"],"logLevel":"debug"}`,
+				`"kubeconfig":"/etc/cni/net.d/kc","lookupBinary":"/opt/cni/bin/ambit-cni-lookup","excludeNamespaces":["a","b"],"logLevel":"debug"}`,
 			check: func(t *testing.T, c Config) {
 				if c.AgentSocket != "/run/a.sock" || c.AgentTimeout != 2*time.Second || c.Kubeconfig != "/etc/cni/net.d/kc" ||
+					c.LookupBinary != "/opt/cni/bin/ambit-cni-lookup" ||
 					!slices.Equal(c.ExcludeNamespaces, []string{"a", "b"}) || c.LogLevel != slog.LevelDebug {
 					t.Errorf("fields: %+v", c)
 				}
@@ -69,6 +70,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "agentTimeout too long", stdin: `{"name":"k","agentTimeout":"3m"}`, code: types.ErrInvalidNetworkConfig, errHas: "outside 1s..2m0s"},
 		{name: "relative agentSocket", stdin: `{"name":"k","agentSocket":"cni.sock"}`, code: types.ErrInvalidNetworkConfig, errHas: `invalid "agentSocket"`},
 		{name: "relative kubeconfig", stdin: `{"name":"k","kubeconfig":"kc"}`, code: types.ErrInvalidNetworkConfig, errHas: `invalid "kubeconfig"`},
+		{name: "relative lookupBinary", stdin: `{"name":"k","lookupBinary":"ambit-cni-lookup"}`, code: types.ErrInvalidNetworkConfig, errHas: `invalid "lookupBinary"`},
 		{name: "empty namespace excluded", stdin: `{"name":"k","excludeNamespaces":[""]}`, code: types.ErrInvalidNetworkConfig, errHas: `invalid "excludeNamespaces"`},
 		{name: "bad logLevel", stdin: `{"name":"k","logLevel":"loud"}`, code: types.ErrInvalidNetworkConfig, errHas: `invalid "logLevel"`},
 		{name: "bad prevResult", stdin: `{"cniVersion":"1.0.0","name":"k","prevResult":{"ips":"10.0.0.1"}}`, code: types.ErrDecodingFailure, errHas: `"prevResult"`},

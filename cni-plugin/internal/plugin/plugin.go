@@ -3,7 +3,8 @@
 // result unchanged once the agent says the pod is captured or not enrolled.
 //
 // When the agent cannot be reached, the plugin decides alone with the
-// enrolment rule (enrol.Decide) and the Kubernetes API: a pod outside the
+// enrolment rule (enrol.Decide) and the Kubernetes API, read by running the
+// separate program ambit-cni-lookup (ExecLookup): a pod outside the
 // mesh starts, a pod in the mesh does not (kubelet retries), and a pod the
 // plugin cannot decide about does not either (fail closed): a mesh pod must
 // never start with its traffic uncaptured.
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"time"
 
@@ -26,8 +28,8 @@ import (
 )
 
 // DelTimeout bounds the agent call of DEL, which is best effort;
-// LookupTimeout bounds the Kubernetes lookup made when the agent is
-// unreachable.
+// LookupTimeout bounds the Kubernetes lookup (the ambit-cni-lookup run)
+// made when the agent is unreachable.
 const (
 	DelTimeout    = 5 * time.Second
 	LookupTimeout = 10 * time.Second
@@ -44,7 +46,9 @@ type Agent interface {
 }
 
 // PodLookup reads from the Kubernetes API what enrol.Decide needs about a
-// pod and its namespace. It is used only when the agent is unreachable.
+// pod and its namespace. ambit-cni-lookup uses it (internal/plugin/kube);
+// the plugin itself runs that program (ExecLookup), only when the agent is
+// unreachable.
 type PodLookup interface {
 	Lookup(ctx context.Context, namespace, name string) (enrol.Namespace, enrol.Pod, error)
 }
@@ -55,10 +59,12 @@ type Options struct {
 	Stdout, Stderr io.Writer
 	// NewAgent returns the agent client; nil means cniapi.NewClient.
 	NewAgent func(socketPath string, timeout time.Duration) Agent
-	// NewLookup builds the Kubernetes lookup from the configured
-	// kubeconfig path (never empty); nil means no lookup is possible, so a
-	// pod that needs one fails closed.
-	NewLookup func(kubeconfig string) (PodLookup, error)
+	// NewDecider builds what decides about a pod when the agent is
+	// unreachable; nil means NewExecLookup (run ambit-cni-lookup).
+	NewDecider func(LookupSource) (Decider, error)
+	// Executable returns the running plugin binary, next to which
+	// ambit-cni-lookup is looked for; nil means os.Executable.
+	Executable func() (string, error)
 }
 
 // Plugin runs the CNI commands.
@@ -79,6 +85,12 @@ func New(opts Options) *Plugin {
 			return cniapi.NewClient(socketPath, timeout)
 		}
 	}
+	if opts.NewDecider == nil {
+		opts.NewDecider = func(src LookupSource) (Decider, error) { return NewExecLookup(src) }
+	}
+	if opts.Executable == nil {
+		opts.Executable = os.Executable
+	}
 	return &Plugin{opts: opts}
 }
 
@@ -96,6 +108,8 @@ func (p *Plugin) logger(level slog.Level, cmd string, args *skel.CmdArgs) *slog.
 type call struct {
 	conf Config
 	ref  PodRef
+	// cniPath is CNI_PATH.
+	cniPath string
 	// ask is false when the pod is not a Kubernetes pod or its namespace
 	// is excluded: it passes through without asking anyone.
 	ask bool
@@ -115,7 +129,7 @@ func (p *Plugin) prepare(cmd string, args *skel.CmdArgs, needPrev bool) (call, e
 	if err != nil {
 		return call{}, err
 	}
-	c := call{conf: conf, ref: ref, log: log}
+	c := call{conf: conf, ref: ref, cniPath: args.Path, log: log}
 	switch {
 	case !ok:
 		log.Debug("not a Kubernetes pod (no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS): passing through")
@@ -232,23 +246,28 @@ func (p *Plugin) GC(*skel.CmdArgs) error { return nil }
 func (p *Plugin) withoutAgent(c call, agentErr error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), LookupTimeout)
 	defer cancel()
-	var lookup PodLookup
+	var decider Decider
 	var err error
-	switch {
-	case c.conf.Kubeconfig == "":
+	if c.conf.Kubeconfig == "" {
 		err = errors.New(`no "kubeconfig" in the ambit-cni network configuration`)
-	case p.opts.NewLookup == nil:
-		err = errors.New("this build of ambit-cni has no Kubernetes client")
-	default:
-		lookup, err = p.opts.NewLookup(c.conf.Kubeconfig)
-		if err != nil {
-			err = fmt.Errorf("%w (ambit-node-agent writes it when it installs ambit-cni)", err)
+	} else {
+		src := LookupSource{Kubeconfig: c.conf.Kubeconfig, Binary: c.conf.LookupBinary, CNIPath: c.cniPath}
+		if exe, exeErr := p.opts.Executable(); exeErr == nil {
+			src.Executable = exe
 		}
+		decider, err = p.opts.NewDecider(src)
 	}
-	enrolled, reason, err := DecideWithoutAgent(ctx, lookup, err, c.ref)
+	var enrolled bool
+	var reason string
+	if err == nil {
+		enrolled, reason, err = decider.Decide(ctx, c.ref)
+	}
 	if err != nil {
 		hint := fmt.Sprintf("that the API server is reachable from the node with the kubeconfig %s", c.conf.Kubeconfig)
-		if c.conf.Kubeconfig == "" {
+		switch {
+		case errors.Is(err, ErrPodNotFound):
+			hint = "that the pod still exists (the runtime may be setting up a pod already deleted)"
+		case c.conf.Kubeconfig == "":
 			hint = `the "kubeconfig" of the ambit-cni entry in the node's CNI configuration (ambit-node-agent's installer sets it)`
 		}
 		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf(
@@ -268,7 +287,7 @@ func (p *Plugin) withoutAgent(c call, agentErr error) error {
 
 // DecideWithoutAgent applies the enrolment rule to the pod read with
 // lookup. lookupErr is the error building lookup, if any; every error means
-// the pod's enrolment is unknown.
+// the pod's enrolment is unknown. ambit-cni-lookup runs it.
 func DecideWithoutAgent(ctx context.Context, lookup PodLookup, lookupErr error, ref PodRef) (enrolled bool, reason string, err error) {
 	if lookupErr != nil {
 		return false, "", lookupErr

@@ -76,7 +76,7 @@ type env struct {
 	agent   *fakeAgent
 	lookup  *fakeLookup
 	lookErr error
-	kubecfg string
+	src     LookupSource
 	stdout  bytes.Buffer
 	stderr  bytes.Buffer
 }
@@ -89,16 +89,17 @@ func (e *env) plugin() *Plugin {
 			e.agent.socket = socket
 			return e.agent
 		},
-		NewLookup: func(kubeconfig string) (PodLookup, error) {
-			e.kubecfg = kubeconfig
+		NewDecider: func(src LookupSource) (Decider, error) {
+			e.src = src
 			if e.lookErr != nil {
 				return nil, e.lookErr
 			}
 			if e.lookup == nil {
 				return nil, errors.New("no lookup in this test")
 			}
-			return *e.lookup, nil
+			return LookupDecider{Lookup: *e.lookup}, nil
 		},
+		Executable: func() (string, error) { return "/opt/cni/bin/ambit-cni", nil },
 	})
 }
 
@@ -169,9 +170,12 @@ func TestAdd(t *testing.T) {
 		{name: "unreachable, API error", stdin: conf(`,"kubeconfig":"/k"`), args: podArgs, agent: fakeAgent{err: unreachable},
 			lookup: &fakeLookup{err: errors.New("connection refused")}, wantCalls: []string{"add"}, code: types.ErrTryAgainLater,
 			errHas: []string{"cannot tell whether the pod is in the mesh", "connection refused", "API server is reachable from the node with the kubeconfig /k"}},
-		{name: "unreachable, bad kubeconfig", stdin: conf(`,"kubeconfig":"/k"`), args: podArgs, agent: fakeAgent{err: unreachable},
-			lookErr: errors.New("cannot use the kubeconfig /k: no such file"), wantCalls: []string{"add"}, code: types.ErrTryAgainLater,
-			errHas: []string{"cannot use the kubeconfig /k", "ambit-node-agent writes it"}},
+		{name: "unreachable, pod not found", stdin: conf(`,"kubeconfig":"/k"`), args: podArgs, agent: fakeAgent{err: unreachable},
+			lookup: &fakeLookup{err: fmt.Errorf("%w: pods \"cart-1\" not found", ErrPodNotFound)}, wantCalls: []string{"add"}, code: types.ErrTryAgainLater,
+			errHas: []string{"does not exist in the Kubernetes API", "that the pod still exists"}},
+		{name: "unreachable, no lookup program", stdin: conf(`,"kubeconfig":"/k"`), args: podArgs, agent: fakeAgent{err: unreachable},
+			lookErr: errors.New("cannot find ambit-cni-lookup (looked in /opt/cni/bin)"), wantCalls: []string{"add"}, code: types.ErrTryAgainLater,
+			errHas: []string{"cannot find ambit-cni-lookup", "cannot tell whether the pod is in the mesh"}},
 		{name: "unreachable, no kubeconfig configured", stdin: conf(""), args: podArgs, agent: fakeAgent{err: unreachable},
 			wantCalls: []string{"add"}, code: types.ErrTryAgainLater, errHas: []string{`no "kubeconfig"`}},
 		{name: "no prevResult", stdin: []byte(`{"cniVersion":"1.0.0","name":"k8s","type":"ambit-cni"}`), args: podArgs,
@@ -203,8 +207,9 @@ func TestAdd(t *testing.T) {
 					t.Errorf("agent got %+v on %s, want %+v on /x.sock", tt.agent.reqs[0], tt.agent.socket, want)
 				}
 			}
-			if tt.lookup != nil && e.kubecfg != "/k" {
-				t.Errorf("lookup built from kubeconfig %q, want /k", e.kubecfg)
+			wantSrc := LookupSource{Kubeconfig: "/k", Executable: "/opt/cni/bin/ambit-cni", CNIPath: "/opt/cni/bin"}
+			if tt.lookup != nil && e.src != wantSrc {
+				t.Errorf("lookup built from %+v, want %+v", e.src, wantSrc)
 			}
 		})
 	}
