@@ -549,7 +549,7 @@ func printReport(w io.Writer, opts options, args []string, rep *report) {
 		fmt.Fprintf(w, "- %s: %d API GETs and %d PATCHes during %d ADDs\n", m.kind, m.gets, m.patches, len(m.adds))
 	}
 	fmt.Fprintln(w, "- the agent reads pods and namespaces from its informer cache (as in production: the API server is not on the ADD path); "+
-		"the one PATCH per enrolled pod (the ambit.dev/redirection annotation, sent before the ADD answers) goes to the in-memory fake clientset here, "+
+		"the one PATCH per enrolled pod (the ambit.dev/redirection annotation, sent in the background once the ADD answered) goes to the in-memory fake clientset here, "+
 		"so a real API server's PATCH round trip is not included")
 	fmt.Fprintln(w, "- cleanup: no netns of this run left in /run/netns, no bridge "+bridgeName+" in the root netns")
 }
