@@ -76,6 +76,9 @@ type podSpec struct {
 	name, namespace, sa string
 	mesh                bool
 	strict              bool
+	// policies are the keys of the WORKLOAD_SELECTOR policies selecting
+	// the pod.
+	policies []string
 	// services maps a service key (namespace/hostname) to the port map
 	// through which the pod backs it (may be empty).
 	services map[string]map[string]uint32
@@ -91,7 +94,9 @@ type mesh struct {
 	ca     *identity.LocalCA
 	specs  map[*testtopo.Pod]podSpec
 	svcs   []state.FileService
-	zt     map[*testtopo.Node]*ztunnel
+	// policies go into every workloads file.
+	policies []state.FilePolicy
+	zt       map[*testtopo.Node]*ztunnel
 	// released pods get no netns in the workloads file (not captured).
 	released map[*testtopo.Pod]bool
 }
@@ -179,9 +184,11 @@ func (m *mesh) workloadsFile(node *testtopo.Node) string {
 			w.MTLSMode = "STRICT"
 		}
 		w.Services = s.services
+		w.AuthorizationPolicies = s.policies
 		f.Workloads = append(f.Workloads, w)
 	}
 	f.Services = m.svcs
+	f.Policies = m.policies
 	data, err := yaml.Marshal(f)
 	if err != nil {
 		m.t.Fatal(err)

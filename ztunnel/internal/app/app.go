@@ -188,7 +188,8 @@ func (a *App) build(signer identity.Signer, roots hbone.RootsFunc) (*App, error)
 	}
 	in, err := inbound.New(inbound.Config{
 		Store: a.store, Certs: a.certs, Roots: roots, TrustDomain: cfg.TrustDomain,
-		Metrics: a.metrics, Mark: inpod.DefaultMark, Logger: log,
+		Authorizer: &inbound.PolicyAuthorizer{Store: a.store, Metrics: a.metrics, Logger: log},
+		Metrics:    a.metrics, Mark: inpod.DefaultMark, Logger: log,
 	})
 	if err != nil {
 		return nil, err

@@ -75,16 +75,19 @@ func (a *App) prefetchLocal(ctx context.Context) {
 	}
 }
 
-// policyDumps lists the Authorization resources received over xDS.
+// policyDumps lists the Authorization policies of the current state (from
+// the control plane, or from the workloads file), sorted by key.
 func (a *App) policyDumps() []admin.PolicyDump {
-	out := []admin.PolicyDump{}
-	if a.xds == nil {
-		return out
-	}
-	for _, p := range a.xds.Policies() {
-		d := admin.PolicyDump{Name: p.GetName(), Namespace: p.GetNamespace(), Scope: p.GetScope().String(), Action: p.GetAction().String()}
-		if p.GetPeerAuthentication() != nil {
-			d.Action = "PEER_AUTHENTICATION " + p.GetPeerAuthentication().GetMode().String()
+	policies := a.store.Current().Policies()
+	out := make([]admin.PolicyDump, 0, len(policies))
+	for _, p := range policies {
+		d := admin.PolicyDump{Name: p.Name, Namespace: p.Namespace, Scope: string(p.Scope), Action: string(p.Action)}
+		if p.PeerAuth != nil {
+			mode := string(p.PeerAuth.Mode)
+			if mode == "" {
+				mode = "UNSET"
+			}
+			d.Action = "PEER_AUTHENTICATION " + mode
 		}
 		out = append(out, d)
 	}

@@ -2,8 +2,9 @@
 // HBONE streams on the pod's port 15008 (terminated with the pod's
 // certificate, authorized, then delivered to the application inside the
 // pod's netns from the client's own IP) and plaintext connections
-// redirected to the pod's port 15006 (refused when the pod's mTLS mode is
-// STRICT, otherwise delivered the same way).
+// redirected to the pod's port 15006 (refused when the pod's mTLS mode for
+// the port is STRICT, otherwise authorized and delivered the same way).
+// PolicyAuthorizer enforces the state's Authorization policies.
 package inbound
 
 import (
@@ -17,6 +18,7 @@ import (
 
 	"ambit.dev/pkg/hbone"
 	"ambit.dev/pkg/identity"
+	"ambit.dev/ztunnel/internal/authz"
 	"ambit.dev/ztunnel/internal/metrics"
 	"ambit.dev/ztunnel/internal/model"
 	"ambit.dev/ztunnel/internal/proxy"
@@ -44,7 +46,8 @@ type Authorizer interface {
 	Authorize(ctx context.Context, r Request) error
 }
 
-// AllowAll is the default Authorizer: every connection is allowed.
+// AllowAll is the default Authorizer: every connection is allowed
+// (ztunnel itself uses PolicyAuthorizer).
 // (STRICT mTLS is enforced by the plaintext path itself, not here.)
 type AllowAll struct{}
 
@@ -248,7 +251,9 @@ func (in *Inbound) dialApp(ctx context.Context, ns *socket.Netns, dst netip.Addr
 }
 
 // ServePlaintext handles one connection accepted on the pod's inbound
-// plaintext listener (15006): refused if the pod's mTLS mode is STRICT or
+// plaintext listener (15006): refused if the pod's mTLS mode for the
+// destination port is STRICT (peer-authentication policies, else the
+// workload's own mode) or
 // the Authorizer denies it, else delivered to the app from the client's IP.
 // It returns when the connection is over; it closes c.
 func (in *Inbound) ServePlaintext(ctx context.Context, pod Pod, c *net.TCPConn) {
@@ -275,9 +280,9 @@ func (in *Inbound) ServePlaintext(ctx context.Context, pod Pod, c *net.TCPConn) 
 		reset(c)
 		return
 	}
-	if w.MTLSMode == model.MTLSStrict {
+	if mode := in.mtlsMode(w, dst.Port()); !authz.PlaintextAllowed(mode) {
 		in.cfg.Metrics.Refused(metrics.RefusedStrictMTLS)
-		log.Info("plaintext connection refused: pod requires mTLS (STRICT)", "dst", dst.String())
+		log.Info("plaintext connection refused: pod requires mTLS (STRICT) on this port", "dst", dst.String())
 		reset(c)
 		return
 	}

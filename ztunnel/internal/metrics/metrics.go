@@ -11,6 +11,7 @@
 //	ambit_ztunnel_active_connections     gauge, connections open now
 //	ambit_ztunnel_connections_refused_total{reason}  counter
 //	ambit_ztunnel_hbone_dial_failures_total          counter
+//	ambit_ztunnel_authorization_decisions_total{decision,policy,action}  counter
 //
 // ConnLabels labels are reporter, source_workload, source_workload_namespace,
 // source_principal, destination_workload, destination_workload_namespace,
@@ -42,7 +43,17 @@ const (
 	MetricActive            = "ambit_ztunnel_active_connections"
 	MetricRefused           = "ambit_ztunnel_connections_refused_total"
 	MetricHBONEDialFailures = "ambit_ztunnel_hbone_dial_failures_total"
+	MetricAuthzDecisions    = "ambit_ztunnel_authorization_decisions_total"
 )
+
+// Values of the decision label of MetricAuthzDecisions.
+const (
+	DecisionAllow = "allow"
+	DecisionDeny  = "deny"
+)
+
+// NoPolicy is the policy (and action) label of a decision no policy made.
+const NoPolicy = "none"
 
 // LabelNames are the label names of the four istio_tcp_* counters, in the
 // order of ConnLabels.values.
@@ -138,6 +149,7 @@ type Metrics struct {
 	active                         prometheus.Gauge
 	refused                        *prometheus.CounterVec
 	dialFailures                   prometheus.Counter
+	authzDecisions                 *prometheus.CounterVec
 
 	now    func() time.Time
 	nextID atomic.Uint64
@@ -166,12 +178,16 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		dialFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricHBONEDialFailures, Help: "HBONE tunnels that could not be established (TCP, TLS or CONNECT failed).",
 		}),
+		authzDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricAuthzDecisions,
+			Help: "Inbound L4 authorization decisions, by decision, deciding policy (namespace/name, or none) and its action (ALLOW, DENY, or none).",
+		}, []string{"decision", "policy", "action"}),
 		now: time.Now,
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received, m.active, m.refused, m.dialFailures} {
+	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received, m.active, m.refused, m.dialFailures, m.authzDecisions} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: registering ztunnel connection metrics (is a second Metrics registered on the same registry?): %w", err)
 		}
@@ -189,6 +205,24 @@ func (m *Metrics) Refused(reason string) {
 		reason = Unknown
 	}
 	m.refused.WithLabelValues(reason).Inc()
+}
+
+// AuthzDecision counts one inbound authorization decision: decision is
+// DecisionAllow or DecisionDeny, policy the deciding policy's
+// "namespace/name" and action its action; empty policy or action is
+// reported as NoPolicy. Label values must stay bounded: policy names only,
+// never identities or addresses.
+func (m *Metrics) AuthzDecision(decision, policy, action string) {
+	if m == nil {
+		return
+	}
+	if policy == "" {
+		policy = NoPolicy
+	}
+	if action == "" {
+		action = NoPolicy
+	}
+	m.authzDecisions.WithLabelValues(decision, policy, action).Inc()
 }
 
 // HBONEDialFailed counts an HBONE tunnel that could not be established.

@@ -346,3 +346,25 @@ func BenchmarkAddSent(b *testing.B) {
 		}
 	})
 }
+
+func TestAuthzDecisions(t *testing.T) {
+	m, reg := newTest(t)
+	m.AuthzDecision(DecisionAllow, "", "")
+	m.AuthzDecision(DecisionAllow, "ns1/allow-foo", "ALLOW")
+	m.AuthzDecision(DecisionDeny, "ns1/deny-bar", "DENY")
+	m.AuthzDecision(DecisionDeny, "ns1/deny-bar", "DENY")
+	m.AuthzDecision(DecisionDeny, "", "ALLOW")
+	var nilMetrics *Metrics
+	nilMetrics.AuthzDecision(DecisionDeny, "x/y", "DENY") // must not panic
+	want := `
+# HELP ambit_ztunnel_authorization_decisions_total Inbound L4 authorization decisions, by decision, deciding policy (namespace/name, or none) and its action (ALLOW, DENY, or none).
+# TYPE ambit_ztunnel_authorization_decisions_total counter
+ambit_ztunnel_authorization_decisions_total{action="ALLOW",decision="allow",policy="ns1/allow-foo"} 1
+ambit_ztunnel_authorization_decisions_total{action="ALLOW",decision="deny",policy="none"} 1
+ambit_ztunnel_authorization_decisions_total{action="DENY",decision="deny",policy="ns1/deny-bar"} 2
+ambit_ztunnel_authorization_decisions_total{action="none",decision="allow",policy="none"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), MetricAuthzDecisions); err != nil {
+		t.Error(err)
+	}
+}

@@ -80,6 +80,9 @@ type Workload struct {
 	// Waypoint, if set, receives all traffic addressed to the workload.
 	Waypoint *Waypoint
 	Status   Status
+	// AuthorizationPolicies are the keys ("<namespace>/<name>") of the
+	// WORKLOAD_SELECTOR policies whose selector matches this workload.
+	AuthorizationPolicies []string
 }
 
 // Identity returns the workload's SPIFFE identity. It is valid when the

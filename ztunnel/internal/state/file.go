@@ -20,6 +20,8 @@ import (
 type File struct {
 	Workloads []FileWorkload `yaml:"workloads"`
 	Services  []FileService  `yaml:"services"`
+	// Policies are Authorization policies (authorization.proto).
+	Policies []FilePolicy `yaml:"policies"`
 }
 
 // FileWorkload is one workload entry of the file.
@@ -37,6 +39,9 @@ type FileWorkload struct {
 	Services       map[string]map[string]uint32 `yaml:"services"`
 	Waypoint       *FileWaypoint                `yaml:"waypoint"`
 	Status         string                       `yaml:"status"`
+	// AuthorizationPolicies lists the "<namespace>/<name>" of the
+	// WORKLOAD_SELECTOR policies that select this workload.
+	AuthorizationPolicies []string `yaml:"authorizationPolicies"`
 }
 
 // FileService is one service entry of the file.
@@ -94,10 +99,19 @@ func (f File) Build(defaultTrustDomain string) (*Snapshot, error) {
 		}
 		workloads = append(workloads, w)
 	}
+	policies := make([]model.Policy, 0, len(f.Policies))
+	for i, fp := range f.Policies {
+		p, err := fp.model()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policies[%d] (%s/%s): %w", i, fp.Namespace, fp.Name, err))
+			continue
+		}
+		policies = append(policies, p)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return NewSnapshot(workloads, services)
+	return NewSnapshotWithPolicies(workloads, services, policies)
 }
 
 func (fw FileWorkload) model(defaultTD string) (model.Workload, error) {
@@ -113,6 +127,8 @@ func (fw FileWorkload) model(defaultTD string) (model.Workload, error) {
 		MTLSMode:       model.MTLSMode(strings.ToUpper(fw.MTLSMode)),
 		Netns:          fw.Netns,
 		Status:         model.Status(strings.ToUpper(fw.Status)),
+
+		AuthorizationPolicies: fw.AuthorizationPolicies,
 	}
 	if w.UID == "" {
 		errs = append(errs, errors.New("uid is required"))

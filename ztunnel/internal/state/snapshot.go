@@ -26,13 +26,27 @@ type Snapshot struct {
 	byKey     map[string]int
 	byVIP     map[netip.Addr]int
 	endpoints map[string][]int // service key -> workload indices, by UID
+	policies  []model.Policy   // sorted by key
+	byPolicy  map[string]int   // policy key -> index
+	global    []int            // GLOBAL policies, by key
+	byNS      map[string][]int // namespace -> NAMESPACE policies, by key
 }
 
 // NewSnapshot indexes workloads and services, checking that UIDs, workload
 // addresses, service keys and VIPs are unique, that no VIP is also a
 // workload address, and that every service a workload backs exists.
 func NewSnapshot(workloads []model.Workload, services []model.Service) (*Snapshot, error) {
+	return NewSnapshotWithPolicies(workloads, services, nil)
+}
+
+// NewSnapshotWithPolicies is NewSnapshot with the Authorization policies
+// too (keys must be unique). A workload may list a policy key that is not
+// among policies: the proto says such a name is ignored until it arrives.
+func NewSnapshotWithPolicies(workloads []model.Workload, services []model.Service, policies []model.Policy) (*Snapshot, error) {
 	s := &Snapshot{
+		policies:  slices.Clone(policies),
+		byPolicy:  map[string]int{},
+		byNS:      map[string][]int{},
 		workloads: slices.Clone(workloads),
 		services:  slices.Clone(services),
 		byUID:     map[string]int{},
@@ -83,10 +97,46 @@ func NewSnapshot(workloads []model.Workload, services []model.Service) (*Snapsho
 			s.endpoints[key] = append(s.endpoints[key], i)
 		}
 	}
+	slices.SortFunc(s.policies, func(a, b model.Policy) int { return cmp.Compare(a.Key(), b.Key()) })
+	for i, p := range s.policies {
+		if _, dup := s.byPolicy[p.Key()]; dup {
+			errs = append(errs, fmt.Errorf("policy %s is defined twice", p.Key()))
+			continue
+		}
+		s.byPolicy[p.Key()] = i
+		switch p.Scope {
+		case model.ScopeGlobal:
+			s.global = append(s.global, i)
+		case model.ScopeNamespace:
+			s.byNS[p.Namespace] = append(s.byNS[p.Namespace], i)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Policies returns every Authorization policy, sorted by key.
+func (s *Snapshot) Policies() []model.Policy { return s.policies }
+
+// PoliciesFor returns the policies that apply to the destination workload
+// w (authorization.proto): GLOBAL ones, NAMESPACE ones of w's namespace and
+// the WORKLOAD_SELECTOR ones w lists, sorted by key. Access and
+// peer-authentication policies are both returned.
+func (s *Snapshot) PoliciesFor(w model.Workload) []model.Policy {
+	idx := slices.Concat(s.global, s.byNS[w.Namespace])
+	for _, key := range w.AuthorizationPolicies {
+		if i, ok := s.byPolicy[key]; ok && s.policies[i].Scope == model.ScopeWorkloadSelector && !slices.Contains(idx, i) {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx) // indices follow key order
+	out := make([]model.Policy, len(idx))
+	for i, j := range idx {
+		out[i] = s.policies[j]
+	}
+	return out
 }
 
 // Empty returns a snapshot with nothing in it.

@@ -255,13 +255,17 @@ func checkAuthorization(name string, a *workloadv1alpha1.Authorization) error {
 			}
 		}
 	}
+	if _, err := convertAuthorization(a); err != nil {
+		return err
+	}
 	return nil
 }
 
-// mtlsMode derives a workload's inbound mTLS mode from the
-// peer-authentication policies (authorization.proto, "mTLS mode"; port
-// level overrides are not modelled by ztunnel yet). auths is keyed by
-// resource name.
+// mtlsMode derives a workload's port-independent inbound mTLS mode from
+// the peer-authentication policies (authorization.proto, "mTLS mode",
+// steps 2-5; shown by the admin API). The data path resolves the mode per
+// port from the snapshot's policies (authz.MTLSMode), with this as the
+// fallback. auths is keyed by resource name.
 func mtlsMode(w workloadRes, auths map[string]*workloadv1alpha1.Authorization) model.MTLSMode {
 	listed := map[string]bool{}
 	for _, p := range w.policies {
@@ -385,7 +389,18 @@ func buildSnapshot(addrs map[string]address, auths map[string]*workloadv1alpha1.
 		}
 		w.Waypoint = resolve(w.Waypoint, wr.waypointHost, wr.waypointPort)
 		w.MTLSMode = mtlsMode(wr, auths)
+		w.AuthorizationPolicies = slices.Clone(wr.policies)
 		outWls = append(outWls, w)
 	}
-	return state.NewSnapshot(outWls, outSvcs)
+	policies := make([]model.Policy, 0, len(auths))
+	for _, name := range slices.Sorted(maps.Keys(auths)) {
+		p, err := convertAuthorization(auths[name])
+		if err != nil {
+			// Accepted resources passed checkAuthorization, which converts.
+			log.Debug("authorization resource does not convert; ignoring it", "name", name, "error", err)
+			continue
+		}
+		policies = append(policies, p)
+	}
+	return state.NewSnapshotWithPolicies(outWls, outSvcs, policies)
 }
