@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"ambit.dev/cni-plugin/internal/cniapi"
+	"ambit.dev/pkg/flagenv"
 	"ambit.dev/pkg/redirect"
 )
 
@@ -88,22 +89,13 @@ type CNIInstall struct {
 	Namespace, DaemonSet string
 }
 
-// envPrefix + the flag name in upper case with '-' → '_' names the
-// environment variable of a flag: --node-name ↔ AMBIT_NODE_NAME.
-const envPrefix = "AMBIT_"
-
-// EnvName returns the environment variable that sets flag name.
-func EnvName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
 // FromOS parses os.Args[1:] and the process environment.
 func FromOS() (Config, error) {
 	return Parse(os.Args[1:], os.LookupEnv, os.Stderr)
 }
 
 // Parse parses args. A flag not given on the command line takes its value
-// from the environment variable EnvName(flag) if lookupEnv finds it, else
+// from the environment variable flagenv.EnvName(flag) (AMBIT_<FLAG>) if lookupEnv finds it, else
 // its default: the command line wins over the environment. Usage and
 // errors of the flag set go to out; flag.ErrHelp is returned for -h.
 func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
@@ -131,28 +123,10 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	fs.StringVar(&c.CNI.APIServerURL, "api-server-url", "", "API server URL the plugin uses when the agent is down (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
 	fs.StringVar(&c.CNI.Namespace, "pod-namespace", "", "namespace of the agent's DaemonSet (from the downward API)")
 	fs.StringVar(&c.CNI.DaemonSet, "daemonset-name", "ambit-node-agent", "name of the agent's DaemonSet; its deletion means uninstall")
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, lookupEnv); err != nil {
 		return Config{}, err
 	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected arguments %q (all settings are --flags)", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || lookupEnv == nil {
-			return
-		}
-		if v, ok := lookupEnv(EnvName(f.Name)); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		return Config{}, err
-	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel))
 	}

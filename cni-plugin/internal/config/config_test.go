@@ -118,9 +118,3 @@ func TestHelp(t *testing.T) {
 		t.Fatalf("Parse(-h) = %v, want flag.ErrHelp", err)
 	}
 }
-
-func TestEnvName(t *testing.T) {
-	if got := EnvName("cni-add-timeout"); got != "AMBIT_CNI_ADD_TIMEOUT" {
-		t.Fatalf("EnvName = %q", got)
-	}
-}

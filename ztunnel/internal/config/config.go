@@ -10,10 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	zdsv1alpha1 "ambit.dev/api/zds/v1alpha1"
+	"ambit.dev/pkg/flagenv"
 	"ambit.dev/pkg/identity"
 	"ambit.dev/ztunnel/internal/admin"
 )
@@ -69,22 +69,13 @@ const DefaultControlPlaneName = "ambit-controlplane.ambit-system.svc"
 // plane (else from the workloads file and the local CA).
 func (c Config) XDSMode() bool { return c.XDSAddress != "" }
 
-// envPrefix + the flag name in upper case with '-' → '_' names the
-// environment variable of a flag: --node-name ↔ AMBIT_NODE_NAME.
-const envPrefix = "AMBIT_"
-
-// EnvName returns the environment variable that sets flag name.
-func EnvName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
 // FromOS parses os.Args[1:] and the process environment.
 func FromOS() (Config, error) {
 	return Parse(os.Args[1:], os.LookupEnv, os.Stderr)
 }
 
 // Parse parses args. A flag not given on the command line takes its value
-// from the environment variable EnvName(flag) if lookupEnv finds it, else
+// from the environment variable flagenv.EnvName(flag) (AMBIT_<FLAG>) if lookupEnv finds it, else
 // its default: the command line wins over the environment. Usage and
 // errors of the flag set go to out.
 func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
@@ -110,28 +101,10 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	fs.DurationVar(&c.CertTTL, "cert-ttl", identity.DefaultCertTTL, "lifetime of workload certificates (rotated at half-life)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json | text")
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, lookupEnv); err != nil {
 		return Config{}, err
 	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected arguments %q (all settings are --flags)", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || lookupEnv == nil {
-			return
-		}
-		if v, ok := lookupEnv(EnvName(f.Name)); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		return Config{}, err
-	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel))
 	}

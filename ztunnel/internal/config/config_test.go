@@ -89,9 +89,3 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
-
-func TestEnvName(t *testing.T) {
-	if got := EnvName("drain-period"); got != "AMBIT_DRAIN_PERIOD" {
-		t.Fatalf("EnvName = %q", got)
-	}
-}
