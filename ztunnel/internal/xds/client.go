@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +36,7 @@ import (
 
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
 	"ambit.dev/pkg/identity"
+	"ambit.dev/ztunnel/internal/reconnect"
 	"ambit.dev/ztunnel/internal/state"
 )
 
@@ -150,8 +150,7 @@ func (c *Client) Connected() bool {
 // Run keeps a stream open until ctx is done, reconnecting with backoff. It
 // returns nil when ctx is done.
 func (c *Client) Run(ctx context.Context) error {
-	attempt := 0
-	for {
+	reconnect.Loop(ctx, c.cfg.RetryBase, c.cfg.RetryMax, func(ctx context.Context) (bool, error) {
 		progressed, err := c.stream(ctx)
 		c.mu.Lock()
 		c.connected = false
@@ -159,23 +158,11 @@ func (c *Client) Run(ctx context.Context) error {
 			c.lastErr = err
 		}
 		c.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if progressed {
-			attempt = 0
-		}
-		attempt++
-		wait := identity.Backoff(c.cfg.RetryBase, c.cfg.RetryMax, attempt, rand.Float64())
-		c.log.Warn("xDS stream ended; serving the last state and reconnecting", "error", err, "retryIn", wait.String(), "attempt", attempt)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+		return progressed, err
+	}, func(e reconnect.Ended) {
+		c.log.Warn("xDS stream ended; serving the last state and reconnecting", "error", e.Err, "retryIn", e.Wait.String(), "attempt", e.Attempt)
+	})
+	return nil
 }
 
 // stream runs one stream; progressed reports whether a response arrived.

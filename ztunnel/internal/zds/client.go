@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
@@ -27,8 +26,8 @@ import (
 	"time"
 
 	zdsv1alpha1 "ambit.dev/api/zds/v1alpha1"
-	"ambit.dev/pkg/identity"
 	pkgzds "ambit.dev/pkg/zds"
+	"ambit.dev/ztunnel/internal/reconnect"
 	"ambit.dev/ztunnel/internal/socket"
 )
 
@@ -134,8 +133,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.running = true
 	c.mu.Unlock()
 
-	attempt := 0
-	for {
+	reconnect.Loop(ctx, c.cfg.RetryBase, c.cfg.RetryMax, func(ctx context.Context) (bool, error) {
 		progressed, err := c.session(ctx)
 		c.mu.Lock()
 		c.connected = false
@@ -143,30 +141,18 @@ func (c *Client) Run(ctx context.Context) error {
 			c.lastErr = err
 		}
 		c.mu.Unlock()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if progressed {
-			attempt = 0
-		}
-		attempt++
-		wait := identity.Backoff(c.cfg.RetryBase, c.cfg.RetryMax, attempt, rand.Float64())
-		if progressed {
+		return progressed, err
+	}, func(e reconnect.Ended) {
+		if e.Progressed {
 			c.log.Warn("connection to the node agent ended; still serving every captured pod, reconnecting",
-				"error", err, "pods", len(c.cfg.Manager.Pods()), "retryIn", wait.String())
+				"error", e.Err, "pods", len(c.cfg.Manager.Pods()), "retryIn", e.Wait.String())
 		} else {
 			// The agent is not up yet (start-up, or it restarts): expected,
 			// and repeated at every attempt.
-			c.log.Info("cannot reach the node agent; retrying", "error", err, "retryIn", wait.String(), "attempt", attempt)
+			c.log.Info("cannot reach the node agent; retrying", "error", e.Err, "retryIn", e.Wait.String(), "attempt", e.Attempt)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	})
+	return nil
 }
 
 // conn is the state of one connection.
