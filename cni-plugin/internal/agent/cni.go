@@ -32,17 +32,9 @@ type OpenFunc = func(path string) (*os.File, error)
 // ztunnel acked it. The answer tells the plugin whether the pod is in the
 // mesh; an error makes the runtime fail the sandbox and retry.
 func (a *Agent) CNIAdd(ctx context.Context, req cniapi.PodRequest, open OpenFunc) (cniapi.PodResponse, error) {
-	pod, err := a.lookupPod(ctx, req.PodNamespace, req.PodName, req.PodUID)
-	if err != nil {
-		return cniapi.PodResponse{}, err
-	}
-	ns, err := a.lookupNamespace(ctx, pod.Namespace)
-	if err != nil {
-		return cniapi.PodResponse{}, err
-	}
-	enrolled, reason := enrol.Decide(toEnrolNamespace(ns), toEnrolPod(pod))
-	if !enrolled {
-		return cniapi.PodResponse{Enrolled: false, Reason: reason}, nil
+	pod, enrolled, reason, err := a.decide(ctx, req)
+	if err != nil || !enrolled {
+		return cniapi.PodResponse{Enrolled: false, Reason: reason}, err
 	}
 	if req.Netns == "" {
 		return cniapi.PodResponse{}, fmt.Errorf("pod %s/%s is in the mesh but the CNI ADD carries no netns path", pod.Namespace, pod.Name)
@@ -161,17 +153,9 @@ func (a *Agent) sameSandbox(r *record, req cniapi.PodRequest, open OpenFunc) boo
 // CNICheck verifies an enrolled pod is still captured: the agent holds its
 // netns, the rules are in place, and a live ztunnel acked it.
 func (a *Agent) CNICheck(ctx context.Context, req cniapi.PodRequest, _ OpenFunc) (cniapi.PodResponse, error) {
-	pod, err := a.lookupPod(ctx, req.PodNamespace, req.PodName, req.PodUID)
-	if err != nil {
-		return cniapi.PodResponse{}, err
-	}
-	ns, err := a.lookupNamespace(ctx, pod.Namespace)
-	if err != nil {
-		return cniapi.PodResponse{}, err
-	}
-	enrolled, reason := enrol.Decide(toEnrolNamespace(ns), toEnrolPod(pod))
-	if !enrolled {
-		return cniapi.PodResponse{Enrolled: false, Reason: reason}, nil
+	pod, enrolled, reason, err := a.decide(ctx, req)
+	if err != nil || !enrolled {
+		return cniapi.PodResponse{Enrolled: false, Reason: reason}, err
 	}
 	uid := string(pod.UID)
 	unlock := a.locks.lock(uid)
@@ -220,6 +204,21 @@ func (a *Agent) lookupPod(ctx context.Context, namespace, name, uid string) (*co
 
 // lookupNamespace returns the namespace from the cache or the API server;
 // nil when it does not exist.
+// decide looks up the pod of a CNI request and its namespace, and says
+// whether the pod is enrolled and why.
+func (a *Agent) decide(ctx context.Context, req cniapi.PodRequest) (*corev1.Pod, bool, string, error) {
+	pod, err := a.lookupPod(ctx, req.PodNamespace, req.PodName, req.PodUID)
+	if err != nil {
+		return nil, false, "", err
+	}
+	ns, err := a.lookupNamespace(ctx, pod.Namespace)
+	if err != nil {
+		return nil, false, "", err
+	}
+	enrolled, reason := enrol.Decide(toEnrolNamespace(ns), toEnrolPod(pod))
+	return pod, enrolled, reason, nil
+}
+
 func (a *Agent) lookupNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
 	if ns, err := a.nsLister.Get(name); err == nil {
 		return ns, nil
