@@ -45,10 +45,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -414,7 +416,8 @@ func runChild(podsFlag string, services int) error {
 	if err != nil {
 		return err
 	}
-	ctrl, err := kube.New(client, srv, kube.Config{}, log)
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(k8sruntime.NewScheme(), kube.PolicyListKinds())
+	ctrl, err := kube.New(client, dyn, srv, kube.Config{RootNamespace: "ambit-system"}, log)
 	if err != nil {
 		return err
 	}
@@ -426,7 +429,7 @@ func runChild(podsFlag string, services int) error {
 	wg.Go(func() { _ = ctrl.Run(ctx) })
 	wg.Go(func() { _ = srv.Run(ctx) })
 	<-ctrl.Synced()
-	for range 5 {
+	for range 5 { // the core informers (the fake dynamic client's watches are not counted)
 		<-watching
 	}
 	srv.MarkReady()

@@ -46,11 +46,11 @@ func main() {
 }
 
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	client, err := app.NewKubeClient(cfg.Kubeconfig)
+	clients, err := app.NewClients(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	a, err := app.New(cfg, client, log)
+	a, err := app.New(cfg, clients, log)
 	if err != nil {
 		return err
 	}

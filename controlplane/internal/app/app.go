@@ -3,9 +3,9 @@
 // CA (internal/ca) signs workload certificates and the control plane's own
 // serving certificate (internal/servingcert); gRPC servers serve xDS and the
 // CA over TLS; an HTTP server serves /metrics, /healthz and /readyz. The
-// writers (the trust-bundle ConfigMap) run only on the replica that holds
-// the leader Lease (internal/leader); everything else runs on every
-// replica.
+// writers (the trust-bundle ConfigMap, policy status) run only on the
+// replica that holds the leader Lease (internal/leader); everything else
+// runs on every replica.
 package app
 
 import (
@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -65,38 +66,51 @@ type Addrs struct {
 	XDS, DevPlaintextXDS, CA, Monitoring net.Addr
 }
 
-// NewKubeClient returns a client for the cluster of kubeconfig, or of the
-// pod's ServiceAccount when kubeconfig is empty.
-func NewKubeClient(kubeconfig string) (kubernetes.Interface, error) {
+// Clients are the Kubernetes clients of the control plane: typed for core
+// objects, dynamic for the security.ambit.dev policies (which have no
+// generated clientset).
+type Clients struct {
+	Kube    kubernetes.Interface
+	Dynamic dynamic.Interface
+}
+
+// NewClients returns clients for the cluster of kubeconfig, or of the pod's
+// ServiceAccount when kubeconfig is empty.
+func NewClients(kubeconfig string) (Clients, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
 		rc, err = rest.InClusterConfig()
 		if err != nil {
-			return nil, fmt.Errorf("app: in-cluster Kubernetes configuration (outside a pod, pass --kubeconfig): %w", err)
+			return Clients{}, fmt.Errorf("app: in-cluster Kubernetes configuration (outside a pod, pass --kubeconfig): %w", err)
 		}
 	} else {
 		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 		if err != nil {
-			return nil, fmt.Errorf("app: reading kubeconfig %s: %w", kubeconfig, err)
+			return Clients{}, fmt.Errorf("app: reading kubeconfig %s: %w", kubeconfig, err)
 		}
 	}
 	rc.UserAgent = "ambit-controlplane"
 	rc.QPS, rc.Burst = 50, 100
 	c, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("app: Kubernetes client: %w", err)
+		return Clients{}, fmt.Errorf("app: Kubernetes client: %w", err)
 	}
-	return c, nil
+	d, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return Clients{}, fmt.Errorf("app: Kubernetes dynamic client: %w", err)
+	}
+	return Clients{Kube: c, Dynamic: d}, nil
 }
 
-// New builds the control plane on client. It does no I/O.
-func New(cfg config.Config, client kubernetes.Interface, log *slog.Logger) (*App, error) {
+// New builds the control plane on clients. It does no I/O.
+func New(cfg config.Config, clients Clients, log *slog.Logger) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if client == nil || log == nil {
-		return nil, errors.New("app: a Kubernetes client and a logger are required")
+	client := clients.Kube
+	if client == nil || clients.Dynamic == nil || log == nil {
+		return nil, errors.New("app: Kubernetes clients (typed and dynamic) and a logger are required")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -105,8 +119,12 @@ func New(cfg config.Config, client kubernetes.Interface, log *slog.Logger) (*App
 	if err != nil {
 		return nil, err
 	}
-	ctrl, err := kube.New(client, xdsSrv, kube.Config{
-		TrustDomain: cfg.TrustDomain, ClusterDomain: cfg.ClusterDomain, Registerer: reg,
+	root := cfg.RootNamespace
+	if root == "" {
+		root = cfg.Namespace
+	}
+	ctrl, err := kube.New(client, clients.Dynamic, xdsSrv, kube.Config{
+		TrustDomain: cfg.TrustDomain, ClusterDomain: cfg.ClusterDomain, RootNamespace: root, Registerer: reg,
 	}, log.With("component", "kube"))
 	if err != nil {
 		return nil, err
@@ -137,6 +155,7 @@ func New(cfg config.Config, client kubernetes.Interface, log *slog.Logger) (*App
 		// Writer here. (The CA's create-if-absent of its root Secret is not:
 		// see ca.Server.Run and docs/adr/0002.)
 		leader.Writer{Name: "trust-bundle", Run: caSrv.PublishTrustBundle},
+		leader.Writer{Name: "policy-status", Run: ctrl.RunStatusWriter},
 	)
 	if err != nil {
 		return nil, err

@@ -22,8 +22,10 @@ import (
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -32,9 +34,15 @@ import (
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
 	"ambit.dev/controlplane/internal/ca"
 	"ambit.dev/controlplane/internal/config"
+	kubectrl "ambit.dev/controlplane/internal/kube"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// clients pairs kube with a fake dynamic client holding no policies.
+func clients(kube kubernetes.Interface) Clients {
+	return Clients{Kube: kube, Dynamic: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kubectrl.PolicyListKinds())}
+}
 
 // waitTimeout only guards against a hung test; no test asserts on time.
 const waitTimeout = 60 * time.Second
@@ -58,7 +66,7 @@ func TestRunServesEverythingAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(cfg, client, slog.New(slog.DiscardHandler))
+	a, err := New(cfg, clients(client), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +196,7 @@ func TestRunFailsOnBusyPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := New(cfg, fake.NewClientset(), slog.New(slog.DiscardHandler))
+	first, err := New(cfg, clients(fake.NewClientset()), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +207,7 @@ func TestRunFailsOnBusyPort(t *testing.T) {
 	<-first.Listening()
 
 	cfg.XDSAddr = first.Addrs().XDS.String()
-	second, err := New(cfg, fake.NewClientset(), slog.New(slog.DiscardHandler))
+	second, err := New(cfg, clients(fake.NewClientset()), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +306,7 @@ func startReplica(t *testing.T, shared *fake.Clientset, pod string) *replica {
 	// about one RetryPeriod.
 	cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod = 5*time.Second, 2*time.Second, 50*time.Millisecond
 	r := &replica{done: make(chan error, 1)}
-	r.app, err = New(cfg, recordingKube{shared, &r.cmWrites}, slog.New(slog.DiscardHandler).With("pod", pod))
+	r.app, err = New(cfg, clients(recordingKube{shared, &r.cmWrites}), slog.New(slog.DiscardHandler).With("pod", pod))
 	if err != nil {
 		t.Fatal(err)
 	}

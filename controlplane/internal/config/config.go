@@ -44,6 +44,11 @@ type Config struct {
 	// Namespace is the control plane's own namespace (CA Secrets, root
 	// ConfigMap, serving certificate names).
 	Namespace string
+	// RootNamespace is the mesh's root namespace: an AuthorizationPolicy or
+	// PeerAuthentication there without a selector applies to every workload
+	// of the mesh, and one with a selector to the pods it selects in every
+	// namespace. Empty means Namespace.
+	RootNamespace string
 	// ServiceName is the control plane's Service (serving certificate names).
 	ServiceName string
 	// XDSAddr is where workload discovery is served over TLS.
@@ -121,6 +126,7 @@ func ParseEnv(args []string, out io.Writer, env Env) (Config, error) {
 	fs.StringVar(&c.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of workload identities")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster (Service hostnames)")
 	fs.StringVar(&c.Namespace, "namespace", "ambit-system", "namespace the control plane runs in (CA Secrets and root ConfigMap live here)")
+	fs.StringVar(&c.RootNamespace, "root-namespace", "", "the mesh's root namespace: policies there apply mesh-wide (default: --namespace)")
 	fs.StringVar(&c.ServiceName, "service-name", "ambit-controlplane", "the control plane's Service (names in its serving certificate)")
 	fs.StringVar(&c.XDSAddr, "xds-addr", ":15012", "address of the workload-discovery (delta xDS) server, TLS")
 	fs.StringVar(&c.DevPlaintextXDSAddr, "dev-plaintext-xds-addr", "", "if set (e.g. :15010), also serve workload discovery WITHOUT TLS here; development only")
@@ -137,6 +143,9 @@ func ParseEnv(args []string, out io.Writer, env Env) (Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("config: unexpected arguments %q (all settings are flags)", fs.Args())
+	}
+	if c.RootNamespace == "" {
+		c.RootNamespace = c.Namespace
 	}
 	c.NodeProxies = splitList(nodeProxies)
 	c.ServingNames = splitList(servingNames)
@@ -173,6 +182,9 @@ func (c Config) Validate() error {
 	}
 	if c.Namespace == "" {
 		return errors.New("config: --namespace must not be empty")
+	}
+	if errs := validation.IsDNS1123Label(c.RootNamespace); c.RootNamespace != "" && len(errs) > 0 {
+		return fmt.Errorf("config: --root-namespace %q is not a namespace name: %s", c.RootNamespace, strings.Join(errs, "; "))
 	}
 	if c.ServiceName == "" {
 		return errors.New("config: --service-name must not be empty")

@@ -38,7 +38,7 @@ func TestParse(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := Config{
-			TrustDomain: "cluster.local", ClusterDomain: "cluster.local", Namespace: "ambit-system", ServiceName: "ambit-controlplane",
+			TrustDomain: "cluster.local", ClusterDomain: "cluster.local", Namespace: "ambit-system", RootNamespace: "ambit-system", ServiceName: "ambit-controlplane",
 			XDSAddr: ":15012", CAAddr: ":15017", MonitoringAddr: ":15014",
 			NodeProxies: []string{"ambit-system/ztunnel"}, LogLevel: slog.LevelInfo, LogFormat: "text",
 			LeaderElect: true, LeaderElectLeaseName: "ambit-controlplane", LeaderElectIdentity: "ambit-controlplane-7d9c-x2x4q",
@@ -58,6 +58,22 @@ func TestParse(t *testing.T) {
 			!slices.Equal(c.NodeProxies, []string{"a/b", "c/d"}) || !slices.Equal(c.ServingNames, []string{"10.0.0.1", "fd00::1"}) ||
 			c.LogLevel != slog.LevelDebug || c.LogFormat != "json" {
 			t.Fatalf("Parse = %+v", c)
+		}
+	})
+	t.Run("root namespace", func(t *testing.T) {
+		c, err := ParseEnv([]string{"--namespace=mesh", "--root-namespace=istio-config"}, io.Discard, podEnv("cp-0", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Namespace != "mesh" || c.RootNamespace != "istio-config" {
+			t.Fatalf("namespace %q root %q, want mesh and istio-config", c.Namespace, c.RootNamespace)
+		}
+		d, err := ParseEnv([]string{"--namespace=mesh"}, io.Discard, podEnv("cp-0", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.RootNamespace != "mesh" {
+			t.Fatalf("root namespace %q, want the control plane's namespace mesh", d.RootNamespace)
 		}
 	})
 	t.Run("leader election", func(t *testing.T) {
@@ -96,6 +112,7 @@ func TestParse(t *testing.T) {
 		{"same address twice", []string{"--ca-addr=:15012"}},
 		{"bad log level", []string{"--log-level=loud"}},
 		{"bad log format", []string{"--log-format=xml"}},
+		{"bad root namespace", []string{"--root-namespace=Not_A_Namespace"}},
 		{"bad lease name", []string{"--leader-elect-lease-name=Not_A_Name"}},
 		{"empty lease name", []string{"--leader-elect-lease-name="}},
 		{"positional argument", []string{"serve"}},

@@ -1,8 +1,10 @@
 // Package kube watches Kubernetes and keeps the mesh model up to date: it
 // turns Namespaces, Pods, Services, EndpointSlices and Nodes into the
-// Address resources of workload discovery (through internal/model) and
-// hands the resources that changed, and only those, to a Sink (the xDS
-// server).
+// Address resources of workload discovery (through internal/model), and
+// security.ambit.dev AuthorizationPolicies and PeerAuthentications into its
+// Authorization resources (through internal/policy), and hands the resources
+// that changed, and only those, to a Sink (the xDS server). The leader also
+// writes each policy's Accepted condition (RunStatusWriter).
 //
 // It is a controller of the canonical shape: shared informers feed a typed
 // workqueue keyed by object; a worker reconciles each key level-based (from
@@ -28,6 +30,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -39,12 +43,14 @@ import (
 
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
 	"ambit.dev/controlplane/internal/model"
+	"ambit.dev/controlplane/internal/policy"
 )
 
-// Sink receives the Address resources that changed: updated by resource
-// name, and the names of removed ones. internal/xds.Server is one.
+// Sink receives the resources that changed: updated by resource name, and
+// the names of removed ones. internal/xds.Server is one.
 type Sink interface {
 	UpdateAddresses(updated map[string]*workloadv1alpha1.Address, removed []string) error
+	UpdateAuthorizations(updated map[string]*workloadv1alpha1.Authorization, removed []string) error
 }
 
 // Config configures the Controller.
@@ -54,6 +60,9 @@ type Config struct {
 	// ClusterDomain is the cluster's DNS domain, used in Service hostnames
 	// (default cluster.local).
 	ClusterDomain string
+	// RootNamespace is the mesh's root namespace: policies there apply
+	// mesh-wide (see internal/policy). Required.
+	RootNamespace string
 	// Registerer, if set, receives the controller's metrics.
 	Registerer prometheus.Registerer
 }
@@ -73,10 +82,12 @@ const (
 	kindService
 	kindNamespace
 	kindNode
+	kindAuthorizationPolicy
+	kindPeerAuthentication
 )
 
 func (k kind) String() string {
-	return [...]string{"pod", "service", "namespace", "node"}[k]
+	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication"}[k]
 }
 
 // key is a workqueue item: one object, by kind, namespace and name.
@@ -105,6 +116,12 @@ type Controller struct {
 	nodeLister corelisters.NodeLister
 	slices     cache.SharedIndexInformer
 
+	dyn           dynamic.Interface
+	dynFactory    dynamicinformer.DynamicSharedInformerFactory
+	authzPolicies cache.SharedIndexInformer
+	peerAuthns    cache.SharedIndexInformer
+	rootNamespace string
+
 	queue  workqueue.TypedRateLimitingInterface[key]
 	synced chan struct{}
 
@@ -119,13 +136,27 @@ type Controller struct {
 	// podServices is the reverse of svcMembers: per pod, the Service
 	// resource names it backs and its ports in each.
 	podServices map[model.ObjectRef]map[string][]model.PortMapping
+	// policies holds every compiled policy.
+	policies *policy.Index
+	// publishedAuthz is every Authorization resource last handed to the
+	// sink.
+	publishedAuthz map[string]*workloadv1alpha1.Authorization
+
+	// statusMu guards statusQueue, the status writer's queue while it runs
+	// (nil otherwise). Lock order: mu before statusMu.
+	statusMu    sync.Mutex
+	statusQueue workqueue.TypedRateLimitingInterface[policy.Ref]
 }
 
-// New builds a Controller that reads from client and publishes to sink.
-// Nothing is started until Run.
-func New(client kubernetes.Interface, sink Sink, cfg Config, log *slog.Logger) (*Controller, error) {
-	if client == nil || sink == nil || log == nil {
-		return nil, errors.New("kube: a client, a sink and a logger are required")
+// New builds a Controller that reads from client (core objects) and dyn
+// (the security.ambit.dev policies) and publishes to sink. Nothing is
+// started until Run.
+func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Config, log *slog.Logger) (*Controller, error) {
+	if client == nil || dyn == nil || sink == nil || log == nil {
+		return nil, errors.New("kube: a client, a dynamic client, a sink and a logger are required")
+	}
+	if cfg.RootNamespace == "" {
+		return nil, errors.New("kube: the mesh root namespace is required")
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -143,6 +174,19 @@ func New(client kubernetes.Interface, sink Sink, cfg Config, log *slog.Logger) (
 		podUID:      map[model.ObjectRef]string{},
 		svcMembers:  map[model.ObjectRef]map[model.ObjectRef][]model.PortMapping{},
 		podServices: map[model.ObjectRef]map[string][]model.PortMapping{},
+
+		dyn:            dyn,
+		dynFactory:     dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		rootNamespace:  cfg.RootNamespace,
+		policies:       policy.NewIndex(),
+		publishedAuthz: map[string]*workloadv1alpha1.Authorization{},
+	}
+	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
+	c.peerAuthns = c.dynFactory.ForResource(PeerAuthenticationsResource).Informer()
+	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns} {
+		if err := inf.SetTransform(trimUnstructured); err != nil {
+			return nil, fmt.Errorf("kube: policy informer: %w", err)
+		}
 	}
 
 	core := c.factory.Core().V1()
@@ -172,7 +216,7 @@ func New(client kubernetes.Interface, sink Sink, cfg Config, log *slog.Logger) (
 	nsInformer := core.Namespaces().Informer()
 	svcInformer := core.Services().Informer()
 	nodeInformer := core.Nodes().Informer()
-	c.informers = []cache.SharedIndexInformer{nsInformer, c.pods, svcInformer, c.slices, nodeInformer}
+	c.informers = []cache.SharedIndexInformer{nsInformer, c.pods, svcInformer, c.slices, nodeInformer, c.authzPolicies, c.peerAuthns}
 
 	handlers := []struct {
 		inf cache.SharedIndexInformer
@@ -186,6 +230,10 @@ func New(client kubernetes.Interface, sink Sink, cfg Config, log *slog.Logger) (
 		})},
 		// Only whether a node exists matters.
 		{nodeInformer, c.handler(kindNode, func(metav1.Object, metav1.Object) bool { return false })},
+		// A policy matters when its spec changes (metadata.generation);
+		// status-only updates, such as the status writer's own, are ignored.
+		{c.authzPolicies, c.handler(kindAuthorizationPolicy, specChanged)},
+		{c.peerAuthns, c.handler(kindPeerAuthentication, specChanged)},
 		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(obj any, initial bool) {
 				if !initial {
@@ -238,6 +286,20 @@ func trim(obj any) (any, error) {
 		o.Status.EphemeralContainerStatuses = nil
 	}
 	return obj, nil
+}
+
+// trimUnstructured drops the managed fields of a cached policy.
+func trimUnstructured(obj any) (any, error) {
+	if m, err := metaOf(obj); err == nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// specChanged reports whether a policy update changed what compiles: its
+// spec (metadata.generation) or, for objects without a generation, anything.
+func specChanged(o, n metav1.Object) bool {
+	return o.GetGeneration() != n.GetGeneration() || n.GetGeneration() == 0
 }
 
 func metaOf(obj any) (metav1.Object, error) {
@@ -329,11 +391,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		workqueue.TypedRateLimitingQueueConfig[key]{Name: "ambit-model"})
 	defer utilruntime.HandleCrash()
 	defer c.factory.Shutdown() // runs last: waits for the informers to stop
+	defer c.dynFactory.Shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.queue.ShutDown()
 
 	c.factory.Start(ctx.Done())
+	c.dynFactory.Start(ctx.Done())
 	syncs := make([]cache.InformerSynced, 0, len(c.informers))
 	for _, inf := range c.informers {
 		syncs = append(syncs, inf.HasSynced)
@@ -343,7 +407,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return errors.New("kube: informer caches did not sync: can the control plane list and watch namespaces, pods, services, endpointslices and nodes (RBAC)?")
+		return errors.New("kube: informer caches did not sync: are the security.ambit.dev CRDs installed (deploy/manifests), and can the control plane list and watch namespaces, pods, services, endpointslices, nodes, authorizationpolicies and peerauthentications (RBAC)?")
 	}
 	if err := c.resyncAll(); err != nil {
 		return err
@@ -373,6 +437,15 @@ func (c *Controller) numPublished() int {
 func (c *Controller) resyncAll() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Policies first: the workloads derived below list the selector
+	// policies that apply to them, and ztunnels get the Authorization
+	// resources before the workloads that name them.
+	if err := c.loadPolicies(); err != nil {
+		return err
+	}
+	if err := c.publishAuthorizations(); err != nil {
+		return err
+	}
 	b := c.newBatch()
 	svcs, err := c.svcLister.List(labels.Everything())
 	if err != nil {
@@ -431,6 +504,10 @@ func (c *Controller) reconcile(k key) error {
 		}
 		for _, p := range pods {
 			c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
+		}
+	case kindAuthorizationPolicy, kindPeerAuthentication:
+		if err := c.reconcilePolicy(policy.Ref{Kind: policyKind(k.kind), Namespace: k.namespace, Name: k.name}, b); err != nil {
+			return err
 		}
 	case kindNode:
 		objs, err := c.pods.GetIndexer().ByIndex(podsByNode, k.name)
@@ -538,6 +615,9 @@ func (c *Controller) reconcilePod(ref model.ObjectRef, b *batch) {
 			nodeExists = err == nil
 		}
 		w, ok, _ = model.DeriveWorkload(c.cfg, toNamespace(ns), mp, c.podServices[ref], nodeExists)
+		if ok {
+			w.AuthorizationPolicies = c.policies.ForWorkload(mp.Namespace, mp.Labels)
+		}
 	}
 	if !ok {
 		if old != "" {

@@ -14,10 +14,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -39,8 +41,22 @@ type call struct {
 	removed []string
 }
 
+// authzCall is one UpdateAuthorizations call.
+type authzCall struct {
+	updated map[string]*workloadv1alpha1.Authorization
+	removed []string
+}
+
 // recorder is a Sink that records every call.
-type recorder struct{ calls chan call }
+type recorder struct {
+	calls chan call
+	authz chan authzCall
+}
+
+func (r *recorder) UpdateAuthorizations(u map[string]*workloadv1alpha1.Authorization, rm []string) error {
+	r.authz <- authzCall{updated: maps.Clone(u), removed: slices.Clone(rm)}
+	return nil
+}
 
 func (r *recorder) UpdateAddresses(u map[string]*workloadv1alpha1.Address, rm []string) error {
 	r.calls <- call{updated: maps.Clone(u), removed: slices.Clone(rm)}
@@ -50,6 +66,7 @@ func (r *recorder) UpdateAddresses(u map[string]*workloadv1alpha1.Address, rm []
 type env struct {
 	t      *testing.T
 	client *fake.Clientset
+	dyn    *dynamicfake.FakeDynamicClient
 	ctrl   *Controller
 	rec    *recorder
 	// initial is the first, complete batch.
@@ -114,9 +131,21 @@ func fixture() []runtime.Object {
 	}
 }
 
+// start runs a controller on fake clients holding objs: policies
+// (*unstructured.Unstructured) in the dynamic client, the rest in the
+// clientset.
 func start(t *testing.T, objs ...runtime.Object) *env {
 	t.Helper()
-	client := fake.NewClientset(objs...)
+	var core, policies []runtime.Object
+	for _, o := range objs {
+		if _, ok := o.(*unstructured.Unstructured); ok {
+			policies = append(policies, o)
+		} else {
+			core = append(core, o)
+		}
+	}
+	client := fake.NewClientset(core...)
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), PolicyListKinds(), policies...)
 	// Make every watch a tracker watch, and count them, so the test changes
 	// objects only once all informers watch (the fake clientset drops
 	// events that happen between an informer's list and its watch).
@@ -130,8 +159,16 @@ func start(t *testing.T, objs ...runtime.Object) *env {
 		mu.Unlock()
 		return true, w, err
 	})
-	rec := &recorder{calls: make(chan call, 100)}
-	ctrl, err := New(client, rec, Config{TrustDomain: "cluster.local"}, slog.New(slog.DiscardHandler))
+	dyn.PrependWatchReactor("*", func(action k8stesting.Action) (bool, watch.Interface, error) {
+		gvr := action.GetResource()
+		w, err := dyn.Tracker().Watch(gvr, action.GetNamespace())
+		mu.Lock()
+		watching[gvr.Resource] = true
+		mu.Unlock()
+		return true, w, err
+	})
+	rec := &recorder{calls: make(chan call, 100), authz: make(chan authzCall, 100)}
+	ctrl, err := New(client, dyn, rec, Config{TrustDomain: "cluster.local", RootNamespace: "ambit-system"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,13 +190,13 @@ func start(t *testing.T, objs ...runtime.Object) *env {
 		mu.Lock()
 		n := len(watching)
 		mu.Unlock()
-		if n == 5 {
+		if n == 7 {
 			break
 		}
 		time.Sleep(time.Millisecond)
 	}
-	e := &env{t: t, client: client, ctrl: ctrl, rec: rec}
-	if len(objs) > 0 {
+	e := &env{t: t, client: client, dyn: dyn, ctrl: ctrl, rec: rec}
+	if len(core) > 0 {
 		e.initial = e.next()
 	}
 	return e

@@ -26,6 +26,9 @@ func WorkloadAddress(w Workload) *workloadv1alpha1.Address {
 		WorkloadName:      w.WorkloadName,
 		WorkloadType:      workloadType(w.WorkloadType),
 	}
+	if len(w.AuthorizationPolicies) > 0 {
+		pw.AuthorizationPolicies = slices.Clone(w.AuthorizationPolicies)
+	}
 	if w.Healthy {
 		pw.Status = workloadv1alpha1.WorkloadStatus_HEALTHY
 	}

@@ -250,4 +250,7 @@ type Workload struct {
 	CanonicalRevision string
 	WorkloadName      string
 	WorkloadType      WorkloadType
+	// AuthorizationPolicies are the resource names of the selector-scoped
+	// Authorization resources that apply to this pod, sorted.
+	AuthorizationPolicies []string
 }

@@ -261,7 +261,8 @@ func TestWorkloadAddress(t *testing.T) {
 		ns         Namespace
 		mod        func(*Pod)
 		nodeExists bool
-		want       string // prototext of the Workload
+		policies   []string // selector policies that apply
+		want       string   // prototext of the Workload
 	}{
 		{
 			name: "enrolled IPv4", ns: ambientNS, mod: func(*Pod) {}, nodeExists: true,
@@ -276,6 +277,11 @@ func TestWorkloadAddress(t *testing.T) {
 			},
 			nodeExists: true,
 			want:       `uid:"uid-1" name:"web-7d4f8b-abcde" namespace:"demo" addresses:"\xfd\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x07" node:"node-1" service_account:"default" trust_domain:"cluster.local" services:{key:"demo/web.demo.svc.cluster.local" value:{ports:{service_port:80 target_port:8080}}} status:UNHEALTHY canonical_name:"web" canonical_revision:"latest" workload_name:"web" workload_type:DEPLOYMENT`,
+		},
+		{
+			name: "selector policies listed", ns: ambientNS, mod: func(*Pod) {}, nodeExists: true,
+			policies: []string{"demo/allow-web", "demo/peerauthentication:strict"},
+			want:     `uid:"uid-1" name:"web-7d4f8b-abcde" namespace:"demo" addresses:"\n\xf4\x01\x07" node:"node-1" service_account:"web" trust_domain:"cluster.local" tunnel_protocol:HBONE services:{key:"demo/web.demo.svc.cluster.local" value:{ports:{service_port:80 target_port:8080}}} canonical_name:"web" canonical_revision:"latest" workload_name:"web" workload_type:DEPLOYMENT authorization_policies:"demo/allow-web" authorization_policies:"demo/peerauthentication:strict"`,
 		},
 		{
 			name: "IPv4-mapped address sent as 4 bytes, node gone", ns: ambientNS,
@@ -294,6 +300,7 @@ func TestWorkloadAddress(t *testing.T) {
 			if !ok {
 				t.Fatalf("DeriveWorkload: not a workload: %s", why)
 			}
+			w.AuthorizationPolicies = tc.policies
 			got := WorkloadAddress(w)
 			if got.ResourceName() != "uid-1" {
 				t.Errorf("resource name = %q, want uid-1", got.ResourceName())
