@@ -6,7 +6,7 @@ OUT := $(CURDIR)/_output
 export CGO_ENABLED ?= 0
 
 # Modules in the workspace, as package patterns from the repo root.
-MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/...
+MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/... ./deploy/...
 # Static binaries built into bin/.
 CMDS := ./e2e/cmd/ambit-localcluster ./e2e/cmd/ambit-testapp ./e2e/cmd/ambit-pause ./e2e/cmd/ambit-testreport \
         ./controlplane/cmd/ambit-controlplane ./ztunnel/cmd/ztunnel ./ztunnel/cmd/ztunnel-admin \
@@ -19,7 +19,7 @@ IPTABLES_FILES := /usr/sbin/iptables /usr/sbin/iptables-save /usr/sbin/iptables-
         /usr/sbin/ip6tables-nft /usr/sbin/ip6tables-nft-save /usr/sbin/ip6tables-nft-restore \
         /usr/lib/x86_64-linux-gnu/xtables /etc/protocols
 
-.PHONY: help deps k8s build images generate verify test test-unit test-privileged test-harness test-e2e \
+.PHONY: help deps k8s build images generate manifests verify test test-unit test-privileged test-harness test-e2e \
         cluster-up cluster-down demo demo-down clean
 
 help: ## list targets
@@ -45,6 +45,10 @@ images: build ## pack the binaries that run in pods as image tarballs
 
 generate: ## regenerate the Go code from api/ protos
 	@api/hack/generate.sh
+
+manifests: ## regenerate deploy/manifests/ambit.yaml from the Helm chart deploy/charts/ambit
+	@$(GO) run ./deploy/cmd/ambit-render > deploy/manifests/ambit.yaml.tmp || { rm -f deploy/manifests/ambit.yaml.tmp; exit 1; }
+	@mv deploy/manifests/ambit.yaml.tmp deploy/manifests/ambit.yaml
 
 verify: ## gofmt, go vet and generated-code freshness
 	@hack/verify.sh

@@ -13,8 +13,10 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// crdDir is deploy/crds of the repository, relative to this package.
-var crdDir = filepath.Join("..", "..", "..", "deploy", "crds")
+// crdDir holds the CRDs' single source, in the Helm chart
+// (deploy/charts/ambit/files/crds of the repository), relative to this
+// package.
+var crdDir = filepath.Join("..", "..", "..", "deploy", "charts", "ambit", "files", "crds")
 
 // crd is the part of an apiextensions.k8s.io/v1 CustomResourceDefinition
 // these tests read (so that the API module does not depend on
