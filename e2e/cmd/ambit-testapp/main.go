@@ -20,6 +20,7 @@ func main() {
 		PodIP:    os.Getenv("POD_IP"),
 		Stdout:   os.Stdout,
 		Stderr:   os.Stderr,
+		Getenv:   os.Getenv,
 	})
 	stop()
 	os.Exit(code)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 )
@@ -29,15 +30,20 @@ type Env struct {
 	Stdout io.Writer
 	// Stderr receives errors and usage.
 	Stderr io.Writer
+	// Getenv reads the environment for ${VAR} references in --upstream
+	// (e.g. the BACKEND_SERVICE_HOST variable Kubernetes injects, for
+	// clusters without DNS). Nil: no variables.
+	Getenv func(string) string
 }
 
 const usage = `usage: ambit-testapp <command> [flags]
 
 commands:
-  serve [--http :8080] [--tcp :9000] [--name NAME] [--shutdown-timeout 5s]
+  serve [--http :8080] [--tcp :9000] [--name NAME] [--shutdown-timeout 5s] [--upstream URL]
         HTTP server answering JSON about each request (/healthz, /status/<code>,
         /bytes/<n>, /delay/<ms>) and a TCP server that writes "peer=<ip:port>"
-        and echoes until the client half-closes.
+        and echoes until the client half-closes. With --upstream, a request to
+        / first GETs URL and embeds its answer ("upstream"), or answers 502.
   get URL [--count N] [--interval D] [--timeout D] [--expect-status C]
           [--method M] [--header 'K: V']...
         HTTP client: prints each body on a line; with --count prints "N ok, M failed".
@@ -139,8 +145,26 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&cfg.TCPAddr, "tcp", ":9000", "TCP echo listen `address`; empty disables TCP")
 	fs.StringVar(&cfg.Name, "name", env.Hostname, "`name` reported in every HTTP answer")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 5*time.Second, "how long to drain open requests and connections on SIGTERM")
+	fs.StringVar(&cfg.Upstream, "upstream", "", "http:// `URL` to GET for every request to / before answering (its answer is embedded); ${VAR} is expanded from the environment")
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	if cfg.Upstream != "" {
+		getenv := env.Getenv
+		if getenv == nil {
+			getenv = func(string) string { return "" }
+		}
+		var missing []string
+		cfg.Upstream = os.Expand(cfg.Upstream, func(k string) string {
+			v := getenv(k)
+			if v == "" {
+				missing = append(missing, k)
+			}
+			return v
+		})
+		if len(missing) > 0 {
+			return usageError{fmt.Errorf("--upstream refers to unset environment variables %s (a Service's <NAME>_SERVICE_HOST is only set in pods created after the Service)", strings.Join(missing, ", "))}
+		}
 	}
 	log := slog.New(slog.NewJSONHandler(env.Stdout, nil)).With("app", "ambit-testapp", "name", cfg.Name)
 	s, err := NewServer(cfg, log)

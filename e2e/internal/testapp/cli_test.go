@@ -192,6 +192,8 @@ func TestMainUsage(t *testing.T) {
 		{"serve without listeners", []string{"serve", "--http", "", "--tcp", ""}, 2},
 		{"serve with argument", []string{"serve", "extra"}, 2},
 		{"sleep with argument", []string{"sleep", "extra"}, 2},
+		{"upstream with an unset variable", []string{"serve", "--upstream", "http://${BACKEND_SERVICE_HOST}/"}, 2},
+		{"upstream not http", []string{"serve", "--upstream", "ftp://backend/"}, 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

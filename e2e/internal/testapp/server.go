@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,12 @@ type ServerConfig struct {
 	// ShutdownTimeout bounds how long Serve waits for open requests and
 	// connections once its context is done, before it closes them.
 	ShutdownTimeout time.Duration
+	// Upstream, if set, is an http:// URL the server GETs for every request
+	// to "/" before answering; the upstream's answer is embedded in the
+	// reply (Info.Upstream), so one request shows a chain of services.
+	Upstream string
+	// UpstreamTimeout bounds each upstream request (default 5s).
+	UpstreamTimeout time.Duration
 }
 
 // Info is the JSON body of every HTTP answer except /healthz and /bytes.
@@ -51,6 +58,11 @@ type Info struct {
 	Path     string            `json:"path"`
 	Host     string            `json:"host"`
 	Headers  map[string]string `json:"headers"`
+	// Upstream is the answer of ServerConfig.Upstream, when set.
+	Upstream *Info `json:"upstream,omitempty"`
+	// UpstreamError says why the upstream could not be reached (the reply
+	// is then 502).
+	UpstreamError string `json:"upstream_error,omitempty"`
 }
 
 // Server is the HTTP and TCP echo server of `ambit-testapp serve`.
@@ -60,6 +72,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	// upstream is the client for ServerConfig.Upstream (nil without).
+	upstream *http.Client
 }
 
 // NewServer validates cfg and returns a Server that logs to log.
@@ -70,7 +84,20 @@ func NewServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 	if cfg.ShutdownTimeout < 0 {
 		return nil, fmt.Errorf("shutdown timeout %v is negative", cfg.ShutdownTimeout)
 	}
-	return &Server{cfg: cfg, log: log, conns: map[net.Conn]struct{}{}}, nil
+	if cfg.Upstream != "" {
+		u, err := url.Parse(cfg.Upstream)
+		if err != nil || u.Scheme != "http" || u.Host == "" {
+			return nil, fmt.Errorf("upstream %q is not an http://host[:port]/path URL", cfg.Upstream)
+		}
+	}
+	if cfg.UpstreamTimeout == 0 {
+		cfg.UpstreamTimeout = 5 * time.Second
+	}
+	s := &Server{cfg: cfg, log: log, conns: map[net.Conn]struct{}{}}
+	if cfg.Upstream != "" {
+		s.upstream = NewHTTPClient()
+	}
+	return s, nil
 }
 
 // Run listens on the configured addresses and serves until ctx is done.
@@ -271,7 +298,20 @@ func (s *Server) Handler() http.Handler {
 		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeInfo(w, r, http.StatusOK)
+		if s.upstream == nil || r.URL.Path != "/" {
+			s.writeInfo(w, r, http.StatusOK)
+			return
+		}
+		info := s.NewInfo(r)
+		code := http.StatusOK
+		up, err := s.callUpstream(r.Context())
+		if err != nil {
+			info.UpstreamError = err.Error()
+			code = http.StatusBadGateway
+		} else {
+			info.Upstream = up
+		}
+		writeJSON(w, info, code)
 	})
 	return s.logRequests(mux)
 }
@@ -294,9 +334,40 @@ func (s *Server) NewInfo(r *http.Request) Info {
 	}
 }
 
+// callUpstream GETs ServerConfig.Upstream and decodes its Info.
+func (s *Server) callUpstream(ctx context.Context) (*Info, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.UpstreamTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.Upstream, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.upstream.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", s.cfg.Upstream, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: reading the answer: %w", s.cfg.Upstream, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: status %d", s.cfg.Upstream, resp.StatusCode)
+	}
+	var up Info
+	if err := json.Unmarshal(body, &up); err != nil {
+		return nil, fmt.Errorf("GET %s: the answer is not ambit-testapp JSON: %w", s.cfg.Upstream, err)
+	}
+	return &up, nil
+}
+
 func (s *Server) writeInfo(w http.ResponseWriter, r *http.Request, code int) {
-	b, err := json.Marshal(s.NewInfo(r))
-	if err != nil { // cannot happen: Info has only strings
+	writeJSON(w, s.NewInfo(r), code)
+}
+
+func writeJSON(w http.ResponseWriter, info Info, code int) {
+	b, err := json.Marshal(info)
+	if err != nil { // cannot happen: Info has only strings and nested Infos
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}

@@ -85,6 +85,12 @@ type testServer struct {
 // startServer serves on loopback host with ephemeral ports until the test ends.
 func startServer(t *testing.T, host string, shutdown time.Duration) *testServer {
 	t.Helper()
+	return startServerWith(t, host, func(c *ServerConfig) { c.ShutdownTimeout = shutdown })
+}
+
+// startServerWith is startServer with the configuration changed by mod.
+func startServerWith(t *testing.T, host string, mod func(*ServerConfig)) *testServer {
+	t.Helper()
 	httpLn, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatalf("listen on %s: %v", host, err)
@@ -95,11 +101,13 @@ func startServer(t *testing.T, host string, shutdown time.Duration) *testServer 
 		t.Fatalf("listen on %s: %v", host, err)
 	}
 	logs := &syncBuffer{}
-	s, err := NewServer(ServerConfig{
+	cfg := ServerConfig{
 		HTTPAddr: "unused", TCPAddr: "unused",
 		Name: "srv", Hostname: "host-1", PodIP: "10.1.2.3",
-		ShutdownTimeout: shutdown,
-	}, slog.New(slog.NewJSONHandler(logs, nil)))
+		ShutdownTimeout: time.Minute,
+	}
+	mod(&cfg)
+	s, err := NewServer(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +177,48 @@ func TestHTTPInfoReportsPeer(t *testing.T) {
 			recs := ts.logs.waitLogLine(t, "http request", func(r map[string]any) bool { return r["path"] == "/some/path" })
 			if len(recs) != 1 || recs[0]["peer"] != res.Local || recs[0]["path"] != "/some/path" || recs[0]["status"] != float64(200) {
 				t.Errorf("request log = %v, want one record with peer %s, path /some/path, status 200", recs, res.Local)
+			}
+		})
+	}
+}
+
+func TestUpstreamChain(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			backend := startServerWith(t, fam.host, func(c *ServerConfig) { c.Name = "backend" })
+			front := startServerWith(t, fam.host, func(c *ServerConfig) { c.Name = "frontend"; c.Upstream = backend.httpURL + "/" })
+			res, err := get(t, GetConfig{URL: front.httpURL + "/"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info Info
+			if err := json.Unmarshal(res.Body, &info); err != nil {
+				t.Fatalf("body %q: %v", res.Body, err)
+			}
+			if info.Name != "frontend" || info.Upstream == nil || info.Upstream.Name != "backend" || info.UpstreamError != "" {
+				t.Fatalf("answer %+v, want frontend embedding backend's answer", info)
+			}
+			if h, _, _ := net.SplitHostPort(info.Upstream.Peer); h != fam.host {
+				t.Errorf("backend saw peer %q, want host %s", info.Upstream.Peer, fam.host)
+			}
+			// Other paths are answered locally.
+			res, err = get(t, GetConfig{URL: front.httpURL + "/other"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var local Info
+			if err := json.Unmarshal(res.Body, &local); err != nil || local.Upstream != nil {
+				t.Fatalf("/other answered %s, want no upstream call", res.Body)
+			}
+			// An unreachable upstream: 502 naming the upstream.
+			down := startServerWith(t, fam.host, func(c *ServerConfig) { c.Upstream = backend.httpURL + "/status/503" })
+			res, err = get(t, GetConfig{URL: down.httpURL + "/", ExpectStatus: http.StatusBadGateway})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var failed Info
+			if err := json.Unmarshal(res.Body, &failed); err != nil || !strings.Contains(failed.UpstreamError, "status 503") {
+				t.Fatalf("answer %s, want upstream_error naming status 503", res.Body)
 			}
 		})
 	}
@@ -395,5 +445,10 @@ func TestNewServerRejects(t *testing.T) {
 	}
 	if _, err := NewServer(ServerConfig{HTTPAddr: ":1", ShutdownTimeout: -1}, log); err == nil {
 		t.Error("NewServer accepted a negative shutdown timeout")
+	}
+	for _, u := range []string{"backend:8080", "https://backend/", "http:///path", "::"} {
+		if _, err := NewServer(ServerConfig{HTTPAddr: ":1", Upstream: u}, log); err == nil {
+			t.Errorf("NewServer accepted upstream %q", u)
+		}
 	}
 }
