@@ -23,10 +23,10 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"ambit.dev/pkg/identity"
-	"ambit.dev/ztunnel/internal/admin"
 	"ambit.dev/ztunnel/internal/socket"
 	"ambit.dev/ztunnel/internal/state"
 	"ambit.dev/ztunnel/internal/testtopo"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 // The ztunnel binary is built once per test binary.
@@ -265,13 +265,13 @@ func (m *mesh) get(node *testtopo.Node, url string) (int, []byte, error) {
 	return resp.StatusCode, body, err
 }
 
-func (m *mesh) configDump(z *ztunnel) admin.ConfigDump {
+func (m *mesh) configDump(z *ztunnel) adminapi.ConfigDump {
 	m.t.Helper()
 	code, body, err := m.get(z.node, fmt.Sprintf("http://127.0.0.1:%d/config_dump", z.admin))
 	if err != nil || code != http.StatusOK {
 		m.t.Fatalf("GET /config_dump on %s: %d %v %s", z.node.Name, code, err, body)
 	}
-	var d admin.ConfigDump
+	var d adminapi.ConfigDump
 	if err := json.Unmarshal(body, &d); err != nil {
 		m.t.Fatalf("decode /config_dump: %v\n%s", err, body)
 	}

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"ambit.dev/ztunnel/internal/admin"
 	"ambit.dev/ztunnel/internal/state"
 	"ambit.dev/ztunnel/internal/testtopo"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 // roles are the pods of the standard two-node mesh.
@@ -120,7 +120,7 @@ func TestPrivilegedHBONEPodToPod(t *testing.T) {
 		z1, z2 := m.zt[r.client.Node], m.zt[r.strict.Node]
 		clientID, serverID := m.identity(r.client).String(), m.identity(r.strict).String()
 		// The connection shows up once both ztunnels accepted it.
-		var d1, d2 admin.ConfigDump
+		var d1, d2 adminapi.ConfigDump
 		for deadline := time.Now().Add(10 * time.Second); ; {
 			d1, d2 = m.configDump(z1), m.configDump(z2)
 			if hasConn(d1, "outbound", "HBONE", r.strict.IP) && hasConn(d2, "inbound", "HBONE", r.strict.IP) {
@@ -132,7 +132,7 @@ func TestPrivilegedHBONEPodToPod(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		for _, tc := range []struct {
-			d    admin.ConfigDump
+			d    adminapi.ConfigDump
 			id   string
 			node string
 		}{{d1, clientID, "node1"}, {d2, serverID, "node2"}} {
@@ -141,8 +141,8 @@ func TestPrivilegedHBONEPodToPod(t *testing.T) {
 				t.Errorf("%s config_dump has no certificate for %s: %+v", tc.node, tc.id, tc.d.Certificates)
 				continue
 			}
-			if cd.State != admin.CertValid || len(cd.Chain) < 2 || cd.Chain[0].Type != admin.CertLeaf || cd.Chain[0].Subject != tc.id ||
-				cd.Chain[len(cd.Chain)-1].Type != admin.CertRoot {
+			if cd.State != adminapi.CertValid || len(cd.Chain) < 2 || cd.Chain[0].Type != adminapi.CertLeaf || cd.Chain[0].Subject != tc.id ||
+				cd.Chain[len(cd.Chain)-1].Type != adminapi.CertRoot {
 				t.Errorf("%s certificate for %s: %+v, want a valid Leaf (subject = the identity) then the Root", tc.node, tc.id, cd)
 			}
 			if strings.Contains(cd.Chain[0].PEM, "PRIVATE") {
@@ -178,27 +178,27 @@ func TestPrivilegedHBONEPodToPod(t *testing.T) {
 	}
 }
 
-func hasConn(d admin.ConfigDump, dir, proto string, dstIP netip.Addr) bool {
+func hasConn(d adminapi.ConfigDump, dir, proto string, dstIP netip.Addr) bool {
 	c := findConn(d, dir, dstIP)
 	return c.Protocol == proto
 }
 
-func findConn(d admin.ConfigDump, dir string, dstIP netip.Addr) admin.ConnDump {
+func findConn(d adminapi.ConfigDump, dir string, dstIP netip.Addr) adminapi.ConnDump {
 	for _, c := range d.Connections {
 		if c.Direction == dir && strings.HasPrefix(c.Dst, dstIP.String()+":") {
 			return c
 		}
 	}
-	return admin.ConnDump{}
+	return adminapi.ConnDump{}
 }
 
-func certFor(d admin.ConfigDump, id string) (admin.CertDump, bool) {
+func certFor(d adminapi.ConfigDump, id string) (adminapi.CertDump, bool) {
 	for _, c := range d.Certificates {
 		if c.Identity == id {
 			return c, true
 		}
 	}
-	return admin.CertDump{}, false
+	return adminapi.CertDump{}, false
 }
 
 func grep(text, sub string) string {
@@ -228,7 +228,7 @@ func TestPrivilegedPassthroughAndPlaintext(t *testing.T) {
 		}
 		defer c.Close()
 		// While open, node1's ztunnel proxies it as plain TCP.
-		var conn admin.ConnDump
+		var conn adminapi.ConnDump
 		for deadline := time.Now().Add(10 * time.Second); conn.Protocol == "" && time.Now().Before(deadline); {
 			conn = findConn(m.configDump(z1), "outbound", r.legacy.IP)
 			time.Sleep(50 * time.Millisecond)

@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"ambit.dev/ztunnel/internal/admincli"
+	"ambit.dev/ztunnel/pkg/admincli"
 )
 
 func main() {

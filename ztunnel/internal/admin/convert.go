@@ -8,30 +8,18 @@ import (
 
 	"ambit.dev/pkg/identity"
 	"ambit.dev/ztunnel/internal/metrics"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
-
-// CertState says whether now lies in [notBefore, notAfter]: CertValid,
-// CertNotYetValid or CertExpired.
-func CertState(notBefore, notAfter, now time.Time) string {
-	switch {
-	case now.Before(notBefore):
-		return CertNotYetValid
-	case now.After(notAfter):
-		return CertExpired
-	default:
-		return CertValid
-	}
-}
 
 // CertDumps converts the identity Manager's Snapshot into admin output,
 // judging validity at now. A certificate that cannot be parsed still gets
 // an entry, with the parse error in LastError.
-func CertDumps(infos []identity.CertInfo, now time.Time) []CertDump {
-	out := make([]CertDump, 0, len(infos))
+func CertDumps(infos []identity.CertInfo, now time.Time) []adminapi.CertDump {
+	out := make([]adminapi.CertDump, 0, len(infos))
 	for _, ci := range infos {
 		d, err := CertDumpFromInfo(ci, now)
 		if err != nil {
-			d = CertDump{Identity: ci.Identity, State: CertPending, LastError: err.Error()}
+			d = adminapi.CertDump{Identity: ci.Identity, State: adminapi.CertPending, LastError: err.Error()}
 		}
 		out = append(out, d)
 	}
@@ -42,42 +30,42 @@ func CertDumps(infos []identity.CertInfo, now time.Time) []CertDump {
 // Leaf entry followed by Intermediate entries, the roots PEM Root entries.
 // State is the leaf's state at now, or CertPending when no certificate has
 // been issued yet.
-func CertDumpFromInfo(ci identity.CertInfo, now time.Time) (CertDump, error) {
-	d := CertDump{Identity: ci.Identity, LastError: ci.LastError}
+func CertDumpFromInfo(ci identity.CertInfo, now time.Time) (adminapi.CertDump, error) {
+	d := adminapi.CertDump{Identity: ci.Identity, LastError: ci.LastError}
 	if len(ci.ChainPEM) == 0 {
-		d.State = CertPending
+		d.State = adminapi.CertPending
 		return d, nil
 	}
 	chain, err := identity.ParseCertsPEM(ci.ChainPEM)
 	if err != nil {
-		return CertDump{}, fmt.Errorf("admin: certificate chain of %s: %w", ci.Identity, err)
+		return adminapi.CertDump{}, fmt.Errorf("admin: certificate chain of %s: %w", ci.Identity, err)
 	}
 	for i, c := range chain {
-		typ := CertIntermediate
+		typ := adminapi.CertIntermediate
 		if i == 0 {
-			typ = CertLeaf
+			typ = adminapi.CertLeaf
 		}
 		d.Chain = append(d.Chain, certInfo(typ, c))
 	}
 	if len(ci.RootsPEM) > 0 {
 		roots, err := identity.ParseCertsPEM(ci.RootsPEM)
 		if err != nil {
-			return CertDump{}, fmt.Errorf("admin: trust roots of %s: %w", ci.Identity, err)
+			return adminapi.CertDump{}, fmt.Errorf("admin: trust roots of %s: %w", ci.Identity, err)
 		}
 		for _, c := range roots {
-			d.Chain = append(d.Chain, certInfo(CertRoot, c))
+			d.Chain = append(d.Chain, certInfo(adminapi.CertRoot, c))
 		}
 	}
-	d.State = CertState(chain[0].NotBefore, chain[0].NotAfter, now)
+	d.State = adminapi.CertState(chain[0].NotBefore, chain[0].NotAfter, now)
 	return d, nil
 }
 
-func certInfo(typ string, c *x509.Certificate) CertInfo {
+func certInfo(typ string, c *x509.Certificate) adminapi.CertInfo {
 	subject := c.Subject.String()
-	if typ == CertLeaf && len(c.URIs) > 0 {
+	if typ == adminapi.CertLeaf && len(c.URIs) > 0 {
 		subject = c.URIs[0].String()
 	}
-	return CertInfo{
+	return adminapi.CertInfo{
 		Type:      typ,
 		Serial:    c.SerialNumber.Text(16),
 		Subject:   subject,
@@ -88,8 +76,8 @@ func certInfo(typ string, c *x509.Certificate) CertInfo {
 }
 
 // ConnDumps converts the live connections of metrics.Metrics.Live.
-func ConnDumps(live []metrics.LiveConn) []ConnDump {
-	out := make([]ConnDump, 0, len(live))
+func ConnDumps(live []metrics.LiveConn) []adminapi.ConnDump {
+	out := make([]adminapi.ConnDump, 0, len(live))
 	for _, l := range live {
 		out = append(out, ConnDumpFrom(l))
 	}
@@ -98,8 +86,8 @@ func ConnDumps(live []metrics.LiveConn) []ConnDump {
 
 // ConnDumpFrom converts one live connection. Workloads are shown as
 // namespace/name.
-func ConnDumpFrom(l metrics.LiveConn) ConnDump {
-	return ConnDump{
+func ConnDumpFrom(l metrics.LiveConn) adminapi.ConnDump {
+	return adminapi.ConnDump{
 		ID:            l.ID,
 		Direction:     l.Direction,
 		Protocol:      l.Protocol,

@@ -13,6 +13,7 @@ import (
 
 	"ambit.dev/pkg/identity"
 	"ambit.dev/ztunnel/internal/metrics"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 // newIntermediateCA returns a LocalCA that signs with an intermediate under
@@ -90,19 +91,19 @@ func TestCertDumpFromInfo(t *testing.T) {
 		wantTypes []string
 	}{
 		{"valid", func(t *testing.T) identity.CertInfo { return info(t, now.Add(-time.Minute), now.Add(24*time.Hour)) },
-			CertValid, []string{CertLeaf, CertIntermediate, CertRoot}},
+			adminapi.CertValid, []string{adminapi.CertLeaf, adminapi.CertIntermediate, adminapi.CertRoot}},
 		{"expired", func(t *testing.T) identity.CertInfo { return info(t, now.Add(-48*time.Hour), now.Add(-24*time.Hour)) },
-			CertExpired, []string{CertLeaf, CertIntermediate, CertRoot}},
+			adminapi.CertExpired, []string{adminapi.CertLeaf, adminapi.CertIntermediate, adminapi.CertRoot}},
 		{"not yet valid", func(t *testing.T) identity.CertInfo { return info(t, now.Add(time.Hour), now.Add(25*time.Hour)) },
-			CertNotYetValid, []string{CertLeaf, CertIntermediate, CertRoot}},
+			adminapi.CertNotYetValid, []string{adminapi.CertLeaf, adminapi.CertIntermediate, adminapi.CertRoot}},
 		{"no roots", func(t *testing.T) identity.CertInfo {
 			ci := info(t, now.Add(-time.Minute), now.Add(time.Hour))
 			ci.RootsPEM = nil
 			return ci
-		}, CertValid, []string{CertLeaf, CertIntermediate}},
+		}, adminapi.CertValid, []string{adminapi.CertLeaf, adminapi.CertIntermediate}},
 		{"not issued yet", func(*testing.T) identity.CertInfo {
 			return identity.CertInfo{Identity: id.String(), LastError: "CA unreachable"}
-		}, CertPending, nil},
+		}, adminapi.CertPending, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,7 +113,7 @@ func TestCertDumpFromInfo(t *testing.T) {
 				t.Fatalf("CertDumpFromInfo: %v", err)
 			}
 			if d.Identity != id.String() || d.State != tc.wantState || d.LastError != ci.LastError {
-				t.Errorf("CertDump = {%s %s %q}, want {%s %s %q}", d.Identity, d.State, d.LastError, id, tc.wantState, ci.LastError)
+				t.Errorf("adminapi.CertDump = {%s %s %q}, want {%s %s %q}", d.Identity, d.State, d.LastError, id, tc.wantState, ci.LastError)
 			}
 			var types []string
 			for _, c := range d.Chain {
@@ -144,31 +145,8 @@ func TestCertDumpFromInfo(t *testing.T) {
 func TestCertDumpsBadPEM(t *testing.T) {
 	now := time.Now()
 	got := CertDumps([]identity.CertInfo{{Identity: "spiffe://cluster.local/ns/a/sa/b", ChainPEM: []byte("garbage")}}, now)
-	if len(got) != 1 || got[0].State != CertPending || !strings.Contains(got[0].LastError, "certificate chain of spiffe://cluster.local/ns/a/sa/b") {
+	if len(got) != 1 || got[0].State != adminapi.CertPending || !strings.Contains(got[0].LastError, "certificate chain of spiffe://cluster.local/ns/a/sa/b") {
 		t.Fatalf("CertDumps(bad PEM) = %+v, want one Pending entry naming the identity", got)
-	}
-}
-
-func TestCertState(t *testing.T) {
-	nb := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	na := nb.Add(time.Hour)
-	tests := []struct {
-		name string
-		now  time.Time
-		want string
-	}{
-		{"before", nb.Add(-time.Second), CertNotYetValid},
-		{"at not-before", nb, CertValid},
-		{"inside", nb.Add(time.Minute), CertValid},
-		{"at not-after", na, CertValid},
-		{"after", na.Add(time.Second), CertExpired},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := CertState(nb, na, tc.now); got != tc.want {
-				t.Fatalf("CertState = %s, want %s", got, tc.want)
-			}
-		})
 	}
 }
 
@@ -177,7 +155,7 @@ func TestConnDumpFrom(t *testing.T) {
 	tests := []struct {
 		name string
 		in   metrics.LiveConn
-		want ConnDump
+		want adminapi.ConnDump
 	}{
 		{
 			name: "IPv4 with workloads",
@@ -186,7 +164,7 @@ func TestConnDumpFrom(t *testing.T) {
 				Labels: metrics.ConnLabels{SourceWorkload: "client", SourceNamespace: "ns1", SourcePrincipal: "spiffe://cluster.local/ns/ns1/sa/sa1",
 					DestinationWorkload: "server", DestinationNamespace: "ns2", DestinationPrincipal: "spiffe://cluster.local/ns/ns2/sa/sa2"},
 				Opened: at, BytesSent: 5, BytesReceived: 6},
-			want: ConnDump{ID: 7, Direction: "outbound", Protocol: "HBONE", Src: "10.10.1.2:40000", Dst: "10.10.2.3:8080",
+			want: adminapi.ConnDump{ID: 7, Direction: "outbound", Protocol: "HBONE", Src: "10.10.1.2:40000", Dst: "10.10.2.3:8080",
 				SrcWorkload: "ns1/client", DstWorkload: "ns2/server", SrcPrincipal: "spiffe://cluster.local/ns/ns1/sa/sa1",
 				DstPrincipal: "spiffe://cluster.local/ns/ns2/sa/sa2", Opened: at, BytesSent: 5, BytesReceived: 6},
 		},
@@ -195,13 +173,13 @@ func TestConnDumpFrom(t *testing.T) {
 			in: metrics.LiveConn{ID: 8, Direction: metrics.DirectionInbound, Protocol: metrics.ProtocolTCP,
 				Src: netip.MustParseAddrPort("[fd00::1]:40000"), Dst: netip.MustParseAddrPort("[fd00::2]:80"),
 				Labels: metrics.ConnLabels{DestinationWorkload: "server"}, Opened: at},
-			want: ConnDump{ID: 8, Direction: "inbound", Protocol: "TCP", Src: "[fd00::1]:40000", Dst: "[fd00::2]:80",
+			want: adminapi.ConnDump{ID: 8, Direction: "inbound", Protocol: "TCP", Src: "[fd00::1]:40000", Dst: "[fd00::2]:80",
 				DstWorkload: "server", Opened: at},
 		},
 		{
 			name: "unknown addresses",
 			in:   metrics.LiveConn{ID: 9, Direction: metrics.DirectionInbound, Protocol: metrics.ProtocolTCP, Opened: at},
-			want: ConnDump{ID: 9, Direction: "inbound", Protocol: "TCP", Opened: at},
+			want: adminapi.ConnDump{ID: 9, Direction: "inbound", Protocol: "TCP", Opened: at},
 		},
 	}
 	for _, tc := range tests {

@@ -26,6 +26,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 // DefaultShutdownTimeout bounds the graceful shutdown of the listeners.
@@ -289,7 +291,7 @@ func registerAdmin(m *http.ServeMux, src Source) {
 			"/connections   connections being proxied\n"+
 			"/debug/pprof/  Go profiles\n")
 	})
-	m.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
+	m.HandleFunc("GET "+adminapi.PathConfigDump, func(w http.ResponseWriter, _ *http.Request) {
 		d := src.ConfigDump()
 		d.Workloads = nonNil(d.Workloads)
 		d.Services = nonNil(d.Services)
@@ -298,19 +300,19 @@ func registerAdmin(m *http.ServeMux, src Source) {
 		d.Connections = nonNil(d.Connections)
 		writeJSON(w, d)
 	})
-	m.HandleFunc("GET /workloads", func(w http.ResponseWriter, _ *http.Request) {
+	m.HandleFunc("GET "+adminapi.PathWorkloads, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, nonNil(src.ConfigDump().Workloads))
 	})
-	m.HandleFunc("GET /services", func(w http.ResponseWriter, _ *http.Request) {
+	m.HandleFunc("GET "+adminapi.PathServices, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, nonNil(src.ConfigDump().Services))
 	})
-	m.HandleFunc("GET /policies", func(w http.ResponseWriter, _ *http.Request) {
+	m.HandleFunc("GET "+adminapi.PathPolicies, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, nonNil(src.ConfigDump().Policies))
 	})
-	m.HandleFunc("GET /certs", func(w http.ResponseWriter, _ *http.Request) {
+	m.HandleFunc("GET "+adminapi.PathCerts, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, nonNil(src.ConfigDump().Certificates))
 	})
-	m.HandleFunc("GET /connections", func(w http.ResponseWriter, _ *http.Request) {
+	m.HandleFunc("GET "+adminapi.PathConnections, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, nonNil(src.ConfigDump().Connections))
 	})
 	m.HandleFunc("GET /debug/pprof/", pprof.Index)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,11 +26,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fakeSource is a hand-written Source.
 type fakeSource struct {
 	mu    sync.Mutex
-	dump  ConfigDump
+	dump  adminapi.ConfigDump
 	ready error
 }
 
-func (f *fakeSource) ConfigDump() ConfigDump {
+func (f *fakeSource) ConfigDump() adminapi.ConfigDump {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.dump
@@ -48,25 +50,25 @@ func (f *fakeSource) setReady(err error) {
 
 var opened = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func fixtureDump() ConfigDump {
-	return ConfigDump{
+func fixtureDump() adminapi.ConfigDump {
+	return adminapi.ConfigDump{
 		Node: "node1",
-		Workloads: []WorkloadDump{
+		Workloads: []adminapi.WorkloadDump{
 			{UID: "pod-a", Name: "client", Namespace: "ns1", ServiceAccount: "sa1", Node: "node1", Protocol: "HBONE",
 				MTLSMode: "PERMISSIVE", Status: "HEALTHY", Addresses: []string{"10.10.1.2", "fd00::1:2"}, Captured: true},
 			{UID: "pod-b", Name: "server", Namespace: "ns1", ServiceAccount: "sa2", Node: "node2", Protocol: "HBONE",
 				MTLSMode: "STRICT", Status: "HEALTHY", Addresses: []string{"10.10.2.3"},
 				Services: map[string]map[string]uint32{"ns1/echo.ns1.svc.cluster.local": {"80": 8080}}, Waypoint: "10.10.3.9:15008"},
 		},
-		Services: []ServiceDump{
+		Services: []adminapi.ServiceDump{
 			{Name: "echo", Namespace: "ns1", Hostname: "echo.ns1.svc.cluster.local", VIPs: []string{"10.96.0.10", "fd00:96::10"},
 				Ports: map[string]uint32{"80": 8080}},
 		},
-		Policies: []PolicyDump{{Name: "allow-ns1", Namespace: "ns1", Scope: "namespace", Action: "ALLOW"}},
-		Certificates: []CertDump{{Identity: "spiffe://cluster.local/ns/ns1/sa/sa1", State: CertValid, Chain: []CertInfo{
-			{Type: CertLeaf, Serial: "abc", Subject: "spiffe://cluster.local/ns/ns1/sa/sa1", NotBefore: opened, NotAfter: opened.Add(24 * time.Hour)},
+		Policies: []adminapi.PolicyDump{{Name: "allow-ns1", Namespace: "ns1", Scope: "namespace", Action: "ALLOW"}},
+		Certificates: []adminapi.CertDump{{Identity: "spiffe://cluster.local/ns/ns1/sa/sa1", State: adminapi.CertValid, Chain: []adminapi.CertInfo{
+			{Type: adminapi.CertLeaf, Serial: "abc", Subject: "spiffe://cluster.local/ns/ns1/sa/sa1", NotBefore: opened, NotAfter: opened.Add(24 * time.Hour)},
 		}}},
-		Connections: []ConnDump{
+		Connections: []adminapi.ConnDump{
 			{ID: 1, Direction: "outbound", Protocol: "HBONE", Src: "10.10.1.2:40000", Dst: "10.10.2.3:8080", Opened: opened, BytesSent: 10, BytesReceived: 20},
 			{ID: 2, Direction: "inbound", Protocol: "TCP", Src: "[fd00::1:2]:40000", Dst: "[fd00::2:3]:8080", Opened: opened},
 		},
@@ -157,12 +159,12 @@ func TestAdminEndpoints(t *testing.T) {
 		into any
 		want any
 	}{
-		{"/config_dump", &ConfigDump{}, &want},
-		{"/workloads", &[]WorkloadDump{}, &want.Workloads},
-		{"/services", &[]ServiceDump{}, &want.Services},
-		{"/policies", &[]PolicyDump{}, &want.Policies},
-		{"/certs", &[]CertDump{}, &want.Certificates},
-		{"/connections", &[]ConnDump{}, &want.Connections},
+		{"/config_dump", &adminapi.ConfigDump{}, &want},
+		{"/workloads", &[]adminapi.WorkloadDump{}, &want.Workloads},
+		{"/services", &[]adminapi.ServiceDump{}, &want.Services},
+		{"/policies", &[]adminapi.PolicyDump{}, &want.Policies},
+		{"/certs", &[]adminapi.CertDump{}, &want.Certificates},
+		{"/connections", &[]adminapi.ConnDump{}, &want.Connections},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
@@ -187,7 +189,7 @@ func TestAdminEndpoints(t *testing.T) {
 }
 
 func TestAdminEndpointsEmptyAreArrays(t *testing.T) {
-	h := AdminHandler(&fakeSource{dump: ConfigDump{Node: "node1"}})
+	h := AdminHandler(&fakeSource{dump: adminapi.ConfigDump{Node: "node1"}})
 	for _, path := range []string{"/workloads", "/services", "/policies", "/certs", "/connections"} {
 		t.Run(path, func(t *testing.T) {
 			if got := strings.TrimSpace(get(t, h, path).Body.String()); got != "[]" {

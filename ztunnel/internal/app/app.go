@@ -36,6 +36,7 @@ import (
 	"ambit.dev/ztunnel/internal/state"
 	"ambit.dev/ztunnel/internal/xds"
 	"ambit.dev/ztunnel/internal/zds"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 // App is one ztunnel.
@@ -355,22 +356,22 @@ func (a *App) Ready() error {
 }
 
 // ConfigDump implements admin.Source.
-func (a *App) ConfigDump() admin.ConfigDump {
+func (a *App) ConfigDump() adminapi.ConfigDump {
 	snap := a.store.Current()
 	captured := map[string]bool{}
 	for _, uid := range a.pods.Pods() {
 		captured[uid] = true
 	}
-	d := admin.ConfigDump{
+	d := adminapi.ConfigDump{
 		Node:         a.cfg.NodeName,
-		Workloads:    make([]admin.WorkloadDump, 0, len(snap.Workloads())),
-		Services:     make([]admin.ServiceDump, 0, len(snap.Services())),
+		Workloads:    make([]adminapi.WorkloadDump, 0, len(snap.Workloads())),
+		Services:     make([]adminapi.ServiceDump, 0, len(snap.Services())),
 		Policies:     a.policyDumps(),
 		Certificates: admin.CertDumps(a.certs.Snapshot(), time.Now()),
 		Connections:  admin.ConnDumps(a.metrics.Live()),
 	}
 	for _, w := range snap.Workloads() {
-		wd := admin.WorkloadDump{
+		wd := adminapi.WorkloadDump{
 			UID: w.UID, Name: w.Name, Namespace: w.Namespace, ServiceAccount: w.ServiceAccount, Node: w.Node,
 			Protocol: string(w.Protocol), MTLSMode: string(w.MTLSMode), Status: string(w.Status),
 			Addresses: addrStrings(w.Addresses), Captured: captured[w.UID],
@@ -387,7 +388,7 @@ func (a *App) ConfigDump() admin.ConfigDump {
 		d.Workloads = append(d.Workloads, wd)
 	}
 	for _, s := range snap.Services() {
-		sd := admin.ServiceDump{Name: s.Name, Namespace: s.Namespace, Hostname: s.Hostname,
+		sd := adminapi.ServiceDump{Name: s.Name, Namespace: s.Namespace, Hostname: s.Hostname,
 			VIPs: addrStrings(s.VIPs), Ports: portStrings(s.Ports)}
 		if s.Waypoint != nil {
 			sd.Waypoint = s.Waypoint.String()

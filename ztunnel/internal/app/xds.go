@@ -5,8 +5,8 @@ import (
 	"sync"
 
 	"ambit.dev/pkg/identity"
-	"ambit.dev/ztunnel/internal/admin"
 	"ambit.dev/ztunnel/internal/state"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 // localIdentities returns the identities of the mesh (HBONE) workloads that
@@ -77,11 +77,11 @@ func (a *App) prefetchLocal(ctx context.Context) {
 
 // policyDumps lists the Authorization policies of the current state (from
 // the control plane, or from the workloads file), sorted by key.
-func (a *App) policyDumps() []admin.PolicyDump {
+func (a *App) policyDumps() []adminapi.PolicyDump {
 	policies := a.store.Current().Policies()
-	out := make([]admin.PolicyDump, 0, len(policies))
+	out := make([]adminapi.PolicyDump, 0, len(policies))
 	for _, p := range policies {
-		d := admin.PolicyDump{Name: p.Name, Namespace: p.Namespace, Scope: string(p.Scope), Action: string(p.Action)}
+		d := adminapi.PolicyDump{Name: p.Name, Namespace: p.Namespace, Scope: string(p.Scope), Action: string(p.Action)}
 		if p.PeerAuth != nil {
 			mode := string(p.PeerAuth.Mode)
 			if mode == "" {

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"ambit.dev/ztunnel/internal/admin"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 // table writes aligned columns; empty cells are shown as "-".
@@ -35,21 +35,21 @@ func (t *table) flush() error { return t.tw.Flush() }
 
 // RenderCerts writes one row per certificate of each identity's chain
 // (leaf, intermediates, roots), judging validity at now.
-func RenderCerts(w io.Writer, certs []admin.CertDump, now time.Time) error {
+func RenderCerts(w io.Writer, certs []adminapi.CertDump, now time.Time) error {
 	t := newTable(w, "IDENTITY", "TYPE", "STATUS", "SERIAL", "NOT BEFORE", "NOT AFTER", "VALID")
 	certs = slices.Clone(certs)
-	slices.SortStableFunc(certs, func(a, b admin.CertDump) int { return cmp.Compare(a.Identity, b.Identity) })
+	slices.SortStableFunc(certs, func(a, b adminapi.CertDump) int { return cmp.Compare(a.Identity, b.Identity) })
 	for _, d := range certs {
 		if len(d.Chain) == 0 {
 			valid := ""
 			if d.LastError != "" {
 				valid = "error: " + d.LastError
 			}
-			t.row(d.Identity, "", cmp.Or(d.State, admin.CertPending), "", "", "", valid)
+			t.row(d.Identity, "", cmp.Or(d.State, adminapi.CertPending), "", "", "", valid)
 			continue
 		}
 		for _, c := range d.Chain {
-			t.row(d.Identity, c.Type, admin.CertState(c.NotBefore, c.NotAfter, now), c.Serial,
+			t.row(d.Identity, c.Type, adminapi.CertState(c.NotBefore, c.NotAfter, now), c.Serial,
 				formatTime(c.NotBefore), formatTime(c.NotAfter), validity(c.NotBefore, c.NotAfter, now))
 		}
 	}
@@ -57,10 +57,10 @@ func RenderCerts(w io.Writer, certs []admin.CertDump, now time.Time) error {
 }
 
 // RenderWorkloads writes one row per workload, sorted by namespace and name.
-func RenderWorkloads(w io.Writer, ws []admin.WorkloadDump) error {
+func RenderWorkloads(w io.Writer, ws []adminapi.WorkloadDump) error {
 	t := newTable(w, "NAMESPACE", "NAME", "ADDRESSES", "NODE", "PROTOCOL", "MTLS", "CAPTURED", "SERVICE ACCOUNT")
 	ws = slices.Clone(ws)
-	slices.SortStableFunc(ws, func(a, b admin.WorkloadDump) int {
+	slices.SortStableFunc(ws, func(a, b adminapi.WorkloadDump) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.UID, b.UID))
 	})
 	for _, wl := range ws {
@@ -71,10 +71,10 @@ func RenderWorkloads(w io.Writer, ws []admin.WorkloadDump) error {
 }
 
 // RenderServices writes one row per service, sorted by namespace and name.
-func RenderServices(w io.Writer, ss []admin.ServiceDump) error {
+func RenderServices(w io.Writer, ss []adminapi.ServiceDump) error {
 	t := newTable(w, "NAMESPACE", "NAME", "HOSTNAME", "VIPS", "PORTS", "WAYPOINT")
 	ss = slices.Clone(ss)
-	slices.SortStableFunc(ss, func(a, b admin.ServiceDump) int {
+	slices.SortStableFunc(ss, func(a, b adminapi.ServiceDump) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	for _, s := range ss {
@@ -85,10 +85,10 @@ func RenderServices(w io.Writer, ss []admin.ServiceDump) error {
 
 // RenderConnections writes one row per connection, oldest first; AGE is
 // measured from now.
-func RenderConnections(w io.Writer, cs []admin.ConnDump, now time.Time) error {
+func RenderConnections(w io.Writer, cs []adminapi.ConnDump, now time.Time) error {
 	t := newTable(w, "DIRECTION", "PROTOCOL", "SRC", "DST", "SRC PRINCIPAL", "DST PRINCIPAL", "AGE", "SENT", "RECEIVED")
 	cs = slices.Clone(cs)
-	slices.SortStableFunc(cs, func(a, b admin.ConnDump) int {
+	slices.SortStableFunc(cs, func(a, b adminapi.ConnDump) int {
 		return cmp.Or(a.Opened.Compare(b.Opened), cmp.Compare(a.ID, b.ID))
 	})
 	for _, c := range cs {
@@ -108,10 +108,10 @@ func formatTime(t time.Time) string {
 // validity says how long a certificate remains valid, or since when it is
 // expired, or when it becomes valid.
 func validity(notBefore, notAfter, now time.Time) string {
-	switch admin.CertState(notBefore, notAfter, now) {
-	case admin.CertNotYetValid:
+	switch adminapi.CertState(notBefore, notAfter, now) {
+	case adminapi.CertNotYetValid:
 		return "valid in " + HumanDuration(notBefore.Sub(now))
-	case admin.CertExpired:
+	case adminapi.CertExpired:
 		return "expired " + HumanDuration(now.Sub(notAfter)) + " ago"
 	default:
 		return HumanDuration(notAfter.Sub(now)) + " left"

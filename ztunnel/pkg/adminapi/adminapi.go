@@ -1,6 +1,24 @@
-package admin
+// Package adminapi is the JSON served by ztunnel's admin port
+// (127.0.0.1:15000): the types of /config_dump and of its slices /workloads,
+// /services, /policies, /certs and /connections. The ztunnel admin server
+// writes them; ztunnel-admin and ambitctl read them. It has no dependencies
+// beyond the standard library so any module may import it.
+package adminapi
 
 import "time"
+
+// Paths of the admin endpoints that serve these types.
+const (
+	PathConfigDump  = "/config_dump" // ConfigDump
+	PathWorkloads   = "/workloads"   // []WorkloadDump
+	PathServices    = "/services"    // []ServiceDump
+	PathPolicies    = "/policies"    // []PolicyDump
+	PathCerts       = "/certs"       // []CertDump
+	PathConnections = "/connections" // []ConnDump
+)
+
+// DefaultAdminAddr is where ztunnel's admin port listens (loopback only).
+const DefaultAdminAddr = "127.0.0.1:15000"
 
 // ConfigDump is what /config_dump serves: ztunnel's whole view of the node.
 // The other admin endpoints serve one of its slices. It never holds key
@@ -106,10 +124,15 @@ type ConnDump struct {
 	BytesReceived int64     `json:"bytesReceived"` // destination -> source
 }
 
-// Source is what the admin server shows; the ztunnel app implements it.
-type Source interface {
-	// ConfigDump returns a fresh snapshot; it is called once per request.
-	ConfigDump() ConfigDump
-	// Ready returns nil once ztunnel can proxy, else why not.
-	Ready() error
+// CertState says whether now lies in [notBefore, notAfter]: CertValid,
+// CertNotYetValid or CertExpired.
+func CertState(notBefore, notAfter, now time.Time) string {
+	switch {
+	case now.Before(notBefore):
+		return CertNotYetValid
+	case now.After(notAfter):
+		return CertExpired
+	default:
+		return CertValid
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"ambit.dev/ztunnel/internal/admin"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -20,17 +21,17 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 // now is the fixed clock of every golden file.
 var now = time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
 
-type fakeSource struct{ dump admin.ConfigDump }
+type fakeSource struct{ dump adminapi.ConfigDump }
 
-func (f fakeSource) ConfigDump() admin.ConfigDump { return f.dump }
-func (f fakeSource) Ready() error                 { return nil }
+func (f fakeSource) ConfigDump() adminapi.ConfigDump { return f.dump }
+func (f fakeSource) Ready() error                    { return nil }
 
-func fixtureDump() admin.ConfigDump {
-	root := admin.CertInfo{Type: admin.CertRoot, Serial: "1f2e3d", Subject: "CN=Ambit root CA,O=cluster.local",
+func fixtureDump() adminapi.ConfigDump {
+	root := adminapi.CertInfo{Type: adminapi.CertRoot, Serial: "1f2e3d", Subject: "CN=Ambit root CA,O=cluster.local",
 		NotBefore: now.Add(-365 * 24 * time.Hour), NotAfter: now.Add(9 * 365 * 24 * time.Hour)}
-	return admin.ConfigDump{
+	return adminapi.ConfigDump{
 		Node: "node1",
-		Workloads: []admin.WorkloadDump{
+		Workloads: []adminapi.WorkloadDump{
 			{UID: "pod-b", Name: "server", Namespace: "ns2", ServiceAccount: "sa2", Node: "node2", Protocol: "HBONE",
 				MTLSMode: "STRICT", Status: "HEALTHY", Addresses: []string{"10.10.2.3", "fd00::2:3"},
 				Services: map[string]map[string]uint32{"ns2/echo.ns2.svc.cluster.local": {"80": 8080}}, Waypoint: "10.10.3.9:15008"},
@@ -39,32 +40,32 @@ func fixtureDump() admin.ConfigDump {
 			{UID: "pod-c", Name: "legacy", Namespace: "ns1", ServiceAccount: "default", Node: "node1", Protocol: "NONE",
 				MTLSMode: "PERMISSIVE", Status: "HEALTHY", Addresses: []string{"fd00::1:3"}},
 		},
-		Services: []admin.ServiceDump{
+		Services: []adminapi.ServiceDump{
 			{Name: "echo", Namespace: "ns2", Hostname: "echo.ns2.svc.cluster.local", VIPs: []string{"10.96.0.10", "fd00:96::10"},
 				Ports: map[string]uint32{"443": 8443, "80": 8080, "9090": 9090}, Waypoint: "10.10.3.9:15008"},
 			{Name: "db", Namespace: "ns1", Hostname: "db.ns1.svc.cluster.local", VIPs: []string{"10.96.0.20"},
 				Ports: map[string]uint32{"5432": 5432}},
 		},
-		Certificates: []admin.CertDump{
-			{Identity: "spiffe://cluster.local/ns/ns1/sa/sa1", State: admin.CertValid, Chain: []admin.CertInfo{
-				{Type: admin.CertLeaf, Serial: "a1b2c3", Subject: "spiffe://cluster.local/ns/ns1/sa/sa1",
+		Certificates: []adminapi.CertDump{
+			{Identity: "spiffe://cluster.local/ns/ns1/sa/sa1", State: adminapi.CertValid, Chain: []adminapi.CertInfo{
+				{Type: adminapi.CertLeaf, Serial: "a1b2c3", Subject: "spiffe://cluster.local/ns/ns1/sa/sa1",
 					NotBefore: now.Add(-time.Minute), NotAfter: now.Add(23*time.Hour + 59*time.Minute)},
-				{Type: admin.CertIntermediate, Serial: "beef", Subject: "CN=Ambit intermediate CA,O=cluster.local",
+				{Type: adminapi.CertIntermediate, Serial: "beef", Subject: "CN=Ambit intermediate CA,O=cluster.local",
 					NotBefore: now.Add(-30 * 24 * time.Hour), NotAfter: now.Add(335 * 24 * time.Hour)},
 				root,
 			}},
-			{Identity: "spiffe://cluster.local/ns/ns1/sa/old", State: admin.CertExpired, Chain: []admin.CertInfo{
-				{Type: admin.CertLeaf, Serial: "dead", Subject: "spiffe://cluster.local/ns/ns1/sa/old",
+			{Identity: "spiffe://cluster.local/ns/ns1/sa/old", State: adminapi.CertExpired, Chain: []adminapi.CertInfo{
+				{Type: adminapi.CertLeaf, Serial: "dead", Subject: "spiffe://cluster.local/ns/ns1/sa/old",
 					NotBefore: now.Add(-24*time.Hour - 5*time.Minute), NotAfter: now.Add(-5 * time.Minute)},
 				root,
 			}},
-			{Identity: "spiffe://cluster.local/ns/ns1/sa/future", State: admin.CertNotYetValid, Chain: []admin.CertInfo{
-				{Type: admin.CertLeaf, Serial: "f00d", Subject: "spiffe://cluster.local/ns/ns1/sa/future",
+			{Identity: "spiffe://cluster.local/ns/ns1/sa/future", State: adminapi.CertNotYetValid, Chain: []adminapi.CertInfo{
+				{Type: adminapi.CertLeaf, Serial: "f00d", Subject: "spiffe://cluster.local/ns/ns1/sa/future",
 					NotBefore: now.Add(90 * time.Second), NotAfter: now.Add(24 * time.Hour)},
 			}},
-			{Identity: "spiffe://cluster.local/ns/ns2/sa/sa2", State: admin.CertPending, LastError: "CA unreachable"},
+			{Identity: "spiffe://cluster.local/ns/ns2/sa/sa2", State: adminapi.CertPending, LastError: "CA unreachable"},
 		},
-		Connections: []admin.ConnDump{
+		Connections: []adminapi.ConnDump{
 			{ID: 2, Direction: "inbound", Protocol: "TCP", Src: "[fd00::9]:51000", Dst: "[fd00::1:3]:80",
 				DstWorkload: "ns1/legacy", Opened: now.Add(-3 * time.Second), BytesSent: 512},
 			{ID: 1, Direction: "outbound", Protocol: "HBONE", Src: "10.10.1.2:40000", Dst: "10.10.2.3:8080",
