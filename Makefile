@@ -6,11 +6,12 @@ OUT := $(CURDIR)/_output
 export CGO_ENABLED ?= 0
 
 # Modules in the workspace, as package patterns from the repo root.
-MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/... ./deploy/...
+MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/... ./ambitctl/... ./deploy/...
 # Static binaries built into bin/.
 CMDS := ./e2e/cmd/ambit-localcluster ./e2e/cmd/ambit-testapp ./e2e/cmd/ambit-pause ./e2e/cmd/ambit-testreport \
         ./controlplane/cmd/ambit-controlplane ./ztunnel/cmd/ztunnel ./ztunnel/cmd/ztunnel-admin \
-        ./cni-plugin/cmd/ambit-cni ./cni-plugin/cmd/ambit-cni-lookup ./cni-plugin/cmd/ambit-node-agent
+        ./cni-plugin/cmd/ambit-cni ./cni-plugin/cmd/ambit-cni-lookup ./cni-plugin/cmd/ambit-node-agent \
+        ./ambitctl/cmd/ambitctl
 # Host tools the node agent image carries (the in-pod rules are written with
 # iptables, nf_tables backend), with their symlinks and shared libraries.
 IPTABLES_FILES := /usr/sbin/iptables /usr/sbin/iptables-save /usr/sbin/iptables-restore \

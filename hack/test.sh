@@ -14,7 +14,7 @@ root=$PWD
 tiers=${TIERS:-"verify unit privileged harness e2e"}
 out=$root/_output/test
 rm -rf "$out" && mkdir -p "$out"
-modules="./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/... ./deploy/..."
+modules="./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/... ./ambitctl/... ./deploy/..."
 bin=$root/bin
 start=$(date +%s)
 

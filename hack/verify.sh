@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 rc=0
 bad=$(git ls-files '*.go' | grep -v '\.pb\.go$' | xargs -r gofmt -l)
 if [ -n "$bad" ]; then echo "verify: gofmt would change:"; echo "$bad"; rc=1; fi
-if ! go vet ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/... ./deploy/...; then
+if ! go vet ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/... ./waypoint/... ./e2e/... ./ambitctl/... ./deploy/...; then
   echo "verify: go vet failed"; rc=1
 fi
 if ! go vet -tags e2e ./e2e/tests/... ; then echo "verify: go vet (e2e tag) failed"; rc=1; fi
