@@ -34,7 +34,18 @@ var (
 	kubeconfig   = flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the cluster under test (default $KUBECONFIG)")
 	artifacts    = flag.String("artifacts", os.Getenv("AMBIT_E2E_ARTIFACTS"), "directory for logs collected on failure (default $AMBIT_E2E_ARTIFACTS or a temp dir)")
 	testAppImage = flag.String("testapp-image", "localhost/ambit-testapp:dev", "image of ambit-testapp, imported into every node")
+	ambitctl     = flag.String("ambitctl", cmpOr(os.Getenv("AMBIT_E2E_AMBITCTL"), "../../bin/ambitctl"), "the ambitctl binary under test (default $AMBIT_E2E_AMBITCTL or bin/ambitctl of the repository; `make build` builds it)")
 )
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// Ambitctl returns the path of the ambitctl binary under test.
+func Ambitctl() string { return *ambitctl }
 
 // Framework is one test's handle on the cluster.
 type Framework struct {

@@ -80,7 +80,9 @@ func ControlPlane(ns string, d *appsv1.Deployment) Result {
 }
 
 // PerNode checks that the DaemonSet w exists and has a ready pod on every
-// node it must run on (the nodes matching its pod nodeSelector).
+// node: a node without ztunnel or node agent runs the pods of enrolled
+// namespaces outside the mesh, so a nodeSelector that leaves a Linux node
+// out is a failure too (non-Linux nodes are skipped: Ambit runs on Linux).
 func PerNode(ns string, w components.Workload, ds *appsv1.DaemonSet, pods []corev1.Pod, nodes []corev1.Node) []Result {
 	if ds == nil {
 		return []Result{fail("run ambitctl install -n "+ns, "%s DaemonSet %s/%s not found", w.Title, ns, w.Name)}
@@ -98,7 +100,13 @@ func PerNode(ns string, w components.Workload, ds *appsv1.DaemonSet, pods []core
 	var out []Result
 	var good []string
 	for _, n := range nodes {
+		if os, set := n.Labels[corev1.LabelOSStable]; set && os != "linux" {
+			continue // Ambit runs on Linux nodes only (the chart selects them)
+		}
 		if !labels.SelectorFromSet(ds.Spec.Template.Spec.NodeSelector).Matches(labels.Set(n.Labels)) {
+			out = append(out, fail(fmt.Sprintf("remove the nodeSelector of DaemonSet %s/%s or label the node (kubectl get nodes --show-labels)", ns, w.Name),
+				"%s cannot run on node %s: the DaemonSet's nodeSelector %v excludes it, so pods of enrolled namespaces there are not in the mesh",
+				w.Title, n.Name, labels.Set(ds.Spec.Template.Spec.NodeSelector)))
 			continue
 		}
 		describe := fmt.Sprintf("kubectl -n %s describe pod -l %s --field-selector spec.nodeName=%s", ns, selector, n.Name)

@@ -1,16 +1,21 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 
+	"ambit.dev/ambitctl/internal/enrolment"
 	"ambit.dev/ambitctl/internal/install"
 	"ambit.dev/ambitctl/internal/kube"
 	"ambit.dev/ambitctl/internal/manifest"
 	"ambit.dev/ambitctl/internal/values"
+	"ambit.dev/pkg/enrol"
 )
 
 type renderFlags struct {
@@ -74,7 +79,7 @@ func (g *globals) installCommand() *cobra.Command {
 
 func (g *globals) uninstallCommand() *cobra.Command {
 	r := &renderFlags{}
-	var deleteCRDs bool
+	var deleteCRDs, unenroll bool
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove Ambit (keeps the CRDs and your policies unless --delete-crds)",
@@ -82,6 +87,8 @@ func (g *globals) uninstallCommand() *cobra.Command {
 			"DaemonSets first, waiting for their pods to stop (each node agent removes Ambit's CNI\n" +
 			"configuration from its node), then RBAC and configuration. The CRDs, and with them every\n" +
 			"AuthorizationPolicy and PeerAuthentication, stay unless --delete-crds; the namespace stays.\n" +
+			"It refuses while namespaces are enrolled or pods are captured (they would lose every\n" +
+			"connection with ztunnel gone); --unenroll takes them out of the mesh first.\n" +
 			"Pass the same -f/--set values as to install.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -93,10 +100,52 @@ func (g *globals) uninstallCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := g.leaveMesh(cmd.Context(), unenroll, r.timeout); err != nil {
+				return err
+			}
 			return in.Uninstall(cmd.Context(), objs, deleteCRDs)
 		},
 	}
 	r.add(cmd)
 	cmd.Flags().BoolVar(&deleteCRDs, "delete-crds", false, "also delete Ambit's CRDs and so every policy object")
+	cmd.Flags().BoolVar(&unenroll, "unenroll", false, "first unenroll every enrolled namespace and wait until no pod is captured")
 	return cmd
+}
+
+// leaveMesh makes sure no pod is in the mesh before uninstalling: without
+// unenroll it refuses when some are; with it, it unenrolls every enrolled
+// namespace and waits until the node agents have released every pod.
+func (g *globals) leaveMesh(ctx context.Context, unenroll bool, timeout time.Duration) error {
+	c, err := g.connect()
+	if err != nil {
+		return err
+	}
+	nss, captured, err := kube.MeshMembers(ctx, c.Typed)
+	if err != nil {
+		return err
+	}
+	blocker := enrolment.UninstallBlocker(nss, captured)
+	if blocker == nil {
+		return nil
+	}
+	if !unenroll {
+		return blocker
+	}
+	for _, ns := range nss {
+		lines, err := kube.Unenroll(ctx, c.Typed, ns)
+		if err != nil {
+			return err
+		}
+		g.println(lines...)
+	}
+	err = wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
+		_, captured, err = kube.MeshMembers(ctx, c.Typed)
+		return err == nil && len(captured) == 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("pods still captured after %v: %s (a pod labelled %s=%s itself stays enrolled: remove that label): %w",
+			timeout, strings.Join(captured, ", "), enrol.LabelDataplaneMode, enrol.DataplaneModeAmbient, err)
+	}
+	g.println("every pod left the mesh")
+	return nil
 }

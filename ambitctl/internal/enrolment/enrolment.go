@@ -7,6 +7,7 @@ package enrolment
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -211,4 +212,47 @@ func Ztunnels(nodes []corev1.Node, pods []corev1.Pod) []Ztunnel {
 	}
 	slices.SortFunc(out, func(a, b Ztunnel) int { return cmp.Compare(a.Node, b.Node) })
 	return out
+}
+
+// Captured names the pods that carry the node agent's redirection
+// annotation ("namespace/name"), sorted.
+func Captured(pods []corev1.Pod) []string {
+	var out []string
+	for _, p := range pods {
+		if _, ok := p.Annotations[enrol.AnnotationRedirection]; ok {
+			out = append(out, p.Namespace+"/"+p.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// UninstallBlocker says why uninstalling now would cut pods off, or returns
+// nil: pods whose traffic the node agent redirects into ztunnel lose every
+// connection once ztunnel is gone (their in-pod rules stay: Ambit fails
+// closed), so they must leave the mesh first.
+func UninstallBlocker(enrolledNamespaces, captured []string) error {
+	if len(enrolledNamespaces) == 0 && len(captured) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("uninstalling now would cut off pods that are in the mesh: ")
+	if len(enrolledNamespaces) > 0 {
+		fmt.Fprintf(&b, "%d namespace(s) are enrolled (%s)", len(enrolledNamespaces), strings.Join(firstN(enrolledNamespaces, 5), ", "))
+		if len(captured) > 0 {
+			b.WriteString(" and ")
+		}
+	}
+	if len(captured) > 0 {
+		fmt.Fprintf(&b, "%d pod(s) are captured (%s)", len(captured), strings.Join(firstN(captured, 5), ", "))
+	}
+	b.WriteString("; run ambitctl unenroll <namespace> for each (pods leave without restart), or pass --unenroll to do it now")
+	return errors.New(b.String())
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(slices.Clone(s[:n]), fmt.Sprintf("and %d more", len(s)-n))
 }

@@ -203,3 +203,50 @@ func TestRenderGolden(t *testing.T) {
 		})
 	}
 }
+
+func TestUninstallBlocker(t *testing.T) {
+	many := []string{"a/1", "a/2", "a/3", "a/4", "a/5", "a/6", "a/7"}
+	tests := []struct {
+		name          string
+		nss, captured []string
+		want          []string // substrings; nil: no blocker
+	}{
+		{name: "nothing in the mesh"},
+		{name: "enrolled namespace without pods", nss: []string{"shop"}, want: []string{"1 namespace(s) are enrolled (shop)", "--unenroll"}},
+		{name: "captured pod left by a pod label", captured: []string{"tools/debug"}, want: []string{"1 pod(s) are captured (tools/debug)", "ambitctl unenroll"}},
+		{name: "both, long list cut", nss: []string{"shop"}, captured: many, want: []string{"enrolled (shop) and 7 pod(s) are captured (a/1, a/2, a/3, a/4, a/5, and 2 more)"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := UninstallBlocker(tc.nss, tc.captured)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("UninstallBlocker = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("UninstallBlocker = nil, want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestCaptured(t *testing.T) {
+	pod := func(ns, name, anno string) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+		if anno != "" {
+			p.Annotations = map[string]string{enrol.AnnotationRedirection: anno}
+		}
+		return p
+	}
+	got := Captured([]corev1.Pod{pod("b", "x", enrol.RedirectionPending), pod("a", "y", ""), pod("a", "z", enrol.RedirectionEnabled)})
+	if want := []string{"a/z", "b/x"}; !slices.Equal(got, want) {
+		t.Fatalf("Captured = %v, want %v", got, want)
+	}
+}

@@ -268,3 +268,21 @@ func ControlPlaneImages(ctx context.Context, typed kubernetes.Interface, namespa
 	}
 	return images, true, nil
 }
+
+// MeshMembers returns the enrolled namespaces and the pods, in any
+// namespace, that carry the node agent's redirection annotation.
+func MeshMembers(ctx context.Context, typed kubernetes.Interface) (namespaces, captured []string, err error) {
+	sel := labels.SelectorFromSet(labels.Set{enrol.LabelDataplaneMode: enrol.DataplaneModeAmbient}).String()
+	nss, err := typed.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, nil, listErr("namespaces", err)
+	}
+	for _, ns := range nss.Items {
+		namespaces = append(namespaces, ns.Name)
+	}
+	pods, err := typed.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, nil, listErr("pods", err)
+	}
+	return namespaces, enrolment.Captured(pods.Items), nil
+}
