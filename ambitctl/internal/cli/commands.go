@@ -129,7 +129,7 @@ func (g *globals) ztunnelCommand() *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "ztunnel",
-		Short: "What ztunnel holds on each node: certs, workloads, services, connections",
+		Short: "What ztunnel holds on each node: certs, workloads, services, connections, policies",
 		Long: "ztunnel reads the admin port of the ztunnel on each node (127.0.0.1:15000 there) through the\n" +
 			"apiserver's port-forward, so it works from anywhere kubectl does, and prints the tables\n" +
 			"ztunnel-admin prints on the node: one section per node, or only --node's.",

@@ -97,6 +97,8 @@ func (f *fakeGetter) Get(_ context.Context, ns, pod string, port int, path strin
 		v = d.Services
 	case adminapi.PathConnections:
 		v = d.Connections
+	case adminapi.PathPolicies:
+		v = d.Policies
 	default:
 		return nil, errors.New("404 " + path)
 	}
@@ -120,6 +122,7 @@ func fixture() *fakeGetter {
 				Addresses: []string{"10.244.2.7", "fd00:10:244:2::7"}, Captured: true, ServiceAccount: "server"}},
 			Services: []adminapi.ServiceDump{{Name: "server", Namespace: "demo", Hostname: "server.demo.svc.cluster.local",
 				VIPs: []string{"10.96.0.50", "fd00:96::50"}, Ports: map[string]uint32{"80": 8080}}},
+			Policies: []adminapi.PolicyDump{{Name: "server-allow-client", Namespace: "demo", Scope: "WORKLOAD_SELECTOR", Action: "ALLOW", Rules: 1}},
 		},
 	}}
 }

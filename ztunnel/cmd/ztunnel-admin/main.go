@@ -1,5 +1,5 @@
 // Command ztunnel-admin inspects the ztunnel running on this node through
-// its loopback admin port: ztunnel-admin certs|workloads|services|connections.
+// its loopback admin port: ztunnel-admin certs|workloads|services|connections|policies.
 package main
 
 import (

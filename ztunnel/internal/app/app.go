@@ -375,6 +375,7 @@ func (a *App) ConfigDump() adminapi.ConfigDump {
 			UID: w.UID, Name: w.Name, Namespace: w.Namespace, ServiceAccount: w.ServiceAccount, Node: w.Node,
 			Protocol: string(w.Protocol), MTLSMode: string(w.MTLSMode), Status: string(w.Status),
 			Addresses: addrStrings(w.Addresses), Captured: captured[w.UID],
+			AuthorizationPolicies: slices.Clone(w.AuthorizationPolicies),
 		}
 		if len(w.Services) > 0 {
 			wd.Services = map[string]map[string]uint32{}

@@ -81,7 +81,7 @@ func (a *App) policyDumps() []adminapi.PolicyDump {
 	policies := a.store.Current().Policies()
 	out := make([]adminapi.PolicyDump, 0, len(policies))
 	for _, p := range policies {
-		d := adminapi.PolicyDump{Name: p.Name, Namespace: p.Namespace, Scope: string(p.Scope), Action: string(p.Action)}
+		d := adminapi.PolicyDump{Name: p.Name, Namespace: p.Namespace, Scope: string(p.Scope), Action: string(p.Action), Rules: len(p.Rules)}
 		if p.PeerAuth != nil {
 			mode := string(p.PeerAuth.Mode)
 			if mode == "" {

@@ -49,6 +49,10 @@ type WorkloadDump struct {
 	Waypoint string                       `json:"waypoint,omitempty"` // address:port
 	// Captured says whether this ztunnel has listeners open in the pod.
 	Captured bool `json:"captured"`
+	// AuthorizationPolicies are the keys ("namespace/name") of the
+	// selector-scoped policies the control plane lists for this workload
+	// (namespace and mesh-wide policies apply by scope and are not listed).
+	AuthorizationPolicies []string `json:"authorizationPolicies,omitempty"`
 }
 
 // ServiceDump is one service of the state.
@@ -67,6 +71,8 @@ type PolicyDump struct {
 	Namespace string `json:"namespace"`
 	Scope     string `json:"scope"`
 	Action    string `json:"action"`
+	// Rules is the number of rules (OR'ed) of an access policy.
+	Rules int `json:"rules"`
 }
 
 // States of a certificate (CertDump.State).

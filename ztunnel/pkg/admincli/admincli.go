@@ -95,7 +95,8 @@ func NewCommand(env Env) *cobra.Command {
 // `ambitctl ztunnel ...` subcommands from the same list, so both print the
 // same tables.
 type View struct {
-	// Name is the subcommand: certs, workloads, services or connections.
+	// Name is the subcommand: certs, workloads, services, connections or
+	// policies.
 	Name string
 	// Short is the subcommand's one-line help.
 	Short string
@@ -115,6 +116,8 @@ func Views() []View {
 			render: renderJSON(func(w io.Writer, v []adminapi.ServiceDump, _ time.Time) error { return RenderServices(w, v) })},
 		{Name: "connections", Short: "Connections ztunnel is proxying now", Path: adminapi.PathConnections,
 			render: renderJSON(RenderConnections)},
+		{Name: "policies", Short: "Authorization and peer-authentication policies ztunnel enforces", Path: adminapi.PathPolicies,
+			render: renderJSON(func(w io.Writer, v []adminapi.PolicyDump, _ time.Time) error { return RenderPolicies(w, v) })},
 	}
 }
 

@@ -36,7 +36,8 @@ func fixtureDump() adminapi.ConfigDump {
 				MTLSMode: "STRICT", Status: "HEALTHY", Addresses: []string{"10.10.2.3", "fd00::2:3"},
 				Services: map[string]map[string]uint32{"ns2/echo.ns2.svc.cluster.local": {"80": 8080}}, Waypoint: "10.10.3.9:15008"},
 			{UID: "pod-a", Name: "client", Namespace: "ns1", ServiceAccount: "sa1", Node: "node1", Protocol: "HBONE",
-				MTLSMode: "PERMISSIVE", Status: "HEALTHY", Addresses: []string{"10.10.1.2"}, Captured: true},
+				MTLSMode: "PERMISSIVE", Status: "HEALTHY", Addresses: []string{"10.10.1.2"}, Captured: true,
+				AuthorizationPolicies: []string{"ns1/allow-frontend"}},
 			{UID: "pod-c", Name: "legacy", Namespace: "ns1", ServiceAccount: "default", Node: "node1", Protocol: "NONE",
 				MTLSMode: "PERMISSIVE", Status: "HEALTHY", Addresses: []string{"fd00::1:3"}},
 		},
@@ -45,6 +46,11 @@ func fixtureDump() adminapi.ConfigDump {
 				Ports: map[string]uint32{"443": 8443, "80": 8080, "9090": 9090}, Waypoint: "10.10.3.9:15008"},
 			{Name: "db", Namespace: "ns1", Hostname: "db.ns1.svc.cluster.local", VIPs: []string{"10.96.0.20"},
 				Ports: map[string]uint32{"5432": 5432}},
+		},
+		Policies: []adminapi.PolicyDump{
+			{Name: "peerauthentication:strict", Namespace: "ns2", Scope: "NAMESPACE", Action: "PEER_AUTHENTICATION STRICT"},
+			{Name: "allow-frontend", Namespace: "ns1", Scope: "WORKLOAD_SELECTOR", Action: "ALLOW", Rules: 2},
+			{Name: "deny-untrusted", Namespace: "ambit-system", Scope: "GLOBAL", Action: "DENY", Rules: 1},
 		},
 		Certificates: []adminapi.CertDump{
 			{Identity: "spiffe://cluster.local/ns/ns1/sa/sa1", State: adminapi.CertValid, Chain: []adminapi.CertInfo{
@@ -108,6 +114,8 @@ func TestGolden(t *testing.T) {
 		{"connections", addr, []string{"connections"}},
 		{"connections-json", addr, []string{"connections", "-o", "json"}},
 		{"workloads-empty", emptyAddr, []string{"workloads"}},
+		{"policies", addr, []string{"policies"}},
+		{"policies-json", addr, []string{"policies", "-o", "json"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.golden, func(t *testing.T) {

@@ -70,6 +70,23 @@ func RenderWorkloads(w io.Writer, ws []adminapi.WorkloadDump) error {
 	return t.flush()
 }
 
+// RenderPolicies writes one row per policy, sorted by namespace and name.
+func RenderPolicies(w io.Writer, ps []adminapi.PolicyDump) error {
+	t := newTable(w, "NAMESPACE", "NAME", "SCOPE", "ACTION", "RULES")
+	ps = slices.Clone(ps)
+	slices.SortStableFunc(ps, func(a, b adminapi.PolicyDump) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	for _, p := range ps {
+		rules := strconv.Itoa(p.Rules)
+		if strings.HasPrefix(p.Action, "PEER_AUTHENTICATION") {
+			rules = "-"
+		}
+		t.row(p.Namespace, p.Name, p.Scope, p.Action, rules)
+	}
+	return t.flush()
+}
+
 // RenderServices writes one row per service, sorted by namespace and name.
 func RenderServices(w io.Writer, ss []adminapi.ServiceDump) error {
 	t := newTable(w, "NAMESPACE", "NAME", "HOSTNAME", "VIPS", "PORTS", "WAYPOINT")
