@@ -184,10 +184,10 @@ func TestSamples(t *testing.T) {
 	if deny == nil || deny.Spec.Action != ActionDeny || deny.Spec.Selector != nil {
 		t.Errorf("want a namespace-wide DENY AuthorizationPolicy deny-untrusted, got %+v", got["deny-untrusted"])
 	}
-	allow, _ := got["backend-allow-client"].(*AuthorizationPolicy)
+	allow, _ := got["backend-allow-frontend"].(*AuthorizationPolicy)
 	if allow == nil || allow.Spec.Action != ActionAllow || len(allow.Spec.Rules) != 1 ||
-		!slices.Equal(allow.Spec.Rules[0].From[0].Source.Principals, []string{"cluster.local/ns/ambit-demo/sa/client"}) {
-		t.Errorf("want an ALLOW AuthorizationPolicy backend-allow-client for one principal, got %+v", got["backend-allow-client"])
+		!slices.Equal(allow.Spec.Rules[0].From[0].Source.Principals, []string{"cluster.local/ns/ambit-demo/sa/frontend"}) {
+		t.Errorf("want an ALLOW AuthorizationPolicy backend-allow-frontend for one principal, got %+v", got["backend-allow-frontend"])
 	}
 	strict, _ := got["default"].(*PeerAuthentication)
 	if strict == nil || strict.Spec.MTLS == nil || strict.Spec.MTLS.Mode != MTLSModeStrict {
