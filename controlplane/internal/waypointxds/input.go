@@ -1,0 +1,233 @@
+package waypointxds
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Input is everything Build needs for one waypoint: the waypoint itself and
+// the services bound to it, each with its endpoints. It holds plain values
+// (no Kubernetes types); the caller resolves labels, named target ports and
+// readiness.
+type Input struct {
+	Waypoint Waypoint
+	Services []Service
+}
+
+// Waypoint is the waypoint (a Gateway of class ambit-waypoint).
+type Waypoint struct {
+	// Namespace and Name of the Gateway.
+	Namespace, Name string
+	// ClusterDomain is the cluster's DNS domain (empty: "cluster.local").
+	ClusterDomain string
+	// TrustDomain is the mesh trust domain (empty: "cluster.local").
+	TrustDomain string
+	// Addresses are the waypoint pods' IPs, only used to decide whether
+	// connect_terminate also listens on [::] (when one is IPv6). Optional.
+	Addresses []netip.Addr
+}
+
+// Key returns "<namespace>/<name>", the key configuration is served under
+// (node metadata GATEWAY).
+func (w Waypoint) Key() string { return w.Namespace + "/" + w.Name }
+
+// Service is a Kubernetes Service bound to the waypoint.
+type Service struct {
+	Namespace, Name string
+	// Hostname is the service's DNS name (empty:
+	// <name>.<namespace>.svc.<cluster domain>).
+	Hostname string
+	// VIPs are the service's cluster IPs (IPv4 and/or IPv6). A service
+	// without a VIP (headless) gets no configuration.
+	VIPs []netip.Addr
+	// Ports are the service ports.
+	Ports []Port
+	// Endpoints are the pods backing the service.
+	Endpoints []Endpoint
+}
+
+// Port is one service port.
+type Port struct {
+	// Name and AppProtocol of the port as in the Service; they decide the
+	// protocol when Protocol is empty (see ProtocolOf).
+	Name        string
+	AppProtocol string
+	// Protocol overrides the protocol derived from Name and AppProtocol.
+	Protocol Protocol
+	// Port is the service port (required, non-zero).
+	Port uint16
+	// TargetPort is the numeric target port, used for endpoints that do not
+	// list this port in Endpoint.TargetPorts. Zero: only per-endpoint
+	// target ports (a named targetPort).
+	TargetPort uint16
+}
+
+// Endpoint is one pod backing a service.
+type Endpoint struct {
+	// Name and Namespace of the pod (telemetry; optional).
+	Name, Namespace string
+	// Addresses are the pod IPs; the first one is used.
+	Addresses []netip.Addr
+	// Node is the node the pod runs on (telemetry; optional).
+	Node string
+	// Identity is the pod's SPIFFE ID (spiffe://<td>/ns/<ns>/sa/<sa>),
+	// the identity its ztunnel presents for it. Required.
+	Identity string
+	// Healthy is false for a pod that is not ready: it is sent with
+	// health_status UNHEALTHY and never picked.
+	Healthy bool
+	// TargetPorts maps a service port to this pod's target port (resolved
+	// named ports); it overrides Port.TargetPort.
+	TargetPorts map[uint16]uint16
+}
+
+// Protocol is the protocol of a service port as the waypoint handles it.
+type Protocol string
+
+// The protocols of a service port.
+const (
+	// ProtocolTCP: opaque bytes, tcp_proxy.
+	ProtocolTCP Protocol = "tcp"
+	// ProtocolHTTP: HTTP/1.1 (or h2c from the client) to an HTTP/1.1 app.
+	ProtocolHTTP Protocol = "http"
+	// ProtocolHTTP2: HTTP to an app that speaks HTTP/2 (h2c).
+	ProtocolHTTP2 Protocol = "http2"
+	// ProtocolGRPC: gRPC (HTTP/2 to the app).
+	ProtocolGRPC Protocol = "grpc"
+)
+
+// IsHTTP reports whether the waypoint parses the port's traffic as HTTP.
+func (p Protocol) IsHTTP() bool { return p == ProtocolHTTP || p == ProtocolHTTP2 || p == ProtocolGRPC }
+
+// valid reports whether p is one of the defined protocols.
+func (p Protocol) valid() bool { return p == ProtocolTCP || p.IsHTTP() }
+
+// ProtocolOf decides the protocol of a service port from its appProtocol
+// (when set) or else its name, case-insensitively (XDS.md §8):
+// appProtocol http → http; http2, kubernetes.io/h2c → http2; grpc,
+// grpc-web → grpc; any other appProtocol → tcp. Without appProtocol, the
+// name "http"/"http-*" → http, "http2"/"http2-*" → http2, "grpc"/"grpc-*"
+// → grpc; anything else → tcp.
+func ProtocolOf(name, appProtocol string) Protocol {
+	if ap := strings.ToLower(strings.TrimSpace(appProtocol)); ap != "" {
+		switch ap {
+		case "http":
+			return ProtocolHTTP
+		case "http2", "kubernetes.io/h2c":
+			return ProtocolHTTP2
+		case "grpc", "grpc-web":
+			return ProtocolGRPC
+		default:
+			return ProtocolTCP
+		}
+	}
+	n := strings.ToLower(name)
+	for _, c := range []struct {
+		prefix string
+		p      Protocol
+	}{{"http2", ProtocolHTTP2}, {"http", ProtocolHTTP}, {"grpc", ProtocolGRPC}} {
+		if n == c.prefix || strings.HasPrefix(n, c.prefix+"-") {
+			return c.p
+		}
+	}
+	return ProtocolTCP
+}
+
+// protocol returns the port's effective protocol.
+func (p Port) protocol() Protocol {
+	if p.Protocol != "" {
+		return p.Protocol
+	}
+	return ProtocolOf(p.Name, p.AppProtocol)
+}
+
+// Fixed names of the contract (XDS.md).
+const (
+	// ListenerConnectTerminate is the HBONE server listener on :15008.
+	ListenerConnectTerminate = "connect_terminate"
+	// ListenerMainInternal is the internal L7 listener, and the cluster
+	// that reaches it.
+	ListenerMainInternal = "main_internal"
+	// ListenerConnectOriginate is the internal HBONE client listener, and
+	// the ORIGINAL_DST cluster behind it.
+	ListenerConnectOriginate = "connect_originate"
+
+	// SecretDefault is the SDS name of the waypoint's own certificate.
+	SecretDefault = "default"
+	// SecretRootCA is the SDS name of the mesh roots.
+	SecretRootCA = "ROOTCA"
+	// SDSCluster is the bootstrap cluster an Envoy fetches secrets from.
+	SDSCluster = "sds-grpc"
+
+	// HBONEPort is the HBONE port of ztunnels and waypoints.
+	HBONEPort = 15008
+
+	// MetadataGateway is the node metadata key holding the Gateway
+	// "<namespace>/<name>" a waypoint serves.
+	MetadataGateway = "GATEWAY"
+	// MetadataNamespace is the node metadata key of the pod namespace.
+	MetadataNamespace = "NAMESPACE"
+
+	// FilterStatePeerPrincipal holds the source principal (client cert
+	// URI SAN) on main_internal.
+	FilterStatePeerPrincipal = "io.istio.peer_principal"
+	// FilterStateLocalPrincipal holds the waypoint's own identity.
+	FilterStateLocalPrincipal = "io.istio.local_principal"
+
+	// MetadataTunnel is the endpoint metadata namespace with the HBONE
+	// address and destination.
+	MetadataTunnel = "tunnel"
+	// MetadataOriginalDst is the endpoint metadata namespace read by the
+	// original_dst listener filter of connect_originate.
+	MetadataOriginalDst = "envoy.filters.listener.original_dst"
+	// MetadataAmbit is the endpoint and cluster metadata namespace with
+	// Ambit's own keys (identity, node, workload, service).
+	MetadataAmbit = "ambit"
+)
+
+// ClusterName is the name of the cluster (and of its EDS resource) for a
+// service port: "outbound|<port>||<hostname>".
+func ClusterName(hostname string, port uint16) string {
+	return "outbound|" + strconv.Itoa(int(port)) + "||" + hostname
+}
+
+// RouteName is the RDS name of an HTTP service port: "<hostname>:<port>".
+func RouteName(hostname string, port uint16) string {
+	return hostname + ":" + strconv.Itoa(int(port))
+}
+
+// FilterChainName is the name of main_internal's filter chain for a
+// service port: "inbound-vip|<port>|<protocol>|<hostname>".
+func FilterChainName(hostname string, port uint16, p Protocol) string {
+	return "inbound-vip|" + strconv.Itoa(int(port)) + "|" + string(p) + "|" + hostname
+}
+
+// Domains returns the virtual host domains of a service port, in the
+// order of XDS.md §7, without duplicates.
+func Domains(hostname, name, namespace string, vips []netip.Addr, port uint16) []string {
+	p := ":" + strconv.Itoa(int(port))
+	var out []string
+	seen := map[string]bool{}
+	add := func(hosts ...string) {
+		for _, h := range hosts {
+			if h == "" || seen[h] {
+				continue
+			}
+			seen[h] = true
+			out = append(out, h, h+p)
+		}
+	}
+	add(hostname)
+	if name != "" && namespace != "" {
+		add(name, name+"."+namespace, name+"."+namespace+".svc")
+	}
+	for _, v := range vips {
+		h := v.String()
+		if v.Is6() {
+			h = "[" + h + "]"
+		}
+		add(h)
+	}
+	return out
+}
