@@ -14,7 +14,8 @@ import (
 )
 
 // StatusError is returned by Dialer.Dial when the server answers the
-// CONNECT with a status other than 200.
+// CONNECT with a status other than 200. A Server's Authorize or Dial
+// returns one to choose the status it answers.
 type StatusError struct {
 	Code int
 	// Reason is the start of the server's response body, if any.

@@ -187,10 +187,19 @@ func TestStatusCodes(t *testing.T) {
 			deny := errors.New("no policy allows shop/frontend")
 			ts := startServer(t, m, lo.ip, func(c *ServerConfig) {
 				c.Authorize = func(_ context.Context, r Request) error {
-					if r.Dst.Port() == 1 {
+					switch r.Dst.Port() {
+					case 1:
 						return deny
+					case 3:
+						return fmt.Errorf("authorizing: %w", &StatusError{Code: 403, Reason: "forbidden here"})
 					}
 					return nil
+				}
+				c.Dial = func(ctx context.Context, r Request) (net.Conn, error) {
+					if r.Dst.Port() == 2 {
+						return nil, fmt.Errorf("dialing: %w", &StatusError{Code: 404, Reason: "no such service"})
+					}
+					return dialUpstream(ctx, r)
 				}
 			})
 			d := m.newDialer(t, nil)
@@ -205,6 +214,8 @@ func TestStatusCodes(t *testing.T) {
 				{name: "denied", dst: denied, wantCode: 401, wantMsg: "denied by destination authorization policy"},
 				{name: "upstream refused", dst: closedPort(t, lo.ip), wantCode: 503, wantMsg: "could not connect to the upstream"},
 				{name: "authority is not this address", dst: other, wantCode: 400, wantMsg: "not the address this connection reached"},
+				{name: "status chosen by Dial", dst: netip.AddrPortFrom(ts.addr.Addr(), 2), wantCode: 404, wantMsg: "no such service"},
+				{name: "status chosen by Authorize", dst: netip.AddrPortFrom(ts.addr.Addr(), 3), wantCode: 403, wantMsg: "forbidden here"},
 			}
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {

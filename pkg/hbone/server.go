@@ -73,10 +73,13 @@ type ServerConfig struct {
 	// TLS is the server TLS config, normally from ServerTLS.
 	TLS *tls.Config
 	// Authorize decides whether the stream may proceed; an error means 401.
+	// An error wrapping a *StatusError answers its Code and Reason instead.
 	Authorize func(ctx context.Context, r Request) error
 	// Dial connects to the upstream for an authorized stream; an error
-	// means 503. The returned conn should implement CloseWrite (as
-	// *net.TCPConn does) for half-close to reach the upstream.
+	// means 503, or the Code and Reason of a *StatusError it wraps (a
+	// waypoint answers 400 for a destination it does not serve). The
+	// returned conn should implement CloseWrite (as *net.TCPConn does) for
+	// half-close to reach the upstream.
 	Dial func(ctx context.Context, r Request) (net.Conn, error)
 	// Waypoint skips the check that the :authority IP is the local address
 	// the connection was accepted on.
@@ -401,12 +404,20 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, ci *connInf
 	ctx := r.Context()
 	if err := s.cfg.Authorize(ctx, req); err != nil {
 		s.log.Debug("HBONE request denied", "source", req.SourceID.String(), "dst", req.Dst.String(), "error", err)
+		if se := (*StatusError)(nil); errors.As(err, &se) {
+			http.Error(w, se.Reason, se.Code)
+			return
+		}
 		http.Error(w, reasonDenied, http.StatusUnauthorized)
 		return
 	}
 	up, err := s.cfg.Dial(ctx, req)
 	if err != nil {
 		s.log.Debug("HBONE upstream dial failed", "dst", req.Dst.String(), "error", err)
+		if se := (*StatusError)(nil); errors.As(err, &se) {
+			http.Error(w, se.Reason, se.Code)
+			return
+		}
 		http.Error(w, reasonUpstreamFail+": "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}

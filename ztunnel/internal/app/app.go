@@ -22,10 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 
+	"ambit.dev/pkg/caclient"
 	"ambit.dev/pkg/hbone"
 	"ambit.dev/pkg/identity"
 	"ambit.dev/ztunnel/internal/admin"
-	"ambit.dev/ztunnel/internal/caclient"
 	"ambit.dev/ztunnel/internal/config"
 	"ambit.dev/ztunnel/internal/inbound"
 	"ambit.dev/ztunnel/internal/inpod"

@@ -36,7 +36,7 @@ import (
 
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
 	"ambit.dev/pkg/identity"
-	"ambit.dev/ztunnel/internal/reconnect"
+	"ambit.dev/pkg/reconnect"
 	"ambit.dev/ztunnel/internal/state"
 )
 

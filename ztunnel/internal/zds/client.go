@@ -26,8 +26,8 @@ import (
 	"time"
 
 	zdsv1alpha1 "ambit.dev/api/zds/v1alpha1"
+	"ambit.dev/pkg/reconnect"
 	pkgzds "ambit.dev/pkg/zds"
-	"ambit.dev/ztunnel/internal/reconnect"
 	"ambit.dev/ztunnel/internal/socket"
 )
 

@@ -1,7 +1,7 @@
-// Package caclient is ztunnel's client of the mesh CA
-// (ambit.dev/api/ca/v1alpha1 CertificateService, served by the control
-// plane). It implements identity.Signer, so the certificate Manager fetches
-// and rotates workload certificates through it.
+// Package caclient is the client of the mesh CA (ambit.dev/api/ca/v1alpha1
+// CertificateService, served by the control plane) used by ztunnel and the
+// waypoint. It implements identity.Signer, so the certificate Manager
+// fetches and rotates workload certificates through it.
 //
 // Every call carries "authorization: Bearer <token>", the token read afresh
 // from a file on each call: the kubelet rotates the projected

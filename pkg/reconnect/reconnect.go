@@ -1,8 +1,8 @@
-// Package reconnect is the retry loop of ztunnel's long-lived client
-// connections: the delta xDS stream to the control plane and the ZDS
-// connection to the node agent. Both keep serving what they have while
-// disconnected and reconnect with capped, jittered exponential backoff
-// that starts over after a session that made progress.
+// Package reconnect is the retry loop of long-lived client connections:
+// the delta xDS streams of ztunnel and the waypoint to the control plane,
+// and ztunnel's ZDS connection to the node agent. They keep serving what
+// they have while disconnected and reconnect with capped, jittered
+// exponential backoff that starts over after a session that made progress.
 package reconnect
 
 import (

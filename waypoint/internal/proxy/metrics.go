@@ -1,0 +1,95 @@
+package proxy
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ReporterWaypoint is the reporter label of every waypoint metric.
+const ReporterWaypoint = "waypoint"
+
+// unknown fills a label the waypoint does not know (Istio's convention).
+const unknown = "unknown"
+
+// Label names, as Istio's standard metrics name them.
+var (
+	connLabels    = []string{"reporter", "source_workload", "source_workload_namespace", "source_principal", "destination_service", "destination_workload", "destination_workload_namespace", "destination_principal"}
+	requestLabels = append(append([]string(nil), connLabels...), "response_code")
+)
+
+// durationBuckets are Istio's istio_request_duration_milliseconds buckets.
+var durationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+
+// Metrics are the waypoint's traffic metrics (see the README).
+type Metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	tcpOpened   *prometheus.CounterVec
+	tcpClosed   *prometheus.CounterVec
+	tcpSent     *prometheus.CounterVec
+	tcpReceived *prometheus.CounterVec
+}
+
+// NewMetrics registers the metrics on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
+			Help: "HTTP requests handled by the waypoint."}, requestLabels),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
+			Help: "Duration of HTTP requests through the waypoint, from request headers to the end of the response.", Buckets: durationBuckets}, requestLabels),
+		tcpOpened: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_opened_total",
+			Help: "TCP connections (HBONE streams of tcp services) opened to an endpoint."}, connLabels),
+		tcpClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_closed_total",
+			Help: "TCP connections (HBONE streams of tcp services) closed."}, connLabels),
+		tcpSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_sent_bytes_total",
+			Help: "Bytes sent to the source (the endpoint's responses) on tcp services."}, connLabels),
+		tcpReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_received_bytes_total",
+			Help: "Bytes received from the source (forwarded to the endpoint) on tcp services."}, connLabels),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// Labels are the labels of one request or connection.
+type Labels struct {
+	SourceWorkload, SourceNamespace, SourcePrincipal                string
+	DestinationService                                              string
+	DestinationWorkload, DestinationNamespace, DestinationPrincipal string
+}
+
+func (l Labels) values() []string {
+	v := []string{ReporterWaypoint, l.SourceWorkload, l.SourceNamespace, l.SourcePrincipal,
+		l.DestinationService, l.DestinationWorkload, l.DestinationNamespace, l.DestinationPrincipal}
+	for i := range v {
+		if v[i] == "" {
+			v[i] = unknown
+		}
+	}
+	return v
+}
+
+// request records one finished HTTP request.
+func (m *Metrics) request(l Labels, code int, ms float64) {
+	v := append(l.values(), fmt.Sprint(code))
+	m.requests.WithLabelValues(v...).Inc()
+	m.duration.WithLabelValues(v...).Observe(ms)
+}
+
+// tcpConn is the per-connection view of the TCP metrics.
+type tcpConn struct {
+	sent, received, closed prometheus.Counter
+}
+
+// openTCP records an opened connection and returns its counters.
+func (m *Metrics) openTCP(l Labels) tcpConn {
+	v := l.values()
+	m.tcpOpened.WithLabelValues(v...).Inc()
+	return tcpConn{sent: m.tcpSent.WithLabelValues(v...), received: m.tcpReceived.WithLabelValues(v...), closed: m.tcpClosed.WithLabelValues(v...)}
+}

@@ -1,0 +1,248 @@
+// Package proxy is the waypoint's data path. It terminates HBONE
+// (ambit.dev/pkg/hbone, mutual TLS with the waypoint's own certificate;
+// the client certificate names the source workload), looks each CONNECT's
+// :authority up in the current model.Config, and
+//
+//   - for a tcp service: picks an endpoint (round robin over the healthy
+//     ones), opens an HBONE stream to its ztunnel with the waypoint's
+//     certificate, requiring the endpoint's identity, and splices bytes;
+//   - for an HTTP service: serves HTTP/1.1 or h2c (prior knowledge) on the
+//     stream and reverse-proxies each request by the route table, over
+//     HBONE streams to the chosen endpoint.
+//
+// An unknown destination is refused with 400 before anything is dialed
+// (XDS.md §4.2); no configuration yet, 503.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"ambit.dev/pkg/hbone"
+	"ambit.dev/pkg/identity"
+	"ambit.dev/waypoint/internal/model"
+)
+
+// DefaultDrainTimeout bounds how long Run lets open streams finish.
+const DefaultDrainTimeout = 5 * time.Second
+
+// Config configures a Proxy. Identity, Certificate, Roots, TrustDomain
+// and Metrics are required.
+type Config struct {
+	// Identity is the waypoint's own SPIFFE ID.
+	Identity identity.ID
+	// Certificate returns the waypoint's current certificate, presented
+	// to sources and to endpoints.
+	Certificate func(ctx context.Context) (*tls.Certificate, error)
+	// Roots returns the mesh trust anchors.
+	Roots       hbone.RootsFunc
+	TrustDomain string
+	Metrics     *Metrics
+	// DrainTimeout bounds the graceful part of shutdown.
+	DrainTimeout time.Duration
+	// DialTCP replaces how HBONE connections to endpoints are opened
+	// (tests); nil dials t.HBONEAddr.
+	DialTCP func(ctx context.Context, t hbone.Target) (net.Conn, error)
+	Logger  *slog.Logger
+}
+
+// Proxy is the data path. Build it with New, feed it configs with
+// SetConfig and serve a listener with Run.
+type Proxy struct {
+	cfg    Config
+	log    *slog.Logger
+	server *hbone.Server
+	dialer *hbone.Dialer
+	http   *http.Server
+	// streams hands HTTP-carrying streams to http.
+	streams *streamListener
+
+	conf atomic.Pointer[model.Config]
+	rr   sync.Map // cluster name -> *atomic.Uint64
+}
+
+// New validates cfg and builds the proxy; it opens nothing.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Identity.Validate() != nil || cfg.Certificate == nil || cfg.Roots == nil || cfg.TrustDomain == "" || cfg.Metrics == nil {
+		return nil, errors.New("proxy: Config.Identity, Certificate, Roots, TrustDomain and Metrics are required")
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener()}
+	tlsCfg, err := hbone.ServerTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return cfg.Certificate(hello.Context())
+	}, cfg.Roots, cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	p.server, err = hbone.NewServer(hbone.ServerConfig{
+		TLS:       tlsCfg,
+		Authorize: func(context.Context, hbone.Request) error { return nil }, // L7 policy comes later
+		Dial:      p.dial,
+		Waypoint:  true,
+		Logger:    cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	p.dialer, err = hbone.NewDialer(hbone.DialerConfig{
+		Certificate: func(ctx context.Context, id identity.ID) (*tls.Certificate, error) {
+			if id != cfg.Identity {
+				return nil, fmt.Errorf("proxy: the waypoint only holds the certificate of %s, not %s", cfg.Identity, id)
+			}
+			return cfg.Certificate(ctx)
+		},
+		Roots:   cfg.Roots,
+		DialTCP: cfg.DialTCP,
+		Logger:  cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	p.http = p.newHTTPServer()
+	return p, nil
+}
+
+// SetConfig makes c the configuration of new streams and requests.
+func (p *Proxy) SetConfig(c *model.Config) {
+	p.conf.Store(c)
+	p.rr.Range(func(name, _ any) bool {
+		if c == nil || c.Clusters[name.(string)] == nil {
+			p.rr.Delete(name)
+		}
+		return true
+	})
+}
+
+// Config returns the current configuration (nil before the first).
+func (p *Proxy) Config() *model.Config { return p.conf.Load() }
+
+// Run serves HBONE on ln until ctx is done, then drains: it stops taking
+// streams, closes idle HTTP connections, lets open streams finish for
+// DrainTimeout and closes the rest. When it returns, everything it
+// started has stopped and ln is closed.
+func (p *Proxy) Run(ctx context.Context, ln net.Listener) error {
+	serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServe()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() {
+		if err := p.http.Serve(p.streams); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			errc <- fmt.Errorf("proxy: HTTP server: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := p.server.Serve(serveCtx, ln); err != nil && !errors.Is(err, hbone.ErrServerClosed) {
+			errc <- err
+		}
+	})
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+
+	drain, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
+	defer cancel()
+	var dw sync.WaitGroup
+	dw.Go(func() {
+		if p.http.Shutdown(drain) != nil {
+			p.http.Close()
+		}
+	})
+	if p.server.Shutdown(drain) != nil {
+		p.log.Info("drain period over; closing the remaining streams")
+	}
+	stopServe()
+	p.http.Close()
+	dw.Wait()
+	wg.Wait()
+	p.dialer.Close()
+	return err
+}
+
+// dial is the HBONE server's Dial: it decides what a CONNECT becomes.
+func (p *Proxy) dial(ctx context.Context, r hbone.Request) (net.Conn, error) {
+	cfg := p.conf.Load()
+	if cfg == nil {
+		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint has no configuration from the control plane yet"}
+	}
+	ch := cfg.Chain(r.Dst)
+	if ch == nil {
+		return nil, &hbone.StatusError{Code: http.StatusBadRequest,
+			Reason: fmt.Sprintf("unknown destination %s: no service port bound to this waypoint has this address", r.Dst)}
+	}
+	src := sourceOf(r)
+	if ch.Protocol.IsHTTP() {
+		return p.serveHTTPStream(ctx, r.Dst, src)
+	}
+	return p.dialTCP(ctx, cfg, ch, src)
+}
+
+// source is the downstream of a stream.
+type source struct {
+	id identity.ID
+	// addr is the original source ip:port (Forwarded for=), else the peer.
+	addr     netip.AddrPort
+	workload string
+}
+
+func sourceOf(r hbone.Request) source {
+	s := source{id: r.SourceID, addr: r.Src}
+	if !s.addr.IsValid() {
+		s.addr = r.Peer
+	}
+	for _, k := range []string{"k8s.deployment.name", "k8s.statefulset.name", "k8s.daemonset.name", "service.name"} {
+		if v := r.Baggage[k]; v != "" {
+			s.workload = v
+			break
+		}
+	}
+	return s
+}
+
+func (s source) labels() Labels {
+	return Labels{SourceWorkload: s.workload, SourceNamespace: s.id.Namespace, SourcePrincipal: s.id.String()}
+}
+
+// pick chooses the next healthy endpoint of cl, round robin.
+func (p *Proxy) pick(cl *model.Cluster) (model.Endpoint, bool) {
+	v, _ := p.rr.LoadOrStore(cl.Name, new(atomic.Uint64))
+	return model.Pick(cl.Endpoints, v.(*atomic.Uint64).Add(1)-1)
+}
+
+// dialEndpoint opens an HBONE stream to ep's ztunnel presenting the
+// waypoint's certificate; the server must prove ep's identity.
+func (p *Proxy) dialEndpoint(ctx context.Context, ep model.Endpoint, cl *model.Cluster, src source) (*hbone.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, cl.ConnectTimeout)
+	defer cancel()
+	c, err := p.dialer.Dial(ctx, hbone.Target{
+		SourceID:  p.cfg.Identity,
+		DestID:    ep.Identity,
+		HBONEAddr: ep.Tunnel,
+		Authority: ep.Destination,
+		Forwarded: []hbone.ForwardedElement{hbone.ForwardedFor(src.addr, cl.Service.Hostname)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s (%s) of %s via %s: %w", ep.Destination, ep.Identity, cl.Name, ep.Tunnel, err)
+	}
+	return c, nil
+}
+
+func endpointLabels(l Labels, ep model.Endpoint) Labels {
+	l.DestinationWorkload, l.DestinationNamespace, l.DestinationPrincipal = ep.Workload, ep.Namespace, ep.Identity.String()
+	return l
+}

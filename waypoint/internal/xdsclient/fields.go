@@ -1,0 +1,74 @@
+package xdsclient
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// supported lists, per message the waypoint interprets, the fields it
+// honours or that do not change behaviour for it. Any other field that is
+// set (to a non-default value) makes the resource unusable: it is NACKed
+// rather than silently ignored (XDS.md §2). Growing a feature means adding
+// its field here and implementing it.
+var supported = map[protoreflect.FullName][]string{
+	msgName(&listenerv3.FilterChainMatch{}): {"destination_port", "prefix_ranges"},
+	msgName(&clusterv3.Cluster{}): {
+		"name", "alt_stat_name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
+		"transport_socket", "typed_extension_protocol_options", "metadata", "common_lb_config",
+	},
+	// Only a panic threshold of 0 (never route to unhealthy endpoints),
+	// which is what the Go waypoint does.
+	msgName(&clusterv3.Cluster_CommonLbConfig{}): {"healthy_panic_threshold"},
+	// access_log and tracing are accepted and not acted upon yet (no
+	// access logs, no tracing in this slice); the rest is honoured.
+	msgName(&hcmv3.HttpConnectionManager{}): {
+		"codec_type", "stat_prefix", "rds", "route_config", "http_filters", "forward_client_cert_details",
+		"use_remote_address", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options",
+		"upgrade_configs", "set_current_client_cert_details", "delayed_close_timeout", "drain_timeout",
+		"stream_idle_timeout", // 0s only (checkIdleTimeout)
+		"access_log", "tracing",
+	},
+	msgName(&tcpproxyv3.TcpProxy{}):              {"stat_prefix", "cluster", "tunneling_config", "access_log"},
+	msgName(&routev3.RouteConfiguration{}):       {"name", "virtual_hosts", "validate_clusters"},
+	msgName(&routev3.VirtualHost{}):              {"name", "domains", "routes"},
+	msgName(&routev3.Route{}):                    {"name", "match", "route", "metadata", "decorator"},
+	msgName(&routev3.RouteMatch{}):               {"prefix", "path", "case_sensitive", "connect_matcher"},
+	msgName(&routev3.RouteAction{}):              {"cluster", "timeout", "upgrade_configs"},
+	msgName(&endpointv3.ClusterLoadAssignment{}): {"cluster_name", "endpoints", "policy"},
+	msgName(&endpointv3.LocalityLbEndpoints{}):   {"locality", "lb_endpoints", "load_balancing_weight", "priority"},
+	msgName(&endpointv3.LbEndpoint{}):            {"endpoint", "health_status", "metadata", "load_balancing_weight"},
+}
+
+func msgName(m proto.Message) protoreflect.FullName { return m.ProtoReflect().Descriptor().FullName() }
+
+// checkFields returns an error naming every field of m that is set but not
+// in supported[m's type]. where prefixes the message ("route \"x\"").
+func checkFields(m proto.Message, where string) error {
+	r := m.ProtoReflect()
+	ok, known := supported[r.Descriptor().FullName()]
+	if !known {
+		return fmt.Errorf("internal error: no field list for %s", r.Descriptor().FullName())
+	}
+	var bad []string
+	r.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		if !slices.Contains(ok, string(fd.Name())) {
+			bad = append(bad, string(fd.Name()))
+		}
+		return true
+	})
+	if len(bad) == 0 {
+		return nil
+	}
+	slices.Sort(bad)
+	return fmt.Errorf("%s sets %s, which the Go waypoint does not support yet (XDS.md lists what it honours)", where, strings.Join(bad, ", "))
+}

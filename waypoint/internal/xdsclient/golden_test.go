@@ -1,0 +1,196 @@
+package xdsclient
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"ambit.dev/waypoint/internal/xdstest"
+)
+
+// goldenDir holds the resources the control plane generates
+// (controlplane/internal/waypointxds TestGolden): the other side of
+// XDS.md. This test is the contract check between the two modules.
+const goldenDir = "../../../controlplane/internal/waypointxds/testdata"
+
+// readGolden parses a golden file: "# <type URL>" lines, each followed by
+// that type's resources as protojson documents.
+func readGolden(t *testing.T, path string) map[string][]*anypb.Any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v: the control plane's golden files are the contract's other half", err)
+	}
+	out := map[string][]*anypb.Any{}
+	var typeURL string
+	var doc bytes.Buffer
+	flush := func() {
+		if strings.TrimSpace(doc.String()) == "" {
+			return
+		}
+		dec := json.NewDecoder(&doc)
+		for {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %s: %v", path, typeURL, err)
+			}
+			mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			m := mt.New().Interface()
+			if err := protojson.Unmarshal(raw, m); err != nil {
+				t.Fatalf("%s: %s: %v", path, typeURL, err)
+			}
+			a, err := anypb.New(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[typeURL] = append(out[typeURL], a)
+		}
+		doc.Reset()
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if h, ok := strings.CutPrefix(sc.Text(), "# "); ok {
+			flush()
+			typeURL = h
+			continue
+		}
+		doc.WriteString(sc.Text() + "\n")
+	}
+	flush()
+	return out
+}
+
+func nameOf(a *anypb.Any) string {
+	m, _ := a.UnmarshalNew()
+	r := m.ProtoReflect()
+	for _, f := range []protoreflect.Name{"name", "cluster_name"} {
+		if fd := r.Descriptor().Fields().ByName(f); fd != nil {
+			return r.Get(fd).String()
+		}
+	}
+	return ""
+}
+
+// TestControlPlaneGoldens feeds every golden of the control plane through
+// the client, type by type in ADS order, as a server would send it: no
+// resource may be NACKed, and the result must be complete.
+func TestControlPlaneGoldens(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join(goldenDir, "*.golden"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no golden files in %s (%v)", goldenDir, err)
+	}
+	for _, path := range paths {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			res := readGolden(t, path)
+			c, rec := newClient(t)
+			// The goldens' trust domain, from the SAN prefix they check.
+			c.cfg.TrustDomain = td
+			if strings.Contains(string(mustRead(t, path)), "spiffe://example.org/") {
+				c.cfg.TrustDomain = "example.org"
+			}
+			for _, typ := range typeURLs {
+				resp := &discovery.DeltaDiscoveryResponse{TypeUrl: typ, Nonce: typ}
+				for _, a := range res[typ] {
+					resp.Resources = append(resp.Resources, &discovery.Resource{Name: nameOf(a), Version: "v1", Resource: a})
+				}
+				for _, req := range c.Apply(resp) {
+					if d := req.GetErrorDetail(); d != nil {
+						t.Fatalf("NACK of the control plane's %s: %s", typeName(typ), d.GetMessage())
+					}
+				}
+			}
+			cfg := rec.last()
+			if !cfg.Complete() {
+				t.Fatalf("incomplete: missing %v", cfg.Missing)
+			}
+			httpChains := 0
+			for _, ch := range cfg.Chains {
+				if ch.Protocol.IsHTTP() {
+					httpChains++
+				}
+			}
+			if httpChains != len(res[TypeRoute]) || len(cfg.Routes) != httpChains {
+				t.Errorf("%d HTTP chains, %d route configurations served, %d used", httpChains, len(res[TypeRoute]), len(cfg.Routes))
+			}
+			for _, ch := range cfg.Chains {
+				if ch.Protocol.IsHTTP() && cfg.Routes[ch.RouteName] == nil {
+					t.Errorf("chain %s without its route table", ch.Name)
+				}
+				if cl := cfg.Clusters[ch.Cluster]; ch.Cluster != "" && (cl == nil || !cl.HasEndpoints) {
+					t.Errorf("chain %s without its cluster's endpoints", ch.Name)
+				}
+			}
+		})
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestFixturesMatchControlPlane checks that xdstest, which the in-process
+// tests serve, builds exactly the control plane's example.golden
+// resources (XDS.md §10).
+func TestFixturesMatchControlPlane(t *testing.T) {
+	res := readGolden(t, goldenDir+"/example.golden")
+	web := xdstest.Example()
+	mine := map[string]proto.Message{}
+	for _, l := range xdstest.Listeners(td, []xdstest.Service{web}) {
+		mine[l.GetName()] = l
+	}
+	for _, c := range xdstest.Clusters(td, []xdstest.Service{web}) {
+		mine["c/"+c.GetName()] = c
+	}
+	mine["e/"+web.ClusterName()] = xdstest.Assignment(web)
+	mine["r/"+web.RouteName()] = xdstest.Route(web)
+	for typ, as := range res {
+		for _, a := range as {
+			m, err := a.UnmarshalNew()
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := nameOf(a)
+			switch typ {
+			case TypeCluster:
+				key = "c/" + key
+			case TypeAssignment:
+				key = "e/" + key
+			case TypeRoute:
+				key = "r/" + key
+			}
+			want := mine[key]
+			delete(mine, key)
+			if !proto.Equal(m, want) {
+				t.Errorf("%s differs:\ngolden %s\nxdstest %s", key, protojson.Format(m), protojson.Format(want))
+			}
+		}
+	}
+	if len(mine) > 0 {
+		t.Errorf("xdstest builds resources the control plane does not: %v", slices.Collect(maps.Keys(mine)))
+	}
+}
