@@ -11,7 +11,7 @@ MODULES := ./api/... ./pkg/... ./ztunnel/... ./controlplane/... ./cni-plugin/...
 CMDS := ./e2e/cmd/ambit-localcluster ./e2e/cmd/ambit-testapp ./e2e/cmd/ambit-pause ./e2e/cmd/ambit-testreport \
         ./controlplane/cmd/ambit-controlplane ./ztunnel/cmd/ztunnel ./ztunnel/cmd/ztunnel-admin \
         ./cni-plugin/cmd/ambit-cni ./cni-plugin/cmd/ambit-cni-lookup ./cni-plugin/cmd/ambit-node-agent \
-        ./ambitctl/cmd/ambitctl
+        ./ambitctl/cmd/ambitctl ./waypoint/cmd/ambit-waypoint
 # Host tools the node agent image carries (the in-pod rules are written with
 # iptables, nf_tables backend), with their symlinks and shared libraries.
 IPTABLES_FILES := /usr/sbin/iptables /usr/sbin/iptables-save /usr/sbin/iptables-restore \
@@ -43,6 +43,7 @@ images: build ## pack the binaries that run in pods as image tarballs
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ztunnel --bin $(BIN)/ztunnel-admin --ref localhost/ambit-ztunnel:dev --out $(OUT)/images/ambit-ztunnel.tar
 	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-node-agent --bin $(BIN)/ambit-cni --bin $(BIN)/ambit-cni-lookup \
 		$(addprefix --host-file ,$(IPTABLES_FILES)) --ref localhost/ambit-node-agent:dev --out $(OUT)/images/ambit-node-agent.tar
+	$(BIN)/ambit-localcluster image-build --bin $(BIN)/ambit-waypoint --ref localhost/ambit-waypoint:dev --out $(OUT)/images/ambit-waypoint.tar
 
 generate: ## regenerate the Go code from api/ protos
 	@api/hack/generate.sh
@@ -72,7 +73,7 @@ test-e2e: ## e2e tier on a fresh 2-node local cluster
 cluster-up: deps k8s images ## bring up a 2-node local cluster (name "ambit")
 	$(BIN)/ambit-localcluster up --name ambit --nodes 2 --image $(OUT)/images/ambit-testapp.tar \
 		--image $(OUT)/images/ambit-controlplane.tar --image $(OUT)/images/ambit-ztunnel.tar \
-		--image $(OUT)/images/ambit-node-agent.tar
+		--image $(OUT)/images/ambit-node-agent.tar --image $(OUT)/images/ambit-waypoint.tar
 
 cluster-down: ## tear the local cluster down
 	@if [ -x $(BIN)/ambit-localcluster ]; then $(BIN)/ambit-localcluster down --name ambit; fi

@@ -20,7 +20,7 @@ ambitctl=bin/ambitctl
 say "local cluster: 2 nodes"
 bin/ambit-localcluster up --name ambit --nodes 2 --image _output/images/ambit-testapp.tar \
   --image _output/images/ambit-controlplane.tar --image _output/images/ambit-ztunnel.tar \
-  --image _output/images/ambit-node-agent.tar
+  --image _output/images/ambit-node-agent.tar --image _output/images/ambit-waypoint.tar
 export KUBECONFIG=$(bin/ambit-localcluster kubeconfig --name ambit)
 kubectl=$(ls "${AMBIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ambit}"/k8s/*/bin/kubectl | tail -n 1)
 "$kubectl" get nodes -o wide

@@ -73,7 +73,7 @@ run_e2e() {
   e2e/hack/build-k8s.sh || { fail_tier e2e "kubernetes build failed"; return; }
   "$bin/ambit-localcluster" up --name e2e --nodes 2 --image "$root/_output/images/ambit-testapp.tar" \
     --image "$root/_output/images/ambit-controlplane.tar" --image "$root/_output/images/ambit-ztunnel.tar" \
-    --image "$root/_output/images/ambit-node-agent.tar" \
+    --image "$root/_output/images/ambit-node-agent.tar" --image "$root/_output/images/ambit-waypoint.tar" \
     || { fail_tier e2e "cluster did not come up"; "$bin/ambit-localcluster" down --name e2e; return; }
   kc=$("$bin/ambit-localcluster" kubeconfig --name e2e)
   KUBECONFIG=$kc AMBIT_E2E_ARTIFACTS=$root/_output/e2e-artifacts \

@@ -139,6 +139,11 @@ func TestRenderDefaults(t *testing.T) {
 	want := []string{
 		"CustomResourceDefinition authorizationpolicies.security.ambit.dev",
 		"CustomResourceDefinition peerauthentications.security.ambit.dev",
+		"CustomResourceDefinition gatewayclasses.gateway.networking.k8s.io",
+		"CustomResourceDefinition gateways.gateway.networking.k8s.io",
+		"CustomResourceDefinition grpcroutes.gateway.networking.k8s.io",
+		"CustomResourceDefinition httproutes.gateway.networking.k8s.io",
+		"CustomResourceDefinition referencegrants.gateway.networking.k8s.io",
 		"Namespace ambit-system",
 		"ServiceAccount ambit-system/ambit-controlplane",
 		"ServiceAccount ambit-system/ambit-node-agent",
@@ -168,6 +173,8 @@ func TestRenderDefaults(t *testing.T) {
 			{"Deployment", "ambit-controlplane", "localhost/ambit-controlplane:dev", []string{
 				"--namespace=ambit-system", "--service-name=ambit-controlplane", "--node-proxies=ambit-system/ztunnel",
 				"--root-namespace=ambit-system", "--trust-domain=cluster.local", "--log-level=info", "--log-format=json",
+				"--waypoint-image=localhost/ambit-waypoint:dev", "--waypoint-image-pull-policy=Never",
+				"--waypoint-xds-address=$(AMBIT_CONTROLPLANE_SERVICE_HOST):15012",
 			}},
 			{"DaemonSet", "ztunnel", "localhost/ambit-ztunnel:dev", []string{
 				"--xds-address=$(AMBIT_CONTROLPLANE_SERVICE_HOST):15012", "--ca-address=$(AMBIT_CONTROLPLANE_SERVICE_HOST):15017",
@@ -208,6 +215,32 @@ func TestRenderDefaults(t *testing.T) {
 		}
 	})
 
+	t.Run("controlplane RBAC covers waypoints", func(t *testing.T) {
+		cr := find[*rbacv1.ClusterRole](t, objs, "ClusterRole", "ambit-controlplane")
+		for _, w := range []struct{ group, resource, verb string }{
+			{"gateway.networking.k8s.io", "gateways", "watch"},
+			{"gateway.networking.k8s.io", "gatewayclasses", "list"},
+			{"gateway.networking.k8s.io", "gatewayclasses", "create"},
+			{"gateway.networking.k8s.io", "gatewayclasses", "patch"},
+			{"gateway.networking.k8s.io", "httproutes", "watch"},
+			{"gateway.networking.k8s.io", "grpcroutes", "watch"},
+			{"gateway.networking.k8s.io", "gateways/status", "patch"},
+			{"gateway.networking.k8s.io", "gatewayclasses/status", "patch"},
+			{"apps", "deployments", "create"},
+			{"apps", "deployments", "patch"},
+			{"apps", "deployments", "watch"},
+			{"", "services", "patch"},
+			{"", "serviceaccounts", "patch"},
+			{"", "serviceaccounts", "watch"},
+		} {
+			if !slices.ContainsFunc(cr.Rules, func(r rbacv1.PolicyRule) bool {
+				return slices.Contains(r.APIGroups, w.group) && slices.Contains(r.Resources, w.resource) && slices.Contains(r.Verbs, w.verb) && len(r.ResourceNames) == 0
+			}) {
+				t.Errorf("ClusterRole ambit-controlplane cannot %s %s.%s: %+v", w.verb, w.resource, w.group, cr.Rules)
+			}
+		}
+	})
+
 	t.Run("CRDs are the files verbatim", func(t *testing.T) {
 		for _, o := range objs {
 			if o.kind != "CustomResourceDefinition" {
@@ -215,12 +248,24 @@ func TestRenderDefaults(t *testing.T) {
 			}
 			crd := o.obj.(*apiextensionsv1.CustomResourceDefinition)
 			file := filepath.Join("ambit", "files", "crds", "security.ambit.dev_"+crd.Spec.Names.Plural+".yaml")
+			if crd.Spec.Group == "gateway.networking.k8s.io" {
+				file = filepath.Join("ambit", "files", "gateway-api", "gateway.networking.k8s.io_"+crd.Spec.Names.Plural+".yaml")
+			}
 			src, err := os.ReadFile(file)
 			if err != nil {
 				t.Fatal(err)
 			}
+			want := string(src)
+			if crd.Spec.Group == "gateway.networking.k8s.io" {
+				// The upstream file, with the keep annotation added first.
+				anchor := "\nmetadata:\n  annotations:\n"
+				want = strings.Replace(want, anchor, anchor+"    helm.sh/resource-policy: keep\n", 1)
+				if crd.Annotations["gateway.networking.k8s.io/bundle-version"] != "v1.4.1" || crd.Annotations["gateway.networking.k8s.io/channel"] != "standard" {
+					t.Errorf("%s: annotations %v, want bundle v1.4.1 of the standard channel", o.name, crd.Annotations)
+				}
+			}
 			_, body, _ := strings.Cut(o.raw, "\n") // the "# Source:" line
-			if strings.TrimSpace(body) != strings.TrimSpace(string(src)) {
+			if strings.TrimSpace(body) != strings.TrimSpace(want) {
 				t.Errorf("rendered %s differs from %s", o.name, file)
 			}
 			if crd.Annotations["helm.sh/resource-policy"] != "keep" {
@@ -459,10 +504,37 @@ func TestRenderValues(t *testing.T) {
 			},
 		},
 		{
-			name:   "crds.install false",
+			name:   "crds.install false leaves out the Ambit CRDs only",
 			values: map[string]any{"crds": map[string]any{"install": false}},
 			check: func(t *testing.T, objs []object) {
+				if got := crdGroups(objs); !slices.Equal(got, []string{"gateway.networking.k8s.io"}) {
+					t.Errorf("CRD groups %v, want only the Gateway API's", got)
+				}
+			},
+		},
+		{
+			name:   "gatewayAPI.installCRDs false leaves out the Gateway API CRDs only",
+			values: map[string]any{"gatewayAPI": map[string]any{"installCRDs": false}},
+			check: func(t *testing.T, objs []object) {
+				if got := crdGroups(objs); !slices.Equal(got, []string{"security.ambit.dev"}) {
+					t.Errorf("CRD groups %v, want only security.ambit.dev", got)
+				}
+			},
+		},
+		{
+			name:   "no CRDs at all",
+			values: map[string]any{"gatewayAPI": map[string]any{"installCRDs": false}, "crds": map[string]any{"install": false}},
+			check: func(t *testing.T, objs []object) {
 				wantNoKind(t, objs, "CustomResourceDefinition")
+			},
+		},
+		{
+			name:   "waypoint image",
+			values: map[string]any{"waypoint": map[string]any{"image": map[string]any{"registry": "registry.example.com/ambit", "tag": "v0.1.0", "pullPolicy": "IfNotPresent"}}},
+			check: func(t *testing.T, objs []object) {
+				cp := container(t, objs, "Deployment", "ambit-controlplane")
+				wantArg(t, cp, "--waypoint-image=registry.example.com/ambit/ambit-waypoint:v0.1.0")
+				wantArg(t, cp, "--waypoint-image-pull-policy=IfNotPresent")
 			},
 		},
 	} {
@@ -477,6 +549,18 @@ func wantArg(t *testing.T, c corev1.Container, arg string) {
 	if !slices.Contains(c.Args, arg) {
 		t.Errorf("container %s args %q lack %s", c.Name, c.Args, arg)
 	}
+}
+
+// crdGroups returns the groups of the rendered CRDs, sorted, each once.
+func crdGroups(objs []object) []string {
+	var out []string
+	for _, o := range objs {
+		if crd, ok := o.obj.(*apiextensionsv1.CustomResourceDefinition); ok && !slices.Contains(out, crd.Spec.Group) {
+			out = append(out, crd.Spec.Group)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func wantNoKind(t *testing.T, objs []object, kind string) {
@@ -573,6 +657,16 @@ func TestRenderRejects(t *testing.T) {
 			name:   "root namespace not a name",
 			values: map[string]any{"meshRootNamespace": "Mesh Root"},
 			want:   []string{"/meshRootNamespace"},
+		},
+		{
+			name:   "gatewayAPI.installCRDs not a bool",
+			values: map[string]any{"gatewayAPI": map[string]any{"installCRDs": "yes"}},
+			want:   []string{"/gatewayAPI/installCRDs"},
+		},
+		{
+			name:   "unknown waypoint pull policy",
+			values: map[string]any{"waypoint": map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}},
+			want:   []string{"/waypoint/image/pullPolicy"},
 		},
 		{
 			name:   "pluginCA.enabled not a bool",

@@ -192,13 +192,21 @@ func daemonSet(name string) *appsv1.DaemonSet {
 		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}}}
 }
 
+// allCRDs has every CRD of components.CRDs established.
+func allCRDs() map[string]readiness.State {
+	m := map[string]readiness.State{}
+	for _, name := range components.CRDs {
+		m[name] = readiness.State{Ready: true}
+	}
+	return m
+}
+
 func healthy() Install {
 	one := int32(1)
 	return Install{
 		Namespace: "ambit-system",
 		Nodes:     []corev1.Node{node("n1", "6.1", corev1.ConditionTrue, ""), node("n2", "6.1", corev1.ConditionTrue, "")},
-		CRDs: map[string]readiness.State{
-			"authorizationpolicies.security.ambit.dev": {Ready: true}, "peerauthentications.security.ambit.dev": {Ready: true}},
+		CRDs:      allCRDs(),
 		ControlPlane: &appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: &one},
 			Status: appsv1.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1}},
 		DaemonSets: map[string]*appsv1.DaemonSet{components.Ztunnel: daemonSet(components.Ztunnel), components.NodeAgent: daemonSet(components.NodeAgent)},
@@ -217,7 +225,7 @@ func TestPostInstall(t *testing.T) {
 		want   []string
 	}{
 		{"healthy", func(*Install) {}, []string{
-			"ok    CRDs established: authorizationpolicies.security.ambit.dev, peerauthentications.security.ambit.dev",
+			"ok    CRDs established: " + strings.Join(components.CRDs, ", "),
 			"ok    control plane available (1/1 available)",
 			"ok    ztunnel ready on 2 node(s): n1, n2",
 			"ok    node agent ready on 2 node(s): n1, n2",
@@ -235,8 +243,7 @@ func TestPostInstall(t *testing.T) {
 		{"nothing installed", func(in *Install) {
 			in.CRDs, in.ControlPlane, in.DaemonSets, in.Pods, in.RootCert = nil, nil, nil, nil, nil
 		}, []string{
-			"FAIL  CRD authorizationpolicies.security.ambit.dev is missing: run ambitctl install",
-			"FAIL  CRD peerauthentications.security.ambit.dev is missing",
+			"FAIL  CRDs missing: authorizationpolicies.security.ambit.dev, gatewayclasses.gateway.networking.k8s.io",
 			"FAIL  control plane Deployment ambit-system/ambit-controlplane not found: run ambitctl install -n ambit-system",
 			"FAIL  ztunnel DaemonSet ambit-system/ztunnel not found",
 			"FAIL  node agent DaemonSet ambit-system/ambit-node-agent not found",

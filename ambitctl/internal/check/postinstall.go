@@ -44,20 +44,24 @@ func PostInstall(in Install) []Result {
 	return append(out, RootCert(in.Namespace, in.RootCert))
 }
 
-// CRDs checks that each of Ambit's CRDs exists and is Established.
+// CRDs checks that each of Ambit's CRDs exists and is Established; the
+// missing ones are reported on one line.
 func CRDs(found map[string]readiness.State) []Result {
 	var out []Result
-	var good []string
+	var good, missing []string
 	for _, name := range components.CRDs {
 		st, present := found[name]
 		switch {
 		case !present:
-			out = append(out, fail("run ambitctl install (uninstall --delete-crds removes them)", "CRD %s is missing", name))
+			missing = append(missing, name)
 		case !st.Ready:
 			out = append(out, fail("kubectl get crd "+name+" -o yaml (see status.conditions)", "CRD %s is not established (%s)", name, st.Reason))
 		default:
 			good = append(good, name)
 		}
+	}
+	if len(missing) > 0 {
+		out = append([]Result{fail("run ambitctl install (uninstall --delete-crds removes them)", "CRDs missing: %s", joinNames(missing))}, out...)
 	}
 	if len(out) == 0 {
 		return []Result{ok("CRDs established: %s", joinNames(good))}

@@ -26,9 +26,16 @@ const (
 )
 
 // CRDs are the CustomResourceDefinitions an installation must have.
+// Sorted by name. The Gateway API ones (standard channel) are installed by
+// the chart unless gatewayAPI.installCRDs=false; waypoints need them.
 var CRDs = []string{
 	"authorizationpolicies.security.ambit.dev",
+	"gatewayclasses.gateway.networking.k8s.io",
+	"gateways.gateway.networking.k8s.io",
+	"grpcroutes.gateway.networking.k8s.io",
+	"httproutes.gateway.networking.k8s.io",
 	"peerauthentications.security.ambit.dev",
+	"referencegrants.gateway.networking.k8s.io",
 }
 
 // Kinds of the workloads below.

@@ -27,6 +27,9 @@ const (
 	DefaultRetryPeriod   = 2 * time.Second
 )
 
+// DefaultWaypointImage is the waypoint image `make images` builds.
+const DefaultWaypointImage = "localhost/ambit-waypoint:dev"
+
 // EnvPodName is the environment variable holding the pod name (set from
 // the downward API's metadata.name); it is the leader election identity.
 const EnvPodName = "AMBIT_POD_NAME"
@@ -69,6 +72,17 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is "text" or "json".
 	LogFormat string
+
+	// WaypointImage is the ambit-waypoint image the waypoint controller
+	// deploys for each waypoint Gateway, and WaypointImagePullPolicy its
+	// pull policy (Always, IfNotPresent or Never).
+	WaypointImage           string
+	WaypointImagePullPolicy string
+	// WaypointXDSAddress is the control plane's xDS address (host:port) as
+	// waypoint pods reach it; by default <service-name>.<namespace>.svc:15012.
+	// Without cluster DNS, pass the Service's ClusterIP (the chart passes
+	// $(AMBIT_CONTROLPLANE_SERVICE_HOST):15012).
+	WaypointXDSAddress string
 
 	// LeaderElect runs the writers (the trust-bundle ConfigMap) only on the
 	// replica holding the Lease LeaderElectLeaseName in Namespace. Every
@@ -136,6 +150,9 @@ func ParseEnv(args []string, out io.Writer, env Env) (Config, error) {
 	fs.StringVar(&servingNames, "serving-names", "", "comma-separated extra DNS names or IPs for the serving certificate")
 	fs.StringVar(&logLevel, "log-level", "info", "minimum log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.WaypointImage, "waypoint-image", DefaultWaypointImage, "image of the waypoint proxies deployed for Gateways of class ambit-waypoint")
+	fs.StringVar(&c.WaypointImagePullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of --waypoint-image: Always, IfNotPresent or Never")
+	fs.StringVar(&c.WaypointXDSAddress, "waypoint-xds-address", "", "the control plane's xDS address (host:port) as waypoint pods reach it (default <service-name>.<namespace>.svc:15012)")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", true, "run the writers (trust-bundle ConfigMap) only on the replica holding a Lease; every replica serves xDS and the CA. Set false only with exactly one replica")
 	fs.StringVar(&c.LeaderElectLeaseName, "leader-elect-lease-name", DefaultLeaseName, "name of the leader election Lease (coordination.k8s.io) in --namespace")
 	if err := fs.Parse(args); err != nil {
@@ -146,6 +163,9 @@ func ParseEnv(args []string, out io.Writer, env Env) (Config, error) {
 	}
 	if c.RootNamespace == "" {
 		c.RootNamespace = c.Namespace
+	}
+	if c.WaypointXDSAddress == "" {
+		c.WaypointXDSAddress = net.JoinHostPort(c.ServiceName+"."+c.Namespace+".svc", "15012")
 	}
 	c.NodeProxies = splitList(nodeProxies)
 	c.ServingNames = splitList(servingNames)
@@ -205,6 +225,17 @@ func (c Config) Validate() error {
 			return fmt.Errorf("config: %s and %s are both %q", other, a.flag, a.v)
 		}
 		seen[a.v] = a.flag
+	}
+	if c.WaypointImage == "" {
+		return errors.New("config: --waypoint-image must not be empty")
+	}
+	switch c.WaypointImagePullPolicy {
+	case "Always", "IfNotPresent", "Never":
+	default:
+		return fmt.Errorf("config: --waypoint-image-pull-policy %q: want Always, IfNotPresent or Never", c.WaypointImagePullPolicy)
+	}
+	if _, _, err := net.SplitHostPort(c.WaypointXDSAddress); err != nil && c.WaypointXDSAddress != "" {
+		return fmt.Errorf("config: --waypoint-xds-address %q is not host:port: %w", c.WaypointXDSAddress, err)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("config: --log-format %q: want text or json", c.LogFormat)

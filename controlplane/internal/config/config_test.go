@@ -41,6 +41,7 @@ func TestParse(t *testing.T) {
 			TrustDomain: "cluster.local", ClusterDomain: "cluster.local", Namespace: "ambit-system", RootNamespace: "ambit-system", ServiceName: "ambit-controlplane",
 			XDSAddr: ":15012", CAAddr: ":15017", MonitoringAddr: ":15014",
 			NodeProxies: []string{"ambit-system/ztunnel"}, LogLevel: slog.LevelInfo, LogFormat: "text",
+			WaypointImage: "localhost/ambit-waypoint:dev", WaypointImagePullPolicy: "IfNotPresent", WaypointXDSAddress: "ambit-controlplane.ambit-system.svc:15012",
 			LeaderElect: true, LeaderElectLeaseName: "ambit-controlplane", LeaderElectIdentity: "ambit-controlplane-7d9c-x2x4q",
 			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		}
@@ -74,6 +75,30 @@ func TestParse(t *testing.T) {
 		}
 		if d.RootNamespace != "mesh" {
 			t.Fatalf("root namespace %q, want the control plane's namespace mesh", d.RootNamespace)
+		}
+	})
+	t.Run("waypoint", func(t *testing.T) {
+		c, err := ParseEnv([]string{"--waypoint-image=registry.example.com/ambit/ambit-waypoint:v0.1.0", "--waypoint-image-pull-policy=Never",
+			"--waypoint-xds-address=[fd00:96::5]:15012"}, io.Discard, podEnv("cp-0", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.WaypointImage != "registry.example.com/ambit/ambit-waypoint:v0.1.0" || c.WaypointImagePullPolicy != "Never" || c.WaypointXDSAddress != "[fd00:96::5]:15012" {
+			t.Fatalf("Parse = %+v", c)
+		}
+		d, err := ParseEnv([]string{"--namespace=mesh", "--service-name=cp", "--waypoint-xds-address=10.96.0.5:15012"}, io.Discard, podEnv("cp-0", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.WaypointXDSAddress != "10.96.0.5:15012" {
+			t.Fatalf("xds address %q", d.WaypointXDSAddress)
+		}
+		e, err := ParseEnv([]string{"--namespace=mesh", "--service-name=cp"}, io.Discard, podEnv("cp-0", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.WaypointXDSAddress != "cp.mesh.svc:15012" {
+			t.Fatalf("default xds address %q, want cp.mesh.svc:15012", e.WaypointXDSAddress)
 		}
 	})
 	t.Run("leader election", func(t *testing.T) {
@@ -115,6 +140,9 @@ func TestParse(t *testing.T) {
 		{"bad root namespace", []string{"--root-namespace=Not_A_Namespace"}},
 		{"bad lease name", []string{"--leader-elect-lease-name=Not_A_Name"}},
 		{"empty lease name", []string{"--leader-elect-lease-name="}},
+		{"empty waypoint image", []string{"--waypoint-image="}},
+		{"bad waypoint pull policy", []string{"--waypoint-image-pull-policy=Sometimes"}},
+		{"waypoint xds address without port", []string{"--waypoint-xds-address=10.96.0.5"}},
 		{"positional argument", []string{"serve"}},
 		{"unknown flag", []string{"--no-such-flag"}},
 	}

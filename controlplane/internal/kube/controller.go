@@ -1,8 +1,13 @@
 // Package kube watches Kubernetes and keeps the mesh model up to date: it
 // turns Namespaces, Pods, Services, EndpointSlices and Nodes into the
-// Address resources of workload discovery (through internal/model), and
-// security.ambit.dev AuthorizationPolicies and PeerAuthentications into its
-// Authorization resources (through internal/policy), and hands the resources
+// Address resources of workload discovery (through internal/model), with
+// the waypoint each Service and Workload is bound to (Gateway API Gateways
+// of class ambit-waypoint that are Programmed, chosen by the labels
+// ambit.dev/use-waypoint: model.ServiceWaypoint, model.WorkloadWaypoint;
+// a label naming a Gateway that cannot take the traffic is logged and
+// counted in ambit_model_waypoint_unusable, and the traffic goes without a
+// waypoint), and security.ambit.dev AuthorizationPolicies and
+// PeerAuthentications into its Authorization resources (through internal/policy), and hands the resources
 // that changed, and only those, to a Sink (the xDS server). The leader also
 // writes each policy's Accepted condition (RunStatusWriter).
 //
@@ -30,6 +35,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -84,10 +90,11 @@ const (
 	kindNode
 	kindAuthorizationPolicy
 	kindPeerAuthentication
+	kindGateway
 )
 
 func (k kind) String() string {
-	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication"}[k]
+	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway"}[k]
 }
 
 // key is a workqueue item: one object, by kind, namespace and name.
@@ -107,20 +114,30 @@ type Controller struct {
 	domain  string
 	metrics *metrics
 
-	factory    informers.SharedInformerFactory
-	informers  []cache.SharedIndexInformer
-	pods       cache.SharedIndexInformer
-	podLister  corelisters.PodLister
-	nsLister   corelisters.NamespaceLister
-	svcLister  corelisters.ServiceLister
-	nodeLister corelisters.NodeLister
-	slices     cache.SharedIndexInformer
+	factory     informers.SharedInformerFactory
+	informers   []cache.SharedIndexInformer
+	pods        cache.SharedIndexInformer
+	nsInformer  cache.SharedIndexInformer
+	svcInformer cache.SharedIndexInformer
+	podLister   corelisters.PodLister
+	nsLister    corelisters.NamespaceLister
+	svcLister   corelisters.ServiceLister
+	nodeLister  corelisters.NodeLister
+	slices      cache.SharedIndexInformer
 
 	dyn           dynamic.Interface
 	dynFactory    dynamicinformer.DynamicSharedInformerFactory
 	authzPolicies cache.SharedIndexInformer
 	peerAuthns    cache.SharedIndexInformer
 	rootNamespace string
+
+	// discovery tells Run whether the Gateway API is installed; gwFactory
+	// and gatewayInformer watch Gateways then, and gateways is set to
+	// gatewayInformer once it runs (nil: no waypoints are bound).
+	discovery       discovery.DiscoveryInterface
+	gwFactory       dynamicinformer.DynamicSharedInformerFactory
+	gatewayInformer cache.SharedIndexInformer
+	gateways        cache.SharedIndexInformer
 
 	queue  workqueue.TypedRateLimitingInterface[key]
 	synced chan struct{}
@@ -141,6 +158,11 @@ type Controller struct {
 	// publishedAuthz is every Authorization resource last handed to the
 	// sink.
 	publishedAuthz map[string]*workloadv1alpha1.Authorization
+	// waypoints are the Gateways of class ambit-waypoint.
+	waypoints model.Waypoints
+	// unusable are the resources whose waypoint label names a Gateway
+	// that cannot take their traffic, by resource name.
+	unusable map[string]unusableBinding
 
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
@@ -180,12 +202,18 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		rootNamespace:  cfg.RootNamespace,
 		policies:       policy.NewIndex(),
 		publishedAuthz: map[string]*workloadv1alpha1.Authorization{},
+
+		discovery: client.Discovery(),
+		gwFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		waypoints: model.Waypoints{},
+		unusable:  map[string]unusableBinding{},
 	}
+	c.gatewayInformer = c.gwFactory.ForResource(GatewaysResource).Informer()
 	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
 	c.peerAuthns = c.dynFactory.ForResource(PeerAuthenticationsResource).Informer()
-	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns} {
+	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer} {
 		if err := inf.SetTransform(trimUnstructured); err != nil {
-			return nil, fmt.Errorf("kube: policy informer: %w", err)
+			return nil, fmt.Errorf("kube: policy or gateway informer: %w", err)
 		}
 	}
 
@@ -213,10 +241,16 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		return nil, fmt.Errorf("kube: endpointslice index: %w", err)
 	}
 
-	nsInformer := core.Namespaces().Informer()
-	svcInformer := core.Services().Informer()
+	c.nsInformer = core.Namespaces().Informer()
+	c.svcInformer = core.Services().Informer()
+	nsInformer, svcInformer := c.nsInformer, c.svcInformer
 	nodeInformer := core.Nodes().Informer()
 	c.informers = []cache.SharedIndexInformer{nsInformer, c.pods, svcInformer, c.slices, nodeInformer, c.authzPolicies, c.peerAuthns}
+	for _, inf := range []cache.SharedIndexInformer{nsInformer, c.pods, svcInformer} {
+		if err := inf.AddIndexers(cache.Indexers{byWaypoint: indexByWaypoint}); err != nil {
+			return nil, fmt.Errorf("kube: waypoint index: %w", err)
+		}
+	}
 
 	handlers := []struct {
 		inf cache.SharedIndexInformer
@@ -234,6 +268,9 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		// status-only updates, such as the status writer's own, are ignored.
 		{c.authzPolicies, c.handler(kindAuthorizationPolicy, specChanged)},
 		{c.peerAuthns, c.handler(kindPeerAuthentication, specChanged)},
+		// A Gateway matters when its class, its waypoint-for label or its
+		// Programmed condition changes.
+		{c.gatewayInformer, c.handler(kindGateway, gatewayChanged)},
 		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(obj any, initial bool) {
 				if !initial {
@@ -392,22 +429,36 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrash()
 	defer c.factory.Shutdown() // runs last: waits for the informers to stop
 	defer c.dynFactory.Shutdown()
+	defer c.gwFactory.Shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.queue.ShutDown()
 
-	c.factory.Start(ctx.Done())
-	c.dynFactory.Start(ctx.Done())
-	syncs := make([]cache.InformerSynced, 0, len(c.informers))
+	gatewayAPI, err := gatewayAPIInstalled(c.discovery)
+	if err != nil {
+		return err
+	}
+	syncs := make([]cache.InformerSynced, 0, len(c.informers)+1)
 	for _, inf := range c.informers {
 		syncs = append(syncs, inf.HasSynced)
 	}
+	if gatewayAPI {
+		c.mu.Lock()
+		c.gateways = c.gatewayInformer
+		c.mu.Unlock()
+		c.gwFactory.Start(ctx.Done())
+		syncs = append(syncs, c.gatewayInformer.HasSynced)
+	} else {
+		c.log.Warn("the Gateway API (gateway.networking.k8s.io/v1 gateways) is not installed: no traffic is bound to a waypoint; install its CRDs (deploy/, gatewayAPI.installCRDs) and restart the control plane")
+	}
+	c.factory.Start(ctx.Done())
+	c.dynFactory.Start(ctx.Done())
 	c.log.Info("waiting for informer caches")
 	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return errors.New("kube: informer caches did not sync: are the security.ambit.dev CRDs installed (deploy/manifests), and can the control plane list and watch namespaces, pods, services, endpointslices, nodes, authorizationpolicies and peerauthentications (RBAC)?")
+		return errors.New("kube: informer caches did not sync: are the security.ambit.dev CRDs installed (deploy/manifests), and can the control plane list and watch namespaces, pods, services, endpointslices, nodes, authorizationpolicies, peerauthentications and gateways (RBAC)?")
 	}
 	if err := c.resyncAll(); err != nil {
 		return err
@@ -446,6 +497,7 @@ func (c *Controller) resyncAll() error {
 	if err := c.publishAuthorizations(); err != nil {
 		return err
 	}
+	c.loadWaypoints()
 	b := c.newBatch()
 	svcs, err := c.svcLister.List(labels.Everything())
 	if err != nil {
@@ -498,12 +550,21 @@ func (c *Controller) reconcile(k key) error {
 	case kindService:
 		c.reconcileService(model.ObjectRef{Namespace: k.namespace, Name: k.name}, b)
 	case kindNamespace:
-		pods, err := c.podLister.Pods(k.name).List(labels.Everything())
-		if err != nil {
-			return fmt.Errorf("kube: listing pods of namespace %s: %w", k.name, err)
+		// Its labels decide enrolment (pods) and waypoints (pods and
+		// Services).
+		pods, svcs := map[model.ObjectRef]bool{}, map[model.ObjectRef]bool{}
+		if err := c.namespaceObjects(k.name, pods, svcs); err != nil {
+			return err
 		}
-		for _, p := range pods {
-			c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
+		for svc := range svcs {
+			c.reconcileService(svc, b)
+		}
+		for p := range pods {
+			c.reconcilePod(p, b)
+		}
+	case kindGateway:
+		if err := c.reconcileGateway(model.ObjectRef{Namespace: k.namespace, Name: k.name}, b); err != nil {
+			return err
 		}
 	case kindAuthorizationPolicy, kindPeerAuthentication:
 		if err := c.reconcilePolicy(policy.Ref{Kind: policyKind(k.kind), Namespace: k.namespace, Name: k.name}, b); err != nil {
@@ -614,13 +675,21 @@ func (c *Controller) reconcilePod(ref model.ObjectRef, b *batch) {
 			_, err := c.nodeLister.Get(mp.NodeName)
 			nodeExists = err == nil
 		}
-		w, ok, _ = model.DeriveWorkload(c.cfg, toNamespace(ns), mp, c.podServices[ref], nodeExists)
+		mns := toNamespace(ns)
+		w, ok, _ = model.DeriveWorkload(c.cfg, mns, mp, c.podServices[ref], nodeExists)
 		if ok {
 			w.AuthorizationPolicies = c.policies.ForWorkload(mp.Namespace, mp.Labels)
+			wb := model.WorkloadWaypoint(mns, mp, c.waypoints, c.domain)
+			w = model.WaypointWorkload(w, mp, c.waypoints, wb)
+			if old != "" && old != w.UID {
+				c.noteBinding(old, model.TrafficWorkload, nil)
+			}
+			c.noteBinding(w.UID, model.TrafficWorkload, &wb)
 		}
 	}
 	if !ok {
 		if old != "" {
+			c.noteBinding(old, model.TrafficWorkload, nil)
 			c.remove(b, old)
 			delete(c.podUID, ref)
 			b.pods = append(b.pods, ref)
@@ -648,10 +717,19 @@ func (c *Controller) reconcileService(ref model.ObjectRef, b *batch) {
 	}
 	var members map[model.ObjectRef][]model.PortMapping
 	if svc == nil {
+		c.noteBinding(name, model.TrafficService, nil)
 		c.remove(b, name)
 	} else if ms := toService(svc, c.domain); !ms.Published() {
+		c.noteBinding(name, model.TrafficService, nil)
 		c.remove(b, name)
 	} else {
+		var ns *corev1.Namespace
+		if n, err := c.nsLister.Get(ref.Namespace); err == nil {
+			ns = n
+		}
+		sb := model.ServiceWaypoint(toNamespace(ns), ms, c.waypoints, c.domain)
+		ms.Waypoint = sb.Waypoint
+		c.noteBinding(name, model.TrafficService, &sb)
 		objs, err := c.slices.GetIndexer().ByIndex(slicesByService, ref.String())
 		if err != nil {
 			utilruntime.HandleError(err)

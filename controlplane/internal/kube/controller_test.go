@@ -131,21 +131,46 @@ func fixture() []runtime.Object {
 	}
 }
 
-// start runs a controller on fake clients holding objs: policies
-// (*unstructured.Unstructured) in the dynamic client, the rest in the
-// clientset.
+// start runs a controller on fake clients holding objs: policies and
+// Gateways (*unstructured.Unstructured) in the dynamic client, the rest in
+// the clientset. The API server serves the Gateway API.
 func start(t *testing.T, objs ...runtime.Object) *env {
 	t.Helper()
-	var core, policies []runtime.Object
+	return startWith(t, true, objs...)
+}
+
+// startWith is start with or without the Gateway API.
+func startWith(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *env {
+	t.Helper()
+	var core, policies, gateways []runtime.Object
 	for _, o := range objs {
-		if _, ok := o.(*unstructured.Unstructured); ok {
+		if u, ok := o.(*unstructured.Unstructured); ok && u.GetKind() == "Gateway" {
+			gateways = append(gateways, o)
+		} else if ok {
 			policies = append(policies, o)
 		} else {
 			core = append(core, o)
 		}
 	}
 	client := fake.NewClientset(core...)
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), PolicyListKinds(), policies...)
+	watched := 7 // namespaces, pods, services, endpointslices, nodes and the two policies
+	if gatewayAPI {
+		client.Resources = []*metav1.APIResourceList{{
+			GroupVersion: GatewaysResource.GroupVersion().String(),
+			APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}},
+		}}
+		watched++
+	}
+	listKinds := PolicyListKinds()
+	maps.Copy(listKinds, GatewayListKinds())
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, policies...)
+	for _, g := range gateways {
+		// Added with its resource: the fake's guess from the kind is
+		// "gatewaies".
+		if err := dyn.Tracker().Create(GatewaysResource, g, g.(*unstructured.Unstructured).GetNamespace()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Make every watch a tracker watch, and count them, so the test changes
 	// objects only once all informers watch (the fake clientset drops
 	// events that happen between an informer's list and its watch).
@@ -190,7 +215,7 @@ func start(t *testing.T, objs ...runtime.Object) *env {
 		mu.Lock()
 		n := len(watching)
 		mu.Unlock()
-		if n == 7 {
+		if n == watched {
 			break
 		}
 		time.Sleep(time.Millisecond)

@@ -80,6 +80,7 @@ func toService(s *corev1.Service, clusterDomain string) model.Service {
 	ms := model.Service{
 		Name:         s.Name,
 		Namespace:    s.Namespace,
+		Labels:       s.Labels,
 		Hostname:     model.Hostname(s.Name, s.Namespace, clusterDomain),
 		ExternalName: s.Spec.Type == corev1.ServiceTypeExternalName,
 	}

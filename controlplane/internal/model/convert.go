@@ -29,6 +29,7 @@ func WorkloadAddress(w Workload) *workloadv1alpha1.Address {
 	if len(w.AuthorizationPolicies) > 0 {
 		pw.AuthorizationPolicies = slices.Clone(w.AuthorizationPolicies)
 	}
+	pw.Waypoint = gatewayAddress(w.Waypoint)
 	if w.Healthy {
 		pw.Status = workloadv1alpha1.WorkloadStatus_HEALTHY
 	}
@@ -54,6 +55,7 @@ func ServiceAddress(s Service) *workloadv1alpha1.Address {
 		Name:      s.Name,
 		Namespace: s.Namespace,
 		Hostname:  s.Hostname,
+		Waypoint:  gatewayAddress(s.Waypoint),
 	}
 	for _, vip := range s.VIPs {
 		ps.Addresses = append(ps.Addresses, &workloadv1alpha1.NetworkAddress{Address: vip.Unmap().AsSlice()})
@@ -69,6 +71,21 @@ func ServiceAddress(s Service) *workloadv1alpha1.Address {
 		ps.Ports = append(ps.Ports, &workloadv1alpha1.Port{ServicePort: p.Port, TargetPort: tp})
 	}
 	return &workloadv1alpha1.Address{Type: &workloadv1alpha1.Address_Service{Service: ps}}
+}
+
+// gatewayAddress returns wp as a GatewayAddress naming the waypoint's
+// Service by hostname (ztunnel resolves it through that Service's Address
+// resource), or nil.
+func gatewayAddress(wp *WaypointAddress) *workloadv1alpha1.GatewayAddress {
+	if wp == nil {
+		return nil
+	}
+	return &workloadv1alpha1.GatewayAddress{
+		Destination: &workloadv1alpha1.GatewayAddress_Hostname{Hostname: &workloadv1alpha1.NamespacedHostname{
+			Namespace: wp.Gateway.Namespace, Hostname: wp.Hostname,
+		}},
+		HboneMtlsPort: wp.Port,
+	}
 }
 
 func ipBytes(addrs []netip.Addr) [][]byte {

@@ -145,6 +145,8 @@ type ServicePort struct {
 type Service struct {
 	Name      string
 	Namespace string
+	// Labels of the Service (LabelUseWaypoint).
+	Labels map[string]string
 	// Hostname is the Service's fully qualified name (see Hostname).
 	Hostname string
 	// ExternalName is true for a Service of type ExternalName: such a
@@ -153,6 +155,9 @@ type Service struct {
 	// VIPs are the ClusterIPs; empty for a headless Service.
 	VIPs  []netip.Addr
 	Ports []ServicePort
+	// Waypoint is the waypoint that traffic to the Service goes through
+	// (ServiceWaypoint); nil for none.
+	Waypoint *WaypointAddress
 }
 
 // Ref returns the Service's namespace/name.
@@ -253,4 +258,7 @@ type Workload struct {
 	// AuthorizationPolicies are the resource names of the selector-scoped
 	// Authorization resources that apply to this pod, sorted.
 	AuthorizationPolicies []string
+	// Waypoint is the waypoint that traffic to the pod's own IP goes
+	// through (WorkloadWaypoint); nil for none.
+	Waypoint *WaypointAddress
 }
