@@ -33,6 +33,11 @@ func TestPolicyAuthorizer(t *testing.T) {
 	foo := identity.ID{TrustDomain: "cluster.local", Namespace: "foo", ServiceAccount: "client"}
 	dst := model.Workload{UID: "d", Name: "server", Namespace: "ns1", AuthorizationPolicies: []string{"ns1/only-foo"}}
 	other := model.Workload{UID: "o", Name: "other", Namespace: "ns2"}
+	// behind has a waypoint: traffic reaches it from the waypoint, over
+	// HBONE with the waypoint's identity, and must be accepted, not re-routed.
+	gw := identity.ID{TrustDomain: "cluster.local", Namespace: "gw", ServiceAccount: "gw"}
+	behind := model.Workload{UID: "b", Name: "behind", Namespace: "ns3", Protocol: model.ProtocolHBONE,
+		Waypoint: &model.Waypoint{Service: "gw/gw.gw.svc.cluster.local", Port: 15008}}
 	one := func(m model.Match) []model.Rule {
 		return []model.Rule{{Clauses: []model.Clause{{Matches: []model.Match{m}}}}}
 	}
@@ -42,7 +47,7 @@ func TestPolicyAuthorizer(t *testing.T) {
 		{Name: "no-plaintext-9090", Namespace: "ns1", Scope: model.ScopeNamespace, Action: model.ActionDeny,
 			Rules: one(model.Match{NotPrincipals: []model.StringMatch{{Kind: model.MatchPresence}}, DestinationPorts: []uint16{9090}})},
 	}
-	st := policyStore(t, []model.Workload{dst, other}, policies)
+	st := policyStore(t, []model.Workload{dst, other, behind}, policies)
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg)
 	if err != nil {
@@ -61,6 +66,8 @@ func TestPolicyAuthorizer(t *testing.T) {
 		{"IPv4 plaintext to 9090 in ns1 denied by DENY", Request{SourceAddr: ap("10.0.0.1:4000"), Dst: ap("10.0.0.2:9090"), Workload: dst, Plaintext: true},
 			"DENY policy ns1/no-plaintext-9090"},
 		{"IPv6 plaintext to another namespace allowed", Request{SourceAddr: ap("[fd00::1]:4000"), Dst: ap("[fd00::3]:9090"), Workload: other, Plaintext: true}, ""},
+		{"IPv4 HBONE from the waypoint to a workload behind it allowed", Request{Source: gw, SourceAddr: ap("10.10.4.2:4000"), Dst: ap("10.10.5.3:5432"), Workload: behind}, ""},
+		{"IPv6 HBONE from the waypoint to a workload behind it allowed", Request{Source: gw, SourceAddr: ap("[fd00:10:4::2]:4000"), Dst: ap("[fd00:10:5::3]:5432"), Workload: behind}, ""},
 		{"plaintext never carries a principal", Request{Source: foo, SourceAddr: ap("10.0.0.1:4000"), Dst: ap("10.0.0.2:8080"), Workload: dst, Plaintext: true},
 			"no ALLOW policy"},
 	}
@@ -84,7 +91,7 @@ func TestPolicyAuthorizer(t *testing.T) {
 ambit_ztunnel_authorization_decisions_total{action="ALLOW",decision="allow",policy="ns1/only-foo"} 1
 ambit_ztunnel_authorization_decisions_total{action="ALLOW",decision="deny",policy="none"} 2
 ambit_ztunnel_authorization_decisions_total{action="DENY",decision="deny",policy="ns1/no-plaintext-9090"} 1
-ambit_ztunnel_authorization_decisions_total{action="none",decision="allow",policy="none"} 1
+ambit_ztunnel_authorization_decisions_total{action="none",decision="allow",policy="none"} 3
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), metrics.MetricAuthzDecisions); err != nil {
 		t.Error(err)

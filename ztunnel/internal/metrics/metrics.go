@@ -105,6 +105,9 @@ const (
 	RefusedStrictMTLS = "strict_mtls"
 	// RefusedNoEndpoint: a service had no healthy endpoint.
 	RefusedNoEndpoint = "no_healthy_endpoint"
+	// RefusedNoWaypoint: the destination has a waypoint but no healthy,
+	// verifiable waypoint pod (traffic never bypasses the waypoint).
+	RefusedNoWaypoint = "waypoint_unavailable"
 	// RefusedUnknownWorkload: the pod or destination is not in the state.
 	RefusedUnknownWorkload = "unknown_workload"
 	// RefusedUpstream: connecting to the destination failed.

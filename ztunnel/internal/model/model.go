@@ -44,17 +44,32 @@ const (
 	StatusUnhealthy Status = "UNHEALTHY"
 )
 
-// Waypoint is the HBONE address of a waypoint proxy.
+// Waypoint says where the waypoint in front of a workload or service is.
+// It is given either by its Service (the control plane's form: Service is
+// the key "namespace/hostname" and ztunnel picks one of the Service's
+// healthy workloads) or by a fixed Address (a waypoint pod IP, or the VIP of
+// the waypoint's Service). Port is the port on which the waypoint terminates
+// HBONE (normally 15008) in both forms.
 type Waypoint struct {
+	// Service is the waypoint Service's key; empty when Address is set.
+	Service string
+	// Address is the fixed waypoint address; invalid when Service is set.
 	Address netip.Addr
 	Port    uint16
 }
 
-// AddrPort returns the waypoint's HBONE address.
+// AddrPort returns the fixed waypoint address with its HBONE port; it is
+// only meaningful when Service is empty.
 func (w Waypoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(w.Address, w.Port) }
 
-// String returns "ip:port".
-func (w Waypoint) String() string { return w.AddrPort().String() }
+// String returns "ip:port", or "namespace/hostname:port" for the Service
+// form.
+func (w Waypoint) String() string {
+	if w.Service != "" {
+		return w.Service + ":" + strconv.Itoa(int(w.Port))
+	}
+	return w.AddrPort().String()
+}
 
 // PortMap maps a service port to the target port on the workload.
 type PortMap map[uint16]uint16

@@ -142,7 +142,11 @@ func (h *Handler) Serve(ctx context.Context, pod Pod, c *net.TCPConn) {
 	}
 	route, err := h.cfg.Planner.Plan(snap, src, dst)
 	if err != nil {
-		h.cfg.Metrics.Refused(metrics.RefusedNoEndpoint)
+		reason := metrics.RefusedNoEndpoint
+		if errors.Is(err, ErrWaypointUnavailable) {
+			reason = metrics.RefusedNoWaypoint
+		}
+		h.cfg.Metrics.Refused(reason)
 		log.Info("outbound connection denied", "reason", route.Reason)
 		reset(c)
 		return

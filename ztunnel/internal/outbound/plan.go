@@ -76,6 +76,11 @@ type Route struct {
 // ErrDenied is wrapped by the error Plan returns for a Deny route.
 var ErrDenied = errors.New("outbound connection denied")
 
+// ErrWaypointUnavailable is wrapped, with ErrDenied, when the destination
+// has a waypoint but no usable waypoint pod: unknown waypoint Service, no
+// healthy HBONE pod behind it, or an unverifiable fixed waypoint address.
+var ErrWaypointUnavailable = errors.New("waypoint unavailable")
+
 // Picker chooses one of n (> 0) candidate endpoints and returns its index.
 type Picker func(n int) int
 
@@ -109,15 +114,22 @@ func Plan(snap *state.Snapshot, src model.Workload, dst netip.AddrPort) (Route, 
 // Plan decides how the connection from src to dst (its original
 // destination) is carried:
 //
-//   - dst is a service VIP: via the service's waypoint if it has one;
+//   - dst is a service VIP: via the service's waypoint if it has one (see
+//     below);
 //     otherwise a healthy endpoint (in the mesh or not) is picked, the
 //     service port mapped to its target port, and the connection goes over
 //     HBONE (mesh endpoint; :authority endpoint ip:targetPort, Forwarded
 //     host = the service host name) or passthrough (endpoint not in the
 //     mesh). A VIP port the service does not define, or no healthy
 //     endpoint, is a Deny.
-//   - dst is a workload with a waypoint: HBONE to the waypoint,
-//     :authority = dst.
+//   - dst is a workload with a waypoint: via the waypoint. The control
+//     plane sets Workload.Waypoint only when the waypoint serves workloads.
+//
+// Via a waypoint means: one healthy HBONE pod of the waypoint's Service is
+// picked (as for service endpoints), and the connection is tunnelled to
+// pod-ip:hbone-port expecting that pod's identity, with :authority = dst
+// (the service VIP:port or pod ip:port dialled). No such pod is a Deny
+// wrapping ErrWaypointUnavailable, never a bypass.
 //   - dst is a mesh workload: HBONE to dst-ip:15008, :authority = dst,
 //     expecting the workload's identity.
 //   - dst is unknown or not in the mesh: Passthrough to dst.
@@ -133,8 +145,8 @@ func (p *Planner) Plan(snap *state.Snapshot, src model.Workload, dst netip.AddrP
 	if !ok {
 		return Route{Kind: Passthrough, Dst: dst, Reason: "destination is not a known workload or service"}, nil
 	}
-	if w.Waypoint != nil && !isSelf(src, *w.Waypoint) {
-		return viaWaypoint(snap, *w.Waypoint, dst, nil, "workload "+w.String())
+	if w.Waypoint != nil && !isSelf(snap, src, *w.Waypoint) {
+		return p.viaWaypoint(snap, *w.Waypoint, dst, nil, "workload "+w.String())
 	}
 	if !w.InMesh() {
 		return Route{Kind: Passthrough, Dst: dst, DestWorkload: &w, Reason: "destination workload is not in the mesh"}, nil
@@ -153,8 +165,8 @@ func (p *Planner) planService(snap *state.Snapshot, src model.Workload, dst neti
 	if !portOK {
 		return deny(fmt.Sprintf("service %s has no port %d (ports: %v)", svc.Key(), dst.Port(), sortedPorts(svc.Ports)))
 	}
-	if svc.Waypoint != nil && !isSelf(src, *svc.Waypoint) {
-		return viaWaypoint(snap, *svc.Waypoint, dst, &svc, "service "+svc.Key())
+	if svc.Waypoint != nil && !isSelf(snap, src, *svc.Waypoint) {
+		return p.viaWaypoint(snap, *svc.Waypoint, dst, &svc, "service "+svc.Key())
 	}
 	var ready []model.Workload
 	for _, e := range snap.Endpoints(svc.Key()) {
@@ -187,21 +199,29 @@ func (p *Planner) planService(snap *state.Snapshot, src model.Workload, dst neti
 	}, nil
 }
 
-// viaWaypoint routes to wp; the waypoint must be a known mesh workload so
-// that its identity can be verified.
-func viaWaypoint(snap *state.Snapshot, wp model.Waypoint, dst netip.AddrPort, svc *model.Service, of string) (Route, error) {
-	w, ok := snap.WorkloadByIP(wp.Address)
-	if !ok || !w.InMesh() {
-		return deny(fmt.Sprintf("waypoint %s of %s is not a known mesh workload, so its identity cannot be verified (is the waypoint deployed and in the workload state?)", wp, of))
+// viaWaypoint routes to one healthy pod of the waypoint wp, chosen like an
+// ordinary service endpoint, over HBONE to pod-ip:wp.Port expecting the
+// pod's identity; :authority stays dst, the original destination, which is
+// what the waypoint routes on. Without a usable waypoint pod the
+// connection is refused: traffic never bypasses its waypoint.
+func (p *Planner) viaWaypoint(snap *state.Snapshot, wp model.Waypoint, dst netip.AddrPort, svc *model.Service, of string) (Route, error) {
+	pods, fixed, err := waypointPods(snap, wp, of)
+	if err != nil {
+		return denyWaypoint(err.Error())
+	}
+	w := pods[p.pick(len(pods))]
+	ip, _ := w.AddressIn(dst.Addr())
+	if fixed {
+		ip = wp.Address
 	}
 	r := Route{
 		Kind:         Waypoint,
-		HBONEAddr:    wp.AddrPort(),
+		HBONEAddr:    netip.AddrPortFrom(ip, wp.Port),
 		Authority:    dst,
 		DestID:       w.Identity(),
 		DestWorkload: &w,
 		Service:      svc,
-		Reason:       fmt.Sprintf("%s uses waypoint %s", of, wp),
+		Reason:       fmt.Sprintf("%s uses waypoint %s (pod %s)", of, wp, w.String()),
 	}
 	if svc != nil {
 		r.ForwardedHost = svc.Hostname
@@ -209,12 +229,65 @@ func viaWaypoint(snap *state.Snapshot, wp model.Waypoint, dst netip.AddrPort, sv
 	return r, nil
 }
 
+// waypointPods returns the workloads that may serve as the waypoint wp:
+// the healthy mesh workloads backing its Service (given by key, or by a
+// fixed address that is the Service's VIP), or the single workload owning
+// the fixed address, in which case fixed is true and that address is dialled.
+// The error, the reason for refusing, names what to check.
+func waypointPods(snap *state.Snapshot, wp model.Waypoint, of string) (pods []model.Workload, fixed bool, err error) {
+	key := wp.Service
+	if key == "" {
+		if s, ok := snap.ServiceByVIP(wp.Address); ok {
+			key = s.Key()
+		} else {
+			w, ok := snap.WorkloadByIP(wp.Address)
+			if !ok || !w.InMesh() {
+				return nil, false, fmt.Errorf("waypoint %s of %s is not a known mesh workload, so its identity cannot be verified (is the waypoint deployed and in the workload state?)", wp, of)
+			}
+			if !w.Healthy() {
+				return nil, false, fmt.Errorf("waypoint %s of %s (pod %s) is not healthy (is the waypoint pod ready?)", wp, of, w.String())
+			}
+			return []model.Workload{w}, true, nil
+		}
+	}
+	if _, ok := snap.ServiceByKey(key); !ok {
+		return nil, false, fmt.Errorf("waypoint service %s of %s is not in the workload state (is the waypoint Gateway deployed and its Service published?)", key, of)
+	}
+	eps := snap.Endpoints(key)
+	for _, e := range eps {
+		if e.Healthy() && e.InMesh() && len(e.Addresses) > 0 {
+			pods = append(pods, e)
+		}
+	}
+	if len(pods) == 0 {
+		return nil, false, fmt.Errorf("waypoint service %s of %s has no healthy HBONE workload (%d backing workloads; are the waypoint pods running and ready?)", key, of, len(eps))
+	}
+	return pods, false, nil
+}
+
 func deny(reason string) (Route, error) {
 	return Route{Kind: Deny, Reason: reason}, fmt.Errorf("%w: %s", ErrDenied, reason)
 }
 
-func isSelf(src model.Workload, wp model.Waypoint) bool {
-	return slices.Contains(src.Addresses, wp.Address)
+func denyWaypoint(reason string) (Route, error) {
+	return Route{Kind: Deny, Reason: reason}, fmt.Errorf("%w: %w: %s", ErrDenied, ErrWaypointUnavailable, reason)
+}
+
+// isSelf reports whether src is (one of the pods of) the waypoint wp, so
+// that the waypoint's own traffic is never sent back to a waypoint.
+func isSelf(snap *state.Snapshot, src model.Workload, wp model.Waypoint) bool {
+	if wp.Service != "" {
+		_, backs := src.Services[wp.Service]
+		return backs
+	}
+	if slices.Contains(src.Addresses, wp.Address) {
+		return true
+	}
+	if s, ok := snap.ServiceByVIP(wp.Address); ok {
+		_, backs := src.Services[s.Key()]
+		return backs
+	}
+	return false
 }
 
 func sortedPorts(pm model.PortMap) []uint16 {

@@ -54,9 +54,12 @@ type FileService struct {
 	Waypoint  *FileWaypoint     `yaml:"waypoint"`
 }
 
-// FileWaypoint is a waypoint reference: address and HBONE port (default
-// 15008).
+// FileWaypoint is a waypoint reference: either the key
+// ("namespace/hostname") of the waypoint's Service, whose healthy workloads
+// are the waypoint pods, or a fixed address (a waypoint pod IP or the VIP of
+// its Service); and the HBONE port (default 15008).
 type FileWaypoint struct {
+	Service string `yaml:"service"`
 	Address string `yaml:"address"`
 	Port    uint32 `yaml:"port"`
 }
@@ -256,16 +259,25 @@ func (fs FileService) model() (model.Service, error) {
 }
 
 func (fw FileWaypoint) model() (*model.Waypoint, error) {
-	ip, err := parseUnicast(fw.Address)
-	if err != nil {
-		return nil, fmt.Errorf("address: %w", err)
-	}
 	port := fw.Port
 	if port == 0 {
 		port = 15008
 	}
 	if port > 65535 {
 		return nil, fmt.Errorf("port %d is out of range", port)
+	}
+	if fw.Service != "" {
+		if fw.Address != "" {
+			return nil, errors.New("set either service or address, not both")
+		}
+		if ns, host, ok := strings.Cut(fw.Service, "/"); !ok || ns == "" || host == "" {
+			return nil, fmt.Errorf("service %q is not namespace/hostname", fw.Service)
+		}
+		return &model.Waypoint{Service: fw.Service, Port: uint16(port)}, nil
+	}
+	ip, err := parseUnicast(fw.Address)
+	if err != nil {
+		return nil, fmt.Errorf("address: %w", err)
 	}
 	return &model.Waypoint{Address: ip, Port: uint16(port)}, nil
 }

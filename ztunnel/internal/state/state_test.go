@@ -160,6 +160,8 @@ func TestParseErrors(t *testing.T) {
 		{"no VIP", "services:\n- {name: s, namespace: ns, hostname: s.ns, ports: {80: 80}}\n", "at least one virtual IP"},
 		{"duplicate VIP", "services:\n- {name: s, namespace: ns, hostname: s.ns, vips: ['fd00::10'], ports: {80: 80}}\n- {name: t, namespace: ns, hostname: t.ns, vips: ['fd00::10'], ports: {80: 80}}\n", "VIP fd00::10 belongs to both"},
 		{"VIP is a pod IP", "services:\n- {name: s, namespace: ns, hostname: s.ns, vips: [10.0.0.1], ports: {80: 80}}\nworkloads:\n- {uid: p, name: n, namespace: ns, addresses: [10.0.0.1]}\n", "is also a VIP"},
+		{"waypoint service and address", "services:\n- {name: s, namespace: ns, hostname: s.ns, vips: [10.96.0.1], ports: {80: 80}, waypoint: {service: gw/gw.gw, address: 10.0.0.9}}\n", "either service or address"},
+		{"waypoint service without namespace", "workloads:\n- {uid: p, name: n, namespace: ns, addresses: ['fd00::1'], waypoint: {service: gw.gw}}\n", `service "gw.gw" is not namespace/hostname`},
 		{"bad waypoint", "services:\n- {name: s, namespace: ns, hostname: s.ns, vips: [10.96.0.1], ports: {80: 80}, waypoint: {address: nowhere}}\n", "waypoint: address"},
 	}
 	for _, tc := range cases {

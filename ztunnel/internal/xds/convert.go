@@ -331,15 +331,18 @@ func buildSnapshot(addrs map[string]address, auths map[string]*workloadv1alpha1.
 	}
 	slices.SortFunc(workloads, func(a, b workloadRes) int { return cmp.Compare(a.w.UID, b.w.UID) })
 
+	// A waypoint given by hostname stays a reference to its Service: the
+	// outbound planner resolves it to a healthy waypoint pod per connection,
+	// and refuses the connection while the Service is unknown (dropping the
+	// waypoint here would let traffic bypass it).
 	resolve := func(wp *model.Waypoint, host string, port uint16) *model.Waypoint {
 		if wp != nil || host == "" {
 			return wp
 		}
-		if s, ok := services[host]; ok && len(s.s.VIPs) > 0 {
-			return &model.Waypoint{Address: s.s.VIPs[0], Port: port}
+		if _, ok := services[host]; !ok {
+			log.Debug("waypoint service not received yet; connections through it are refused until it arrives", "service", host)
 		}
-		log.Debug("waypoint service unknown or without VIP; ignoring the waypoint for now", "service", host)
-		return nil
+		return &model.Waypoint{Service: host, Port: port}
 	}
 
 	vips := map[netip.Addr]string{}

@@ -92,6 +92,14 @@ func TestBuildSnapshotResolves(t *testing.T) {
 				t.Fatalf("services %v", ws[0].Services)
 			}
 		}},
+		{name: "waypoint hostname kept as the Service key", addrs: map[string]address{
+			"a": conv("a", withWaypoint(wl("a", "n", "10.0.0.1", 0), "gw-ns", "gw.gw-ns.svc.cluster.local")),
+		}, want: func(t *testing.T, ws []model.Workload) {
+			want := model.Waypoint{Service: "gw-ns/gw.gw-ns.svc.cluster.local", Port: 15008}
+			if ws[0].Waypoint == nil || *ws[0].Waypoint != want {
+				t.Fatalf("waypoint %+v, want %+v (the Service, not its VIP, even before the Service arrives)", ws[0].Waypoint, want)
+			}
+		}},
 		{name: "namespace STRICT peer authentication", addrs: map[string]address{
 			"a": conv("a", wl("a", "n", "10.0.0.1", 0)),
 		}, auths: map[string]*workloadv1alpha1.Authorization{strict.ResourceName(): strict}, want: func(t *testing.T, ws []model.Workload) {
@@ -110,4 +118,12 @@ func TestBuildSnapshotResolves(t *testing.T) {
 			tc.want(t, snap.Workloads())
 		})
 	}
+}
+
+func withWaypoint(a *workloadv1alpha1.Address, ns, host string) *workloadv1alpha1.Address {
+	a.GetWorkload().Waypoint = &workloadv1alpha1.GatewayAddress{
+		Destination:   &workloadv1alpha1.GatewayAddress_Hostname{Hostname: &workloadv1alpha1.NamespacedHostname{Namespace: ns, Hostname: host}},
+		HboneMtlsPort: 15008,
+	}
+	return a
 }
