@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os/exec"
@@ -110,16 +111,26 @@ func Metrics(url string) (map[string][]model.Sample, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	out, err := ParseMetrics(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", url, err)
+	}
+	return out, nil
+}
+
+// ParseMetrics parses a Prometheus text exposition into samples by family
+// name.
+func ParseMetrics(r io.Reader) (map[string][]model.Sample, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string][]model.Sample{}
 	for name, fam := range fams {
 		vec, err := expfmt.ExtractSamples(&expfmt.DecodeOptions{Timestamp: model.Now()}, fam)
 		if err != nil {
-			return nil, fmt.Errorf("parse %s: %w", url, err)
+			return nil, err
 		}
 		for _, s := range vec {
 			out[name] = append(out[name], *s)

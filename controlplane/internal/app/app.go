@@ -1,9 +1,13 @@
 // Package app wires ambit-controlplane together: the Kubernetes model
-// (internal/kube) feeds the workload-discovery server (internal/xds); the
+// (internal/kube) feeds the workload-discovery server (internal/xds) and
+// the waypoints' Envoy configuration server (internal/waypointxds), which
+// share the xDS port through a waypointxds.Dispatcher; the waypoint
+// controller (internal/waypoint) deploys waypoints for Gateways; the
 // CA (internal/ca) signs workload certificates and the control plane's own
 // serving certificate (internal/servingcert); gRPC servers serve xDS and the
 // CA over TLS; an HTTP server serves /metrics, /healthz and /readyz. The
-// writers (the trust-bundle ConfigMap, policy status) run only on the
+// writers (the trust-bundle ConfigMap, policy status, the waypoint
+// controller) run only on the
 // replica that holds the leader Lease (internal/leader); everything else
 // runs on every replica.
 package app
@@ -26,6 +30,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -36,6 +41,8 @@ import (
 	"ambit.dev/controlplane/internal/kube"
 	"ambit.dev/controlplane/internal/leader"
 	"ambit.dev/controlplane/internal/servingcert"
+	"ambit.dev/controlplane/internal/waypoint"
+	"ambit.dev/controlplane/internal/waypointxds"
 	"ambit.dev/controlplane/internal/xds"
 )
 
@@ -45,11 +52,16 @@ const shutdownGrace = 5 * time.Second
 
 // App is the control plane. Build it with New and Run it once.
 type App struct {
-	cfg     config.Config
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	ctrl    *kube.Controller
-	xds     *xds.Server
+	cfg  config.Config
+	log  *slog.Logger
+	reg  *prometheus.Registry
+	ctrl *kube.Controller
+	xds  *xds.Server
+	// wpXDS serves the waypoints' Envoy configuration; disp is the one
+	// AggregatedDiscoveryService of the xDS gRPC servers, routing each
+	// stream to xds (ztunnel) or wpXDS (waypoint).
+	wpXDS   *waypointxds.Server
+	disp    *waypointxds.Dispatcher
 	ca      *ca.Server
 	rotator *servingcert.Rotator
 	elector *leader.Elector
@@ -119,12 +131,25 @@ func New(cfg config.Config, clients Clients, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	wpSrv, err := waypointxds.NewServer(log.With("component", "waypointxds"), reg)
+	if err != nil {
+		return nil, err
+	}
+	ztADS, err := waypointxds.CaptureADS(xdsSrv.Register)
+	if err != nil {
+		return nil, err
+	}
+	disp, err := waypointxds.NewDispatcher(ztADS, wpSrv)
+	if err != nil {
+		return nil, err
+	}
 	root := cfg.RootNamespace
 	if root == "" {
 		root = cfg.Namespace
 	}
 	ctrl, err := kube.New(client, clients.Dynamic, xdsSrv, kube.Config{
 		TrustDomain: cfg.TrustDomain, ClusterDomain: cfg.ClusterDomain, RootNamespace: root, Registerer: reg,
+		Waypoints: wpSrv,
 	}, log.With("component", "kube"))
 	if err != nil {
 		return nil, err
@@ -137,6 +162,18 @@ func New(cfg config.Config, clients Clients, log *slog.Logger) (*App, error) {
 		ClusterDomain: cfg.ClusterDomain,
 		Registerer:    reg,
 	}, client, ctrl, log.With("component", "ca"))
+	if err != nil {
+		return nil, err
+	}
+	wp, err := waypoint.New(client, clients.Dynamic, waypoint.Config{
+		Image:            cfg.WaypointImage,
+		PullPolicy:       corev1.PullPolicy(cfg.WaypointImagePullPolicy),
+		ClusterDomain:    cfg.ClusterDomain,
+		TrustDomain:      cfg.TrustDomain,
+		XDSAddress:       cfg.WaypointXDSAddress,
+		ControlPlaneName: cfg.ServiceName + "." + cfg.Namespace + ".svc",
+		Registerer:       reg,
+	}, log.With("component", "waypoint"))
 	if err != nil {
 		return nil, err
 	}
@@ -156,13 +193,14 @@ func New(cfg config.Config, clients Clients, log *slog.Logger) (*App, error) {
 		// see ca.Server.Run and docs/adr/0002.)
 		leader.Writer{Name: "trust-bundle", Run: caSrv.PublishTrustBundle},
 		leader.Writer{Name: "policy-status", Run: ctrl.RunStatusWriter},
+		leader.Writer{Name: "waypoint-controller", Run: wp.Run},
 	)
 	if err != nil {
 		return nil, err
 	}
 	return &App{
 		cfg: cfg, log: log, reg: reg,
-		ctrl: ctrl, xds: xdsSrv, ca: caSrv, rotator: rot, elector: elector,
+		ctrl: ctrl, xds: xdsSrv, wpXDS: wpSrv, disp: disp, ca: caSrv, rotator: rot, elector: elector,
 		listening: make(chan struct{}),
 	}, nil
 }
@@ -257,7 +295,7 @@ func (a *App) Run(ctx context.Context) error {
 	kp := keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
 	ks := grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second})
 	xdsGRPC := grpc.NewServer(grpc.Creds(tlsCreds), grpc.KeepaliveEnforcementPolicy(kp), ks)
-	a.xds.Register(xdsGRPC)
+	a.disp.Register(xdsGRPC)
 	caGRPC := grpc.NewServer(grpc.Creds(tlsCreds), grpc.KeepaliveEnforcementPolicy(kp), ks)
 	a.ca.Register(caGRPC)
 	servers := []struct {
@@ -267,7 +305,7 @@ func (a *App) Run(ctx context.Context) error {
 	}{{"xds", xdsGRPC, xdsLis}, {"ca", caGRPC, caLis}}
 	if devLis != nil {
 		devGRPC := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(kp), ks)
-		a.xds.Register(devGRPC)
+		a.disp.Register(devGRPC)
 		servers = append(servers, struct {
 			name string
 			srv  *grpc.Server
@@ -279,6 +317,7 @@ func (a *App) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return wrap("kube", a.ctrl.Run(gctx)) })
 	g.Go(func() error { return wrap("xds", a.xds.Run(gctx)) })
+	g.Go(func() error { return wrap("waypoint xds", a.wpXDS.Run(gctx)) })
 	g.Go(func() error { return wrap("ca", a.ca.Run(gctx)) })
 	g.Go(func() error { return wrap("servingcert", a.rotator.Run(gctx)) })
 	g.Go(func() error { return wrap("leader election", a.elector.Run(gctx)) })

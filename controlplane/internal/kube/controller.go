@@ -50,6 +50,7 @@ import (
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
 	"ambit.dev/controlplane/internal/model"
 	"ambit.dev/controlplane/internal/policy"
+	"ambit.dev/controlplane/internal/waypointxds"
 )
 
 // Sink receives the resources that changed: updated by resource name, and
@@ -71,6 +72,9 @@ type Config struct {
 	RootNamespace string
 	// Registerer, if set, receives the controller's metrics.
 	Registerer prometheus.Registerer
+	// Waypoints, if set, receives the Envoy configuration input of every
+	// Programmed waypoint (see WaypointSink); nil: none is computed.
+	Waypoints WaypointSink
 }
 
 // Index names of the informer caches.
@@ -164,6 +168,16 @@ type Controller struct {
 	// that cannot take their traffic, by resource name.
 	unusable map[string]unusableBinding
 
+	// waypointSink receives the waypoints' configuration input (nil:
+	// none). svcWaypoint is the waypoint each Service's traffic is bound
+	// to, svcWaypointByName the same by Service resource name, wpServices
+	// the reverse; wpSent is the input last sent per waypoint.
+	waypointSink      WaypointSink
+	svcWaypoint       map[model.ObjectRef]model.ObjectRef
+	svcWaypointByName map[string]model.ObjectRef
+	wpServices        map[model.ObjectRef]map[model.ObjectRef]bool
+	wpSent            map[model.ObjectRef]waypointxds.Input
+
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
 	statusMu    sync.Mutex
@@ -207,6 +221,12 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		gwFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		waypoints: model.Waypoints{},
 		unusable:  map[string]unusableBinding{},
+
+		waypointSink:      cfg.Waypoints,
+		svcWaypoint:       map[model.ObjectRef]model.ObjectRef{},
+		svcWaypointByName: map[string]model.ObjectRef{},
+		wpServices:        map[model.ObjectRef]map[model.ObjectRef]bool{},
+		wpSent:            map[model.ObjectRef]waypointxds.Input{},
 	}
 	c.gatewayInformer = c.gwFactory.ForResource(GatewaysResource).Informer()
 	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
@@ -513,10 +533,11 @@ func (c *Controller) resyncAll() error {
 	for _, p := range pods {
 		c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
 	}
+	c.markAllWaypoints(b)
 	if err := c.publish(b); err != nil {
 		return err
 	}
-	return nil
+	return c.syncWaypoints(b)
 }
 
 func (c *Controller) processNext() bool {
@@ -587,7 +608,7 @@ func (c *Controller) reconcile(k key) error {
 		}
 		return err
 	}
-	return nil
+	return c.syncWaypoints(b)
 }
 
 // batch collects the resources one reconcile changed.
@@ -596,6 +617,8 @@ type batch struct {
 	removed map[string]bool
 	// pods whose resource is in the batch, to retry them if publishing fails.
 	pods []model.ObjectRef
+	// waypoints whose configuration input may have changed.
+	waypoints map[model.ObjectRef]bool
 }
 
 func (c *Controller) newBatch() *batch {
@@ -662,6 +685,7 @@ func (c *Controller) reconcilePod(ref model.ObjectRef, b *batch) {
 		}
 		pod = nil
 	}
+	c.markPodWaypoints(ref, pod, b)
 	var w model.Workload
 	ok := false
 	if pod != nil {
@@ -718,9 +742,11 @@ func (c *Controller) reconcileService(ref model.ObjectRef, b *batch) {
 	var members map[model.ObjectRef][]model.PortMapping
 	if svc == nil {
 		c.noteBinding(name, model.TrafficService, nil)
+		c.bindService(ref, name, model.ObjectRef{}, b)
 		c.remove(b, name)
 	} else if ms := toService(svc, c.domain); !ms.Published() {
 		c.noteBinding(name, model.TrafficService, nil)
+		c.bindService(ref, name, model.ObjectRef{}, b)
 		c.remove(b, name)
 	} else {
 		var ns *corev1.Namespace
@@ -730,6 +756,11 @@ func (c *Controller) reconcileService(ref model.ObjectRef, b *batch) {
 		sb := model.ServiceWaypoint(toNamespace(ns), ms, c.waypoints, c.domain)
 		ms.Waypoint = sb.Waypoint
 		c.noteBinding(name, model.TrafficService, &sb)
+		var wp model.ObjectRef
+		if sb.Waypoint != nil {
+			wp = sb.Waypoint.Gateway
+		}
+		c.bindService(ref, name, wp, b)
 		objs, err := c.slices.GetIndexer().ByIndex(slicesByService, ref.String())
 		if err != nil {
 			utilruntime.HandleError(err)

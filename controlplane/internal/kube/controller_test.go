@@ -69,6 +69,7 @@ type env struct {
 	dyn    *dynamicfake.FakeDynamicClient
 	ctrl   *Controller
 	rec    *recorder
+	wp     *wpRecorder
 	// initial is the first, complete batch.
 	initial call
 }
@@ -193,7 +194,8 @@ func startWith(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *env {
 		return true, w, err
 	})
 	rec := &recorder{calls: make(chan call, 100), authz: make(chan authzCall, 100)}
-	ctrl, err := New(client, dyn, rec, Config{TrustDomain: "cluster.local", RootNamespace: "ambit-system"}, slog.New(slog.DiscardHandler))
+	wp := &wpRecorder{calls: make(chan wpCall, 1000)}
+	ctrl, err := New(client, dyn, rec, Config{TrustDomain: "cluster.local", RootNamespace: "ambit-system", Waypoints: wp}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +222,7 @@ func startWith(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *env {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	e := &env{t: t, client: client, dyn: dyn, ctrl: ctrl, rec: rec}
+	e := &env{t: t, client: client, dyn: dyn, ctrl: ctrl, rec: rec, wp: wp}
 	if len(core) > 0 {
 		e.initial = e.next()
 	}

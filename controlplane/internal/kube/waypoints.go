@@ -137,6 +137,7 @@ func (c *Controller) reconcileGateway(ref model.ObjectRef, b *batch) error {
 		return fmt.Errorf("kube: reading Gateway %s from the cache: %w", ref, err)
 	}
 	delete(c.waypoints, ref)
+	b.markWaypoint(ref)
 	if exists {
 		gw, err := toGateway(obj)
 		if err != nil {

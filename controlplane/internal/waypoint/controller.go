@@ -2,7 +2,9 @@
 // Gateway of class ambit-waypoint (model.WaypointClass) it deploys a
 // waypoint proxy — a ServiceAccount, a Deployment of the ambit-waypoint
 // image and a Service, all named after the Gateway, owned by it (deleting
-// the Gateway deletes them) and written with server-side apply — and keeps
+// the Gateway deletes them) and written with server-side apply, plus a copy
+// of the mesh roots (ConfigMap ambit-root-cert, shared by the namespace's
+// waypoints, re-copied on every reconcile) — and keeps
 // the Gateway's status: Accepted (Validate), Programmed (the Deployment has
 // an available replica) and status.addresses (the Service's ClusterIPs and
 // hostname). It also creates the GatewayClass ambit-waypoint (controller
@@ -27,10 +29,13 @@
 package waypoint
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,6 +95,15 @@ type Config struct {
 	// plane's certificate) are handed to every waypoint pod in its
 	// environment (EnvTrustDomain, EnvXDSAddress, EnvControlPlaneName).
 	TrustDomain, XDSAddress, ControlPlaneName string
+	// CAAddress is host:port of the control plane's CA (default
+	// <ControlPlaneName>:15017).
+	CAAddress string
+	// ControlPlaneNamespace and ControlPlaneService name the control
+	// plane's Service (default: the first two labels of ControlPlaneName,
+	// "<service>.<namespace>.svc"). Its ClusterIP replaces the DNS name in
+	// XDSAddress and CAAddress (ResolveControlPlane), and the mesh roots
+	// are copied from the ConfigMap RootCertConfigMap of that namespace.
+	ControlPlaneNamespace, ControlPlaneService string
 	// DiscoveryInterval is how often Run checks whether the Gateway API is
 	// installed, while it is not (default 30s).
 	DiscoveryInterval time.Duration
@@ -132,6 +146,22 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, cfg Config, log *sl
 	}
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = "cluster.local"
+	}
+	if cfg.ControlPlaneName == "" {
+		return nil, errors.New("waypoint: the control plane's DNS name (ControlPlaneName) is required")
+	}
+	if labels := strings.Split(cfg.ControlPlaneName, "."); len(labels) >= 2 {
+		cfg.ControlPlaneService = cmp.Or(cfg.ControlPlaneService, labels[0])
+		cfg.ControlPlaneNamespace = cmp.Or(cfg.ControlPlaneNamespace, labels[1])
+	}
+	if cfg.ControlPlaneService == "" || cfg.ControlPlaneNamespace == "" {
+		return nil, fmt.Errorf("waypoint: the control plane's Service and namespace are required (ControlPlaneName %q is not <service>.<namespace>.svc)", cfg.ControlPlaneName)
+	}
+	if cfg.XDSAddress == "" {
+		cfg.XDSAddress = net.JoinHostPort(cfg.ControlPlaneName, DefaultXDSPort)
+	}
+	if cfg.CAAddress == "" {
+		cfg.CAAddress = net.JoinHostPort(cfg.ControlPlaneName, DefaultCAPort)
 	}
 	if cfg.DiscoveryInterval <= 0 {
 		cfg.DiscoveryInterval = 30 * time.Second
@@ -504,14 +534,55 @@ func (c *Controller) checkOwnership(ctx context.Context, gw *gwapiv1.Gateway, cs
 	return nil
 }
 
+// controlPlane reads the control plane's Service (for its ClusterIP) and
+// mesh roots, on every reconcile (level-based: a changed root or address
+// reaches the waypoints of a Gateway at its next reconcile).
+func (c *Controller) controlPlane(ctx context.Context) (ControlPlane, string, error) {
+	ns := c.cfg.ControlPlaneNamespace
+	clusterIP := ""
+	svc, err := c.client.CoreV1().Services(ns).Get(ctx, c.cfg.ControlPlaneService, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		clusterIP = svc.Spec.ClusterIP
+	case apierrors.IsNotFound(err):
+		// Waypoints then use the configured addresses (DNS).
+	default:
+		return ControlPlane{}, "", fmt.Errorf("reading the control plane's Service %s/%s (RBAC: get on services): %w", ns, c.cfg.ControlPlaneService, err)
+	}
+	cm, err := c.client.CoreV1().ConfigMaps(ns).Get(ctx, RootCertConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return ControlPlane{}, "", fmt.Errorf("reading the mesh roots, ConfigMap %s/%s (the CA publishes it on the leader: is it running? RBAC: get on configmaps): %w", ns, RootCertConfigMap, err)
+	}
+	roots := cm.Data[RootCertKey]
+	if roots == "" {
+		return ControlPlane{}, "", fmt.Errorf("the ConfigMap %s/%s has no %s yet (the CA publishes it)", ns, RootCertConfigMap, RootCertKey)
+	}
+	return ResolveControlPlane(c.cfg, clusterIP), roots, nil
+}
+
 // deploy applies the waypoint's objects and returns the Service and
 // Deployment as the API server answered.
 func (c *Controller) deploy(ctx context.Context, gw *gwapiv1.Gateway) (*corev1.Service, *appsv1.Deployment, error) {
-	objs := Desired(gw, c.cfg)
+	cp, roots, err := c.controlPlane(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	objs := Desired(gw, c.cfg, cp)
 	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
-	rbac := "RBAC: the control plane needs create/patch on serviceaccounts, services and deployments in every namespace"
+	rbac := "RBAC: the control plane needs create/patch on serviceaccounts, services, configmaps and deployments in every namespace"
 	if ctx.Err() != nil {
 		return nil, nil, nil
+	}
+	// In the control plane's own namespace the CA's ConfigMap is the one
+	// to mount; elsewhere a copy, shared by the namespace's waypoints.
+	if gw.Namespace != c.cfg.ControlPlaneNamespace {
+		cmOpts := metav1.ApplyOptions{FieldManager: ConfigMapFieldManager(gw), Force: true}
+		if _, err := c.client.CoreV1().ConfigMaps(gw.Namespace).Apply(ctx, RootCertConfigMapFor(gw, roots), cmOpts); err != nil {
+			return nil, nil, fmt.Errorf("applying ConfigMap %s/%s (%s): %w", gw.Namespace, RootCertConfigMap, rbac, err)
+		}
+		if ctx.Err() != nil {
+			return nil, nil, nil
+		}
 	}
 	if _, err := c.client.CoreV1().ServiceAccounts(gw.Namespace).Apply(ctx, objs.ServiceAccount, opts); err != nil {
 		return nil, nil, fmt.Errorf("applying ServiceAccount %s/%s (%s): %w", gw.Namespace, gw.Name, rbac, err)

@@ -24,6 +24,10 @@ import (
 	"ambit.dev/controlplane/internal/model"
 )
 
+// testRoots stands for the CA's PEM roots (the controller copies them
+// without parsing).
+const testRoots = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // waitTimeout only guards against a hung test; no test asserts on time.
@@ -53,6 +57,10 @@ func toUnstructured(t *testing.T, obj runtime.Object, kind string) *unstructured
 // the clientset. The test's end stops it and checks that Run returned nil.
 func start(t *testing.T, gatewayAPI bool, gateways []*gwapiv1.Gateway, objs ...runtime.Object) *env {
 	t.Helper()
+	// The control plane's Service and the CA's mesh roots.
+	objs = append(objs,
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ambit-system", Name: "ambit-controlplane"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.5"}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ambit-system", Name: RootCertConfigMap}, Data: map[string]string{RootCertKey: testRoots}})
 	client := fake.NewClientset(objs...)
 	if gatewayAPI {
 		client.Resources = []*metav1.APIResourceList{{
@@ -95,7 +103,7 @@ func start(t *testing.T, gatewayAPI bool, gateways []*gwapiv1.Gateway, objs ...r
 	}
 	ctrl, err := New(client, dyn, Config{
 		Image: "localhost/ambit-waypoint:dev", PullPolicy: corev1.PullNever, TrustDomain: "cluster.local",
-		XDSAddress: "10.96.0.5:15012", ControlPlaneName: "ambit-controlplane.ambit-system.svc",
+		XDSAddress: "ambit-controlplane.ambit-system.svc:15012", ControlPlaneName: "ambit-controlplane.ambit-system.svc",
 		DiscoveryInterval: 10 * time.Millisecond,
 	}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -201,6 +209,32 @@ func TestRunDeploysWaypoint(t *testing.T) {
 	if img := dep.Spec.Template.Spec.Containers[0].Image; img != "localhost/ambit-waypoint:dev" {
 		t.Errorf("image %s", img)
 	}
+	// The control plane is reached by its ClusterIP (no DNS needed).
+	env := map[string]string{}
+	for _, v := range dep.Spec.Template.Spec.Containers[0].Env {
+		env[v.Name] = v.Value
+	}
+	if env[EnvXDSAddress] != "10.96.0.5:15012" || env[EnvCAAddress] != "10.96.0.5:15017" || env[EnvControlPlaneName] != "ambit-controlplane.ambit-system.svc" {
+		t.Errorf("control plane env %v", env)
+	}
+	// The mesh roots are copied into the Gateway's namespace.
+	cm, err := e.client.CoreV1().ConfigMaps("demo").Get(ctx, RootCertConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm.Data[RootCertKey] != testRoots || len(cm.OwnerReferences) != 1 || cm.OwnerReferences[0].UID != "uid-wp" {
+		t.Errorf("root ConfigMap %+v", cm)
+	}
+	// ... and kept in sync when the CA's roots change (on the next
+	// reconcile of the Gateway, here triggered by a Service update).
+	root, err := e.client.CoreV1().ConfigMaps("ambit-system").Get(ctx, RootCertConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root.Data[RootCertKey] = testRoots + testRoots
+	if _, err := e.client.CoreV1().ConfigMaps("ambit-system").Update(ctx, root, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	// The API server assigns ClusterIPs; the Deployment becomes available.
 	svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "10.96.0.20", []string{"10.96.0.20", "fd00:96::20"}
@@ -216,6 +250,10 @@ func TestRunDeploysWaypoint(t *testing.T) {
 	}
 	e.eventually("the Gateway to be Programmed", func() bool {
 		return e.condition("demo", "wp", "Programmed").Status == metav1.ConditionTrue
+	})
+	e.eventually("the copied roots to follow the CA's", func() bool {
+		cm, err := e.client.CoreV1().ConfigMaps("demo").Get(ctx, RootCertConfigMap, metav1.GetOptions{})
+		return err == nil && cm.Data[RootCertKey] == testRoots+testRoots
 	})
 	gw := e.gateway("demo", "wp")
 	var addrs []string

@@ -3,6 +3,7 @@ package waypoint
 import (
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 
@@ -17,6 +18,7 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"ambit.dev/controlplane/internal/ca"
 	"ambit.dev/controlplane/internal/model"
 )
 
@@ -46,21 +48,67 @@ const (
 	TokenAudience = "ambit-ca"
 	// TokenPath is the projected ServiceAccount token in a waypoint pod.
 	TokenPath = "/var/run/ambit/token/token"
+	// RootCertConfigMap is the ConfigMap of mesh roots the controller
+	// copies into the Gateway's namespace from the control plane's (the
+	// CA's ca.RootConfigMapName), under RootCertKey; the waypoint pod
+	// mounts it at RootCertDir.
+	RootCertConfigMap = ca.RootConfigMapName
+	RootCertKey       = ca.KeyRootCert
+	RootCertDir       = "/var/run/ambit/root"
+	// RootCertPath is the mesh roots file in a waypoint pod.
+	RootCertPath = RootCertDir + "/" + RootCertKey
+	// DefaultXDSPort and DefaultCAPort are the control plane Service's
+	// xDS and CA ports.
+	DefaultXDSPort = "15012"
+	DefaultCAPort  = "15017"
 )
 
 // Environment of the waypoint container: what the ambit-waypoint binary
-// reads to find itself, its Gateway and the control plane.
+// (waypoint/internal/config: AMBIT_ followed by the flag name) reads to
+// find itself, its Gateway and the control plane.
 const (
-	EnvPodName          = "POD_NAME"
-	EnvPodNamespace     = "POD_NAMESPACE"
-	EnvPodIP            = "POD_IP"
-	EnvServiceAccount   = "SERVICE_ACCOUNT"
-	EnvGatewayName      = "GATEWAY_NAME"
-	EnvTrustDomain      = "TRUST_DOMAIN"
-	EnvXDSAddress       = "XDS_ADDRESS"
-	EnvControlPlaneName = "CONTROL_PLANE_NAME"
-	EnvTokenFile        = "TOKEN_FILE"
+	EnvPodName          = "AMBIT_POD_NAME"
+	EnvPodNamespace     = "AMBIT_POD_NAMESPACE"
+	EnvPodIPs           = "AMBIT_POD_IPS"
+	EnvServiceAccount   = "AMBIT_SERVICE_ACCOUNT"
+	EnvGateway          = "AMBIT_GATEWAY"
+	EnvTrustDomain      = "AMBIT_TRUST_DOMAIN"
+	EnvClusterDomain    = "AMBIT_CLUSTER_DOMAIN"
+	EnvXDSAddress       = "AMBIT_XDS_ADDRESS"
+	EnvCAAddress        = "AMBIT_CA_ADDRESS"
+	EnvControlPlaneName = "AMBIT_CONTROL_PLANE_NAME"
+	EnvRootCertFile     = "AMBIT_ROOT_CERT_FILE"
+	EnvTokenFile        = "AMBIT_TOKEN_FILE"
 )
+
+// ControlPlane is where waypoint pods reach the control plane, as the
+// controller resolved it (see ResolveControlPlane).
+type ControlPlane struct {
+	// XDSAddress and CAAddress are host:port.
+	XDSAddress, CAAddress string
+}
+
+// ResolveControlPlane returns the control plane addresses for waypoint
+// pods: cfg.XDSAddress and cfg.CAAddress, where a host that is the
+// control plane's DNS name (cfg.ControlPlaneName, with or without the
+// cluster domain) is replaced by clusterIP when it is set. Waypoint pods
+// run in application namespaces, where Kubernetes injects no
+// AMBIT_CONTROLPLANE_SERVICE_HOST, and a cluster may have no DNS; the DNS
+// name stays the TLS server name (AMBIT_CONTROL_PLANE_NAME).
+func ResolveControlPlane(cfg Config, clusterIP string) ControlPlane {
+	resolve := func(addr string) string {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || clusterIP == "" || clusterIP == corev1.ClusterIPNone {
+			return addr
+		}
+		name := strings.TrimSuffix(cfg.ControlPlaneName, ".")
+		if host == name || host == name+"."+cfg.ClusterDomain {
+			return net.JoinHostPort(clusterIP, port)
+		}
+		return addr
+	}
+	return ControlPlane{XDSAddress: resolve(cfg.XDSAddress), CAAddress: resolve(cfg.CAAddress)}
+}
 
 // Verdict says whether a Gateway is accepted as a waypoint, and why not.
 type Verdict struct {
@@ -128,8 +176,13 @@ type Objects struct {
 // originates HBONE itself on :15008 (ztunnel's in-pod listeners would take
 // that port). The control plane still publishes them as HBONE workloads
 // (model.WaypointWorkload). spec.infrastructure labels and annotations of
-// the Gateway are copied onto every object and the pods.
-func Desired(gw *gwapiv1.Gateway, cfg Config) Objects {
+// the Gateway are copied onto every object and the pods. The waypoint
+// container's environment is the ambit-waypoint binary's configuration:
+// the pod (downward API), its Gateway "<namespace>/<name>", the control
+// plane at cp (TLS server name cfg.ControlPlaneName), the mesh roots from
+// the ConfigMap RootCertConfigMap of the Gateway's namespace (see
+// RootCertConfigMapFor) and the token for the CA.
+func Desired(gw *gwapiv1.Gateway, cfg Config, cp ControlPlane) Objects {
 	name, ns := gw.Name, gw.Namespace
 	owner := metav1ac.OwnerReference().
 		WithAPIVersion(gwapiv1.GroupVersion.String()).WithKind("Gateway").
@@ -172,18 +225,23 @@ func Desired(gw *gwapiv1.Gateway, cfg Config) Objects {
 		WithEnv(
 			fieldEnv(EnvPodName, "metadata.name"),
 			fieldEnv(EnvPodNamespace, "metadata.namespace"),
-			fieldEnv(EnvPodIP, "status.podIP"),
+			fieldEnv(EnvPodIPs, "status.podIPs"),
 			fieldEnv(EnvServiceAccount, "spec.serviceAccountName"),
-			valueEnv(EnvGatewayName, name),
+			valueEnv(EnvGateway, ns+"/"+name),
 			valueEnv(EnvTrustDomain, cfg.TrustDomain),
-			valueEnv(EnvXDSAddress, cfg.XDSAddress),
+			valueEnv(EnvClusterDomain, cfg.ClusterDomain),
+			valueEnv(EnvXDSAddress, cp.XDSAddress),
+			valueEnv(EnvCAAddress, cp.CAAddress),
 			valueEnv(EnvControlPlaneName, cfg.ControlPlaneName),
+			valueEnv(EnvRootCertFile, RootCertPath),
 			valueEnv(EnvTokenFile, TokenPath),
 		).
 		WithReadinessProbe(corev1ac.Probe().
 			WithHTTPGet(corev1ac.HTTPGetAction().WithPath(ReadinessPath).WithPort(intstr.FromInt32(PortStatus))).
 			WithPeriodSeconds(2)).
-		WithVolumeMounts(corev1ac.VolumeMount().WithName("ambit-token").WithMountPath("/var/run/ambit/token").WithReadOnly(true)).
+		WithVolumeMounts(
+			corev1ac.VolumeMount().WithName("ambit-token").WithMountPath("/var/run/ambit/token").WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("ambit-root-cert").WithMountPath(RootCertDir).WithReadOnly(true)).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
 			WithReadOnlyRootFilesystem(true).
@@ -193,6 +251,8 @@ func Desired(gw *gwapiv1.Gateway, cfg Config) Objects {
 		WithProjected(corev1ac.ProjectedVolumeSource().WithSources(
 			corev1ac.VolumeProjection().WithServiceAccountToken(corev1ac.ServiceAccountTokenProjection().
 				WithAudience(TokenAudience).WithExpirationSeconds(3600).WithPath("token"))))
+	roots := corev1ac.Volume().WithName("ambit-root-cert").
+		WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(RootCertConfigMap))
 	podSpec := corev1ac.PodSpec().
 		WithServiceAccountName(name).
 		WithAutomountServiceAccountToken(false).
@@ -200,7 +260,7 @@ func Desired(gw *gwapiv1.Gateway, cfg Config) Objects {
 		WithSecurityContext(corev1ac.PodSecurityContext().
 			WithRunAsNonRoot(true).WithRunAsUser(65532).WithRunAsGroup(65532)).
 		WithContainers(container).
-		WithVolumes(token)
+		WithVolumes(token, roots)
 	dep := appsv1ac.Deployment(name, ns).
 		WithLabels(labels).WithAnnotations(annotations).WithOwnerReferences(owner).
 		WithSpec(appsv1ac.DeploymentSpec().
@@ -211,6 +271,28 @@ func Desired(gw *gwapiv1.Gateway, cfg Config) Objects {
 				WithLabels(podLabels).WithAnnotations(annotations).
 				WithSpec(podSpec)))
 	return Objects{ServiceAccount: sa, Service: svc, Deployment: dep}
+}
+
+// RootCertConfigMapFor returns the ConfigMap RootCertConfigMap of gw's
+// namespace holding rootPEM (the control plane's mesh roots) under
+// RootCertKey. Every waypoint Gateway of the namespace applies it with its
+// own field manager (ConfigMapFieldManager) and owner reference (not a
+// controller one: several Gateways share it), so it goes with the last of
+// them.
+func RootCertConfigMapFor(gw *gwapiv1.Gateway, rootPEM string) *corev1ac.ConfigMapApplyConfiguration {
+	owner := metav1ac.OwnerReference().
+		WithAPIVersion(gwapiv1.GroupVersion.String()).WithKind("Gateway").
+		WithName(gw.Name).WithUID(gw.UID)
+	return corev1ac.ConfigMap(RootCertConfigMap, gw.Namespace).
+		WithLabels(map[string]string{LabelGatewayClassName: model.WaypointClass, "app.kubernetes.io/part-of": "ambit"}).
+		WithOwnerReferences(owner).
+		WithData(map[string]string{RootCertKey: rootPEM})
+}
+
+// ConfigMapFieldManager is the field manager of gw's apply of the shared
+// RootCertConfigMap.
+func ConfigMapFieldManager(gw *gwapiv1.Gateway) string {
+	return FieldManager + "/" + gw.Name
 }
 
 // infrastructure returns copies of the Gateway's spec.infrastructure labels

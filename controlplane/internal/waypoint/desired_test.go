@@ -2,6 +2,7 @@ package waypoint
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +68,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestDesired(t *testing.T) {
-	cfg := Config{Image: "localhost/ambit-waypoint:dev", PullPolicy: corev1.PullNever, TrustDomain: "cluster.local",
+	cfg := Config{Image: "localhost/ambit-waypoint:dev", PullPolicy: corev1.PullNever, TrustDomain: "cluster.local", ClusterDomain: "example.org",
 		XDSAddress: "10.96.0.5:15012", ControlPlaneName: "ambit-controlplane.ambit-system.svc"}
 	gw := waypointGateway(func(g *gwapiv1.Gateway) {
 		g.Spec.Infrastructure = &gwapiv1.GatewayInfrastructure{
@@ -75,7 +76,7 @@ func TestDesired(t *testing.T) {
 			Annotations: map[gwapiv1.AnnotationKey]gwapiv1.AnnotationValue{"example.com/note": "x"},
 		}
 	})
-	objs := Desired(gw, cfg)
+	objs := Desired(gw, cfg, ControlPlane{XDSAddress: "10.96.0.5:15012", CAAddress: "10.96.0.5:15017"})
 
 	// The apply configurations are checked as the typed objects they
 	// describe.
@@ -159,20 +160,40 @@ func TestDesired(t *testing.T) {
 		for _, e := range c.Env {
 			env[e.Name] = e
 		}
-		for name, path := range map[string]string{EnvPodName: "metadata.name", EnvPodNamespace: "metadata.namespace", EnvPodIP: "status.podIP", EnvServiceAccount: "spec.serviceAccountName"} {
+		for name, path := range map[string]string{EnvPodName: "metadata.name", EnvPodNamespace: "metadata.namespace", EnvPodIPs: "status.podIPs", EnvServiceAccount: "spec.serviceAccountName"} {
 			if e := env[name]; e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != path {
 				t.Errorf("env %s = %+v, want from %s", name, e, path)
 			}
 		}
-		for name, v := range map[string]string{EnvGatewayName: "wp", EnvTrustDomain: "cluster.local", EnvXDSAddress: "10.96.0.5:15012",
-			EnvControlPlaneName: "ambit-controlplane.ambit-system.svc", EnvTokenFile: TokenPath} {
+		for name, v := range map[string]string{EnvGateway: "demo/wp", EnvTrustDomain: "cluster.local", EnvClusterDomain: "example.org",
+			EnvXDSAddress: "10.96.0.5:15012", EnvCAAddress: "10.96.0.5:15017", EnvControlPlaneName: "ambit-controlplane.ambit-system.svc",
+			EnvRootCertFile: "/var/run/ambit/root/root-cert.pem", EnvTokenFile: TokenPath} {
 			if env[name].Value != v {
 				t.Errorf("env %s = %q, want %q", name, env[name].Value, v)
 			}
 		}
-		if len(pod.Spec.Volumes) != 1 || pod.Spec.Volumes[0].Projected == nil ||
-			pod.Spec.Volumes[0].Projected.Sources[0].ServiceAccountToken.Audience != TokenAudience {
+		// Exactly the variables the ambit-waypoint binary reads.
+		var names []string
+		for n := range env {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		want := []string{"AMBIT_CA_ADDRESS", "AMBIT_CLUSTER_DOMAIN", "AMBIT_CONTROL_PLANE_NAME", "AMBIT_GATEWAY", "AMBIT_POD_IPS", "AMBIT_POD_NAME",
+			"AMBIT_POD_NAMESPACE", "AMBIT_ROOT_CERT_FILE", "AMBIT_SERVICE_ACCOUNT", "AMBIT_TOKEN_FILE", "AMBIT_TRUST_DOMAIN", "AMBIT_XDS_ADDRESS"}
+		if !slices.Equal(names, want) {
+			t.Errorf("env %v, want %v", names, want)
+		}
+		if len(pod.Spec.Volumes) != 2 || pod.Spec.Volumes[0].Projected == nil ||
+			pod.Spec.Volumes[0].Projected.Sources[0].ServiceAccountToken.Audience != TokenAudience ||
+			pod.Spec.Volumes[1].ConfigMap == nil || pod.Spec.Volumes[1].ConfigMap.Name != "ambit-root-cert" {
 			t.Errorf("volumes %+v", pod.Spec.Volumes)
+		}
+		mounts := map[string]string{}
+		for _, m := range c.VolumeMounts {
+			mounts[m.Name] = m.MountPath
+		}
+		if mounts["ambit-token"] != "/var/run/ambit/token" || mounts["ambit-root-cert"] != "/var/run/ambit/root" {
+			t.Errorf("mounts %v", mounts)
 		}
 		if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 			t.Errorf("security context %+v", sc)
@@ -286,5 +307,47 @@ func TestNextStatus(t *testing.T) {
 	moved.Addresses[0].Value = "fd00:96::20"
 	if next, changed := NextStatus(first, moved, t1); !changed || next.Addresses[0].Value != "fd00:96::20" {
 		t.Errorf("address change: %+v, %v", next.Addresses, changed)
+	}
+}
+
+func TestResolveControlPlane(t *testing.T) {
+	cfg := Config{ControlPlaneName: "ambit-controlplane.ambit-system.svc", ClusterDomain: "cluster.local",
+		XDSAddress: "ambit-controlplane.ambit-system.svc:15012", CAAddress: "ambit-controlplane.ambit-system.svc.cluster.local:15017"}
+	for _, tc := range []struct {
+		name      string
+		cfg       Config
+		clusterIP string
+		want      ControlPlane
+	}{
+		{"IPv4 ClusterIP replaces the DNS name", cfg, "10.96.0.5", ControlPlane{XDSAddress: "10.96.0.5:15012", CAAddress: "10.96.0.5:15017"}},
+		{"IPv6 ClusterIP", cfg, "fd00:96::5", ControlPlane{XDSAddress: "[fd00:96::5]:15012", CAAddress: "[fd00:96::5]:15017"}},
+		{"no Service: DNS", cfg, "", ControlPlane{XDSAddress: cfg.XDSAddress, CAAddress: cfg.CAAddress}},
+		{"headless: DNS", cfg, "None", ControlPlane{XDSAddress: cfg.XDSAddress, CAAddress: cfg.CAAddress}},
+		{"another host is kept", Config{ControlPlaneName: cfg.ControlPlaneName, XDSAddress: "192.0.2.7:15012", CAAddress: "cp.example.org:15017"}, "10.96.0.5",
+			ControlPlane{XDSAddress: "192.0.2.7:15012", CAAddress: "cp.example.org:15017"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ResolveControlPlane(tc.cfg, tc.clusterIP); got != tc.want {
+				t.Errorf("ResolveControlPlane = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRootCertConfigMapFor(t *testing.T) {
+	raw, err := json.Marshal(RootCertConfigMapFor(waypointGateway(), "PEM"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm corev1.ConfigMap
+	if err := json.Unmarshal(raw, &cm); err != nil {
+		t.Fatal(err)
+	}
+	if cm.Namespace != "demo" || cm.Name != "ambit-root-cert" || cm.Data["root-cert.pem"] != "PEM" {
+		t.Errorf("ConfigMap %+v", cm)
+	}
+	// Shared by the namespace's waypoints: owned, not controlled.
+	if len(cm.OwnerReferences) != 1 || cm.OwnerReferences[0].UID != "uid-wp" || metav1.GetControllerOf(&cm) != nil {
+		t.Errorf("owner references %+v", cm.OwnerReferences)
 	}
 }
