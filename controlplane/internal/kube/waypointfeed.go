@@ -20,14 +20,16 @@ import (
 // WaypointSink receives the Envoy configuration input of each waypoint
 // (internal/waypointxds.Server is one): Update with the complete input of
 // the waypoint "<namespace>/<name>" whenever it changed, Remove when the
-// Gateway is gone or no longer Programmed.
+// Gateway is gone (or no longer of class ambit-waypoint).
 type WaypointSink interface {
 	Update(waypoint string, in waypointxds.Input) error
 	Remove(waypoint string)
 }
 
-// This file feeds the WaypointSink: for every Programmed waypoint Gateway,
-// the Services whose traffic is bound to it (model.ServiceWaypoint), with
+// This file feeds the WaypointSink: for every waypoint Gateway (class
+// ambit-waypoint, Programmed or not: its pods need their configuration to
+// become ready, which is what makes the Gateway Programmed), the Services
+// whose traffic is bound to it (none until it is Programmed) (model.ServiceWaypoint), with
 // their ports and endpoints (the Service's members, their named target
 // ports resolved per pod from the EndpointSlices as for ztunnel). A
 // reconcile marks the waypoints it may have affected (the old and new
@@ -97,7 +99,7 @@ func (c *Controller) syncWaypoints(b *batch) error {
 	for _, ref := range slices.SortedFunc(maps.Keys(b.waypoints), compareRefs) {
 		key := ref.String()
 		gw, ok := c.waypoints[ref]
-		if !ok || !gw.Programmed {
+		if !ok || gw.Class != model.WaypointClass {
 			if _, sent := c.wpSent[ref]; sent {
 				c.waypointSink.Remove(key)
 				delete(c.wpSent, ref)

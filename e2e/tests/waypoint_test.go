@@ -1,0 +1,221 @@
+//go:build e2e
+
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+
+	"ambit.dev/e2e/framework"
+)
+
+var gatewayGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}
+
+// waypointRequests returns the requests the waypoint pods of Gateway gw in
+// ns counted for destination service host (istio_requests_total,
+// reporter=waypoint), summed over its pods.
+func waypointRequests(t *testing.T, f *framework.Framework, ns, gw, host string) float64 {
+	t.Helper()
+	n, _ := waypointSamples(t, f, ns, gw, host)
+	return n
+}
+
+// waypointSamples is waypointRequests, also returning the source principals
+// the waypoint saw.
+func waypointSamples(t *testing.T, f *framework.Framework, ns, gw, host string) (float64, map[string]bool) {
+	t.Helper()
+	principals := map[string]bool{}
+	pods, err := f.Client.CoreV1().Pods(ns).List(f.Ctx(), metav1.ListOptions{LabelSelector: "gateway.networking.k8s.io/gateway-name=" + gw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	for _, p := range pods.Items {
+		if !podReady(&p) {
+			continue
+		}
+		raw, err := f.Client.CoreV1().RESTClient().Get().AbsPath(fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:15020/proxy/metrics", ns, p.Name)).DoRaw(f.Ctx())
+		if err != nil {
+			t.Fatalf("waypoint %s metrics: %v", p.Name, err)
+		}
+		m, err := framework.ParseMetrics(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range m["istio_requests_total"] {
+			if string(s.Metric["reporter"]) == "waypoint" && strings.HasPrefix(string(s.Metric["destination_service"]), host) {
+				n += float64(s.Value)
+				principals[string(s.Metric["source_principal"])] = true
+			}
+		}
+	}
+	return n, principals
+}
+
+// TestWaypoint deploys a waypoint for a namespace with the Gateway API and
+// binds one Service to it with the ambit.dev/use-waypoint label: requests to
+// that Service go through the waypoint (its metrics count them, with the
+// client's identity), requests to another Service of the namespace do not,
+// and removing the label takes the waypoint out of the path.
+func TestWaypoint(t *testing.T) {
+	f := framework.New(t)
+	nodes := f.ReadyNodes(2)
+	install(t, f)
+	waitDeploymentReady(t, f, systemNS, "ambit-controlplane")
+	daemonPods(t, f, "ztunnel", nodes)
+	daemonPods(t, f, "ambit-node-agent", nodes)
+	dyn, err := dynamic.NewForConfig(f.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ns := f.Namespace("wp", map[string]string{labelMode: "ambient"})
+	for _, sa := range []string{"web", "other", "client"} {
+		serviceAccount(t, f, ns, sa)
+	}
+	f.TestApp(ns, "web-1", framework.AppOptions{Node: nodes[0], ServiceAccount: "web", Labels: map[string]string{"app": "web"}})
+	f.TestApp(ns, "web-2", framework.AppOptions{Node: nodes[1], ServiceAccount: "web", Labels: map[string]string{"app": "web"}})
+	f.TestApp(ns, "other", framework.AppOptions{Node: nodes[0], ServiceAccount: "other", Labels: map[string]string{"app": "other"}})
+	client := f.TestApp(ns, "client", framework.AppOptions{Node: nodes[1], ServiceAccount: "client", Args: []string{"sleep"}})
+	web, other := f.Service(ns, "web"), f.Service(ns, "other")
+	f.WaitEndpoints(ns, "web", 2)
+	f.WaitEndpoints(ns, "other", 1)
+	waitRedirection(t, f, ns, client.Name, "enabled")
+	webURL := fmt.Sprintf("http://%s/", web.Spec.ClusterIP)
+	otherURL := fmt.Sprintf("http://%s/", other.Spec.ClusterIP)
+	get(t, f, ns, client.Name, webURL)
+
+	gw := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+		"metadata": map[string]any{"name": "waypoint", "namespace": ns},
+		"spec": map[string]any{
+			"gatewayClassName": "ambit-waypoint",
+			"listeners":        []any{map[string]any{"name": "mesh", "port": int64(15008), "protocol": "HBONE"}},
+		},
+	}}
+	if _, err := dyn.Resource(gatewayGVR).Namespace(ns).Create(f.Ctx(), gw, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create Gateway: %v", err)
+	}
+	err = f.Eventually(3*time.Minute, func() error {
+		u, err := dyn.Resource(gatewayGVR).Namespace(ns).Get(f.Ctx(), "waypoint", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["type"] == "Programmed" && m["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("Gateway %s/waypoint is not Programmed yet: %v", ns, conds)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	label := func(value *string) {
+		t.Helper()
+		v := "null"
+		if value != nil {
+			v = fmt.Sprintf("%q", *value)
+		}
+		patch := fmt.Sprintf(`{"metadata":{"labels":{"ambit.dev/use-waypoint":%s}}}`, v)
+		if _, err := f.Client.CoreV1().Services(ns).Patch(f.Ctx(), "web", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	webHost := "web." + ns + ".svc"
+	otherHost := "other." + ns + ".svc"
+	name := "waypoint"
+	label(&name)
+
+	t.Run("requests to the labelled Service go through the waypoint", func(t *testing.T) {
+		err := f.Eventually(time.Minute, func() error {
+			before := waypointRequests(t, f, ns, "waypoint", webHost)
+			r := get(t, f, ns, client.Name, webURL)
+			if peerIP(t, r.Peer) == "" {
+				return fmt.Errorf("no peer")
+			}
+			if after := waypointRequests(t, f, ns, "waypoint", webHost); after <= before {
+				return fmt.Errorf("the waypoint counted no request to %s (%v before, %v after)", webHost, before, after)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Both backends answer through it.
+		seen := map[string]bool{}
+		for range 10 {
+			seen[get(t, f, ns, client.Name, webURL).Name] = true
+		}
+		if len(seen) != 2 {
+			t.Fatalf("answers came from %v, want both web pods", seen)
+		}
+		// The waypoint saw the client's identity (from the client ztunnel's
+		// mTLS certificate), not a ztunnel's or its own.
+		clientID := "spiffe://cluster.local/ns/" + ns + "/sa/client"
+		if _, principals := waypointSamples(t, f, ns, "waypoint", webHost); !principals[clientID] || len(principals) != 1 {
+			t.Fatalf("waypoint source principals %v, want only %s", principals, clientID)
+		}
+	})
+
+	t.Run("other Services of the namespace do not", func(t *testing.T) {
+		before := waypointRequests(t, f, ns, "waypoint", otherHost)
+		for range 3 {
+			get(t, f, ns, client.Name, otherURL)
+		}
+		if after := waypointRequests(t, f, ns, "waypoint", otherHost); after != before {
+			t.Fatalf("the waypoint counted %v requests to %s, which is not bound to it", after-before, otherHost)
+		}
+	})
+
+	t.Run("removing the label takes the waypoint out of the path", func(t *testing.T) {
+		label(nil)
+		err := f.Eventually(time.Minute, func() error {
+			before := waypointRequests(t, f, ns, "waypoint", webHost)
+			get(t, f, ns, client.Name, webURL)
+			if after := waypointRequests(t, f, ns, "waypoint", webHost); after != before {
+				return fmt.Errorf("the waypoint still counts requests to %s", webHost)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	if err := dyn.Resource(gatewayGVR).Namespace(ns).Delete(f.Ctx(), "waypoint", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = f.Eventually(2*time.Minute, func() error {
+		pods, err := f.Client.CoreV1().Pods(ns).List(f.Ctx(), metav1.ListOptions{LabelSelector: "gateway.networking.k8s.io/gateway-name=waypoint"})
+		if err != nil {
+			return err
+		}
+		live := 0
+		for _, p := range pods.Items {
+			if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+				live++
+			}
+		}
+		if live > 0 {
+			return fmt.Errorf("%d waypoint pods left after the Gateway was deleted", live)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
