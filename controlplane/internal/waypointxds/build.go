@@ -26,6 +26,7 @@ import (
 	httpupv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -406,7 +407,11 @@ func outboundCluster(s service, p Port) *clusterv3.Cluster {
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfig(), ServiceName: name},
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
-		TransportSocket:      internalUpstreamSocket(MetadataOriginalDst, MetadataTunnel),
+		// Never send to unhealthy endpoints, even when most are unhealthy
+		// (Envoy's default panic threshold, 50%, would): the Go waypoint
+		// behaves this way, and an Envoy must behave the same.
+		CommonLbConfig:  &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}},
+		TransportSocket: internalUpstreamSocket(MetadataOriginalDst, MetadataTunnel),
 		Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataAmbit: {Fields: map[string]*structpb.Value{
 			"service":   structpb.NewStringValue(s.Hostname),
 			"name":      structpb.NewStringValue(s.Name),

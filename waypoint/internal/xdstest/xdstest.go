@@ -27,6 +27,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -325,6 +326,7 @@ func Cluster(s Service) *clusterv3.Cluster {
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{ServiceName: s.ClusterName(), EdsConfig: adsConfig},
 		ConnectTimeout:       durationpb.New(10 * time.Second),
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		CommonLbConfig:       &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}},
 		TransportSocket:      internalUpstream(true),
 		Metadata:             &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"ambit": md}},
 	}
