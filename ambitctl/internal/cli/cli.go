@@ -80,9 +80,9 @@ func NewCommand(env Env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ambitctl",
 		Short: "Install, check and inspect Ambit, the ambient service mesh",
-		Long: "ambitctl installs Ambit on a Kubernetes cluster, checks it, enrols namespaces in the mesh\n" +
-			"and shows what ztunnel sees on each node. It talks to the cluster like kubectl: --kubeconfig and\n" +
-			"--context select it.",
+		Long: "ambitctl installs Ambit on a Kubernetes cluster, checks it, enrols namespaces in the mesh,\n" +
+			"shows what ztunnel sees on each node and manages waypoints. It talks to the cluster like\n" +
+			"kubectl: --kubeconfig and --context select it.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -101,6 +101,7 @@ func NewCommand(env Env) *cobra.Command {
 		g.unenrollCommand(),
 		g.statusCommand(),
 		g.ztunnelCommand(),
+		g.waypointCommand(),
 		g.versionCommand(),
 	)
 	return root
