@@ -39,7 +39,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	"ambit.dev/pkg/reconnect"
+	"ambit.dev/pkg/deltaxds"
 	"ambit.dev/waypoint/internal/model"
 )
 
@@ -160,56 +160,33 @@ func (c *Client) Connected() bool {
 	return c.connected
 }
 
-// Run keeps a stream open until ctx is done, reconnecting with backoff. It
+// Run keeps a stream open until ctx is done, reconnecting with backoff
+// (ambit.dev/pkg/deltaxds) and serving the last config meanwhile. It
 // returns nil when ctx is done.
 func (c *Client) Run(ctx context.Context) error {
-	reconnect.Loop(ctx, c.cfg.RetryBase, c.cfg.RetryMax, func(ctx context.Context) (bool, error) {
-		progressed, err := c.stream(ctx)
-		c.mu.Lock()
-		c.connected = false
-		if ctx.Err() == nil {
-			c.lastErr = err
-		}
-		c.mu.Unlock()
-		return progressed, err
-	}, func(e reconnect.Ended) {
-		c.log.Warn("xDS stream ended; serving the last config and reconnecting", "error", e.Err, "retryIn", e.Wait.String(), "attempt", e.Attempt)
+	deltaxds.Run(ctx, deltaxds.Session{
+		Conn: c.cfg.Conn, RetryBase: c.cfg.RetryBase, RetryMax: c.cfg.RetryMax,
+		Initial: c.initialRequests,
+		Handle:  c.Apply,
+		Opened: func() {
+			c.mu.Lock()
+			c.connected = true
+			c.mu.Unlock()
+			c.log.Info("xDS stream open", "node", c.cfg.Node.GetId())
+		},
+		Closed: func(err error) {
+			c.mu.Lock()
+			c.connected = false
+			if err != nil {
+				c.lastErr = err
+			}
+			c.mu.Unlock()
+		},
+		OpenHint: "is the control plane reachable at --xds-address and its certificate signed by the mesh root?",
+		RecvHint: "the control plane refuses a node without a valid GATEWAY with InvalidArgument",
+		Log:      c.log,
 	})
 	return nil
-}
-
-// stream runs one stream; progressed reports whether a response arrived.
-func (c *Client) stream(ctx context.Context) (progressed bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(c.cfg.Conn).DeltaAggregatedResources(sctx)
-	if err != nil {
-		return false, fmt.Errorf("opening the delta ADS stream (is the control plane reachable at --xds-address and its certificate signed by the mesh root?): %w", err)
-	}
-	for _, req := range c.initialRequests() {
-		if err := st.Send(req); err != nil {
-			return false, fmt.Errorf("subscribing to %s: %w", typeName(req.GetTypeUrl()), err)
-		}
-	}
-	c.mu.Lock()
-	c.connected = true
-	c.mu.Unlock()
-	c.log.Info("xDS stream open", "node", c.cfg.Node.GetId())
-	for {
-		resp, err := st.Recv()
-		if err != nil {
-			if ctx.Err() != nil {
-				return progressed, ctx.Err()
-			}
-			return progressed, fmt.Errorf("receiving (the control plane refuses a node without a valid GATEWAY with InvalidArgument): %w", err)
-		}
-		progressed = true
-		for _, req := range c.Apply(resp) {
-			if err := st.Send(req); err != nil {
-				return progressed, fmt.Errorf("sending %s request: %w", typeName(req.GetTypeUrl()), err)
-			}
-		}
-	}
 }
 
 // initialRequests are the first requests of a stream: wildcard LDS (with
@@ -259,12 +236,12 @@ func (c *Client) Apply(resp *discovery.DeltaDiscoveryResponse) []*discovery.Delt
 	var bad []string
 	for _, r := range resp.GetResources() {
 		if !wildcard(t) && !slices.Contains(c.subscribed[t], r.GetName()) {
-			c.log.Debug("ignoring a resource not subscribed", "type", typeName(t), "name", r.GetName())
+			c.log.Debug("ignoring a resource not subscribed", "type", deltaxds.TypeName(t), "name", r.GetName())
 			continue
 		}
 		v, err := c.decode(t, r)
 		if err != nil {
-			bad = append(bad, fmt.Sprintf("%s %q: %v", typeName(t), r.GetName(), err))
+			bad = append(bad, fmt.Sprintf("%s %q: %v", deltaxds.TypeName(t), r.GetName(), err))
 			continue
 		}
 		held[r.GetName()] = entry{version: r.GetVersion(), value: v}
@@ -293,9 +270,9 @@ func (c *Client) Apply(resp *discovery.DeltaDiscoveryResponse) []*discovery.Delt
 	c.mu.Unlock()
 
 	if ack.ErrorDetail != nil {
-		c.log.Warn("NACK", "type", typeName(t), "nonce", resp.GetNonce(), "error", ack.ErrorDetail.GetMessage())
+		c.log.Warn("NACK", "type", deltaxds.TypeName(t), "nonce", resp.GetNonce(), "error", ack.ErrorDetail.GetMessage())
 	}
-	c.log.Debug("xDS response applied", "type", typeName(t), "resources", len(resp.GetResources()),
+	c.log.Debug("xDS response applied", "type", deltaxds.TypeName(t), "resources", len(resp.GetResources()),
 		"removed", len(resp.GetRemovedResources()), "rejected", len(bad), "missing", cfg.Missing)
 	c.cfg.OnConfig(cfg)
 	return append([]*discovery.DeltaDiscoveryRequest{ack}, follow...)
@@ -359,7 +336,7 @@ func (c *Client) resourcesLocked() Resources {
 	}
 	for t, m := range c.held {
 		for name, e := range m {
-			r.Versions[typeName(t)+"/"+name] = e.version
+			r.Versions[deltaxds.TypeName(t)+"/"+name] = e.version
 			switch v := e.value.(type) {
 			case Listener:
 				r.Listeners[name] = v
@@ -436,11 +413,7 @@ func (c *Client) Subscriptions() map[string][]string {
 	defer c.mu.Unlock()
 	out := map[string][]string{}
 	for t, names := range c.subscribed {
-		out[typeName(t)] = slices.Clone(names)
+		out[deltaxds.TypeName(t)] = slices.Clone(names)
 	}
 	return maps.Clone(out)
-}
-
-func typeName(typeURL string) string {
-	return typeURL[strings.LastIndex(typeURL, ".")+1:]
 }

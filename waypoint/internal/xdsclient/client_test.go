@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"ambit.dev/pkg/deltaxds"
 	"ambit.dev/waypoint/internal/model"
 	"ambit.dev/waypoint/internal/xdstest"
 )
@@ -71,7 +72,7 @@ func newClient(t *testing.T) (*Client, *recorder) {
 func describe(reqs []*discovery.DeltaDiscoveryRequest) []string {
 	var out []string
 	for _, r := range reqs {
-		s := typeName(r.GetTypeUrl())
+		s := deltaxds.TypeName(r.GetTypeUrl())
 		if r.GetResponseNonce() != "" {
 			s += " ack"
 			if r.GetErrorDetail() != nil {

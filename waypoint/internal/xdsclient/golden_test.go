@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"ambit.dev/pkg/deltaxds"
 	"ambit.dev/waypoint/internal/xdstest"
 )
 
@@ -115,7 +116,7 @@ func TestControlPlaneGoldens(t *testing.T) {
 				}
 				for _, req := range c.Apply(resp) {
 					if d := req.GetErrorDetail(); d != nil {
-						t.Fatalf("NACK of the control plane's %s: %s", typeName(typ), d.GetMessage())
+						t.Fatalf("NACK of the control plane's %s: %s", deltaxds.TypeName(typ), d.GetMessage())
 					}
 				}
 			}

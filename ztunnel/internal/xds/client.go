@@ -35,8 +35,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
+	"ambit.dev/pkg/deltaxds"
 	"ambit.dev/pkg/identity"
-	"ambit.dev/pkg/reconnect"
 	"ambit.dev/ztunnel/internal/state"
 )
 
@@ -127,7 +127,7 @@ func (c *Client) Ready() error {
 	var missing []string
 	for _, t := range typeURLs {
 		if !c.synced[t] {
-			missing = append(missing, typeName(t))
+			missing = append(missing, deltaxds.TypeName(t))
 		}
 	}
 	if len(missing) == 0 {
@@ -147,33 +147,40 @@ func (c *Client) Connected() bool {
 	return c.connected
 }
 
-// Run keeps a stream open until ctx is done, reconnecting with backoff. It
-// returns nil when ctx is done.
+// Run keeps a stream open until ctx is done, reconnecting with backoff
+// (ambit.dev/pkg/deltaxds) and serving the last state meanwhile. It returns
+// nil when ctx is done.
 func (c *Client) Run(ctx context.Context) error {
-	reconnect.Loop(ctx, c.cfg.RetryBase, c.cfg.RetryMax, func(ctx context.Context) (bool, error) {
-		progressed, err := c.stream(ctx)
-		c.mu.Lock()
-		c.connected = false
-		if ctx.Err() == nil {
-			c.lastErr = err
-		}
-		c.mu.Unlock()
-		return progressed, err
-	}, func(e reconnect.Ended) {
-		c.log.Warn("xDS stream ended; serving the last state and reconnecting", "error", e.Err, "retryIn", e.Wait.String(), "attempt", e.Attempt)
+	deltaxds.Run(ctx, deltaxds.Session{
+		Conn: c.cfg.Conn, RetryBase: c.cfg.RetryBase, RetryMax: c.cfg.RetryMax,
+		Initial: c.initialRequests,
+		Handle: func(resp *discovery.DeltaDiscoveryResponse) []*discovery.DeltaDiscoveryRequest {
+			return []*discovery.DeltaDiscoveryRequest{c.apply(resp)}
+		},
+		Opened: func() {
+			c.mu.Lock()
+			c.connected = true
+			c.mu.Unlock()
+			c.log.Info("xDS stream open", "versionsHeld", c.count())
+		},
+		Closed: func(err error) {
+			c.mu.Lock()
+			c.connected = false
+			if err != nil {
+				c.lastErr = err
+			}
+			c.mu.Unlock()
+		},
+		OpenHint: "is the control plane reachable and its certificate signed by the mesh root?",
+		Log:      c.log,
 	})
 	return nil
 }
 
-// stream runs one stream; progressed reports whether a response arrived.
-func (c *Client) stream(ctx context.Context) (progressed bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ads := discovery.NewAggregatedDiscoveryServiceClient(c.cfg.Conn)
-	st, err := ads.DeltaAggregatedResources(sctx)
-	if err != nil {
-		return false, fmt.Errorf("opening the delta ADS stream (is the control plane reachable and its certificate signed by the mesh root?): %w", err)
-	}
+// initialRequests subscribes to every type with a wildcard, with the
+// versions held; the first request carries the node.
+func (c *Client) initialRequests() []*discovery.DeltaDiscoveryRequest {
+	out := make([]*discovery.DeltaDiscoveryRequest, 0, len(typeURLs))
 	for i, t := range typeURLs {
 		req := &discovery.DeltaDiscoveryRequest{
 			TypeUrl:                 t,
@@ -183,28 +190,9 @@ func (c *Client) stream(ctx context.Context) (progressed bool, err error) {
 		if i == 0 {
 			req.Node = &corev3.Node{Id: c.cfg.NodeID}
 		}
-		if err := st.Send(req); err != nil {
-			return false, fmt.Errorf("subscribing to %s: %w", typeName(t), err)
-		}
+		out = append(out, req)
 	}
-	c.mu.Lock()
-	c.connected = true
-	c.mu.Unlock()
-	c.log.Info("xDS stream open", "versionsHeld", c.count())
-	for {
-		resp, err := st.Recv()
-		if err != nil {
-			if ctx.Err() != nil {
-				return progressed, ctx.Err()
-			}
-			return progressed, fmt.Errorf("receiving: %w", err)
-		}
-		progressed = true
-		ack := c.apply(resp)
-		if err := st.Send(ack); err != nil {
-			return progressed, fmt.Errorf("acknowledging: %w", err)
-		}
-	}
+	return out
 }
 
 // versions lists the accepted resources of typeURL and their versions.
@@ -256,14 +244,14 @@ func (c *Client) apply(resp *discovery.DeltaDiscoveryResponse) *discovery.DeltaD
 	if err := c.publish(); err != nil {
 		bad = append(bad, err.Error())
 	}
-	c.log.Debug("xDS response applied", "type", typeName(t), "updated", len(resp.GetResources())-len(bad),
+	c.log.Debug("xDS response applied", "type", deltaxds.TypeName(t), "updated", len(resp.GetResources())-len(bad),
 		"removed", len(resp.GetRemovedResources()), "rejected", len(bad), "nonce", resp.GetNonce())
 	if len(bad) > 0 {
 		slices.Sort(bad)
 		msg := fmt.Sprintf("%d of %d %s resources rejected (previous versions kept): %s",
-			len(bad), len(resp.GetResources()), typeName(t), strings.Join(bad, "; "))
+			len(bad), len(resp.GetResources()), deltaxds.TypeName(t), strings.Join(bad, "; "))
 		ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: msg}
-		c.log.Warn("NACK", "type", typeName(t), "nonce", resp.GetNonce(), "error", msg)
+		c.log.Warn("NACK", "type", deltaxds.TypeName(t), "nonce", resp.GetNonce(), "error", msg)
 	}
 	return ack
 }
@@ -333,8 +321,4 @@ func (c *Client) Policies() []*workloadv1alpha1.Authorization {
 		out = append(out, held[name].auth)
 	}
 	return out
-}
-
-func typeName(typeURL string) string {
-	return typeURL[strings.LastIndex(typeURL, ".")+1:]
 }
