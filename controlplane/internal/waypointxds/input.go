@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Input is everything Build needs for one waypoint: the waypoint itself and
@@ -12,7 +13,13 @@ import (
 // readiness.
 type Input struct {
 	Waypoint Waypoint
+	// Services are the services bound to the waypoint: each gets filter
+	// chains, clusters, endpoints and (HTTP ports) a route configuration.
 	Services []Service
+	// Backends are services that routes of Services name as backends and
+	// that are not bound themselves: each gets clusters and endpoints
+	// only (XDS.md §5.2). Routes and Rules set on them are ignored.
+	Backends []Service
 }
 
 // Waypoint is the waypoint (a Gateway of class ambit-waypoint).
@@ -61,6 +68,121 @@ type Port struct {
 	// list this port in Endpoint.TargetPorts. Zero: only per-endpoint
 	// target ports (a named targetPort).
 	TargetPort uint16
+	// Routes are the HTTPRoute rules attached to this port, one per (rule,
+	// match), already in precedence order (XDS.md §7.1). Nil: the
+	// default route. Only used on HTTP ports.
+	Routes []Route
+}
+
+// Route is one (HTTPRoute rule, match) of a service port: one Envoy route.
+type Route struct {
+	// Name is "<routeNamespace>.<routeName>.<ruleIndex>.<matchIndex>".
+	Name  string
+	Match RouteMatch
+	// Exactly one action: Backends (a route action), Redirect, or
+	// DirectStatus (a direct response, e.g. 500 when no backend is
+	// usable).
+	Backends     []Backend
+	Redirect     *Redirect
+	DirectStatus int
+	// RequestHeaders and ResponseHeaders are header modifications.
+	RequestHeaders, ResponseHeaders HeaderModifier
+	// Rewrite rewrites the request sent to the backend (route actions).
+	Rewrite *Rewrite
+	// Timeout bounds the whole request, retries included; 0: none.
+	Timeout time.Duration
+	// Retry is the rule's retry policy; nil: the default (XDS.md §7.1).
+	Retry *Retry
+}
+
+// PathMatchType is how a route matches the request path.
+type PathMatchType string
+
+// The path match types of HTTPRoute.
+const (
+	PathPrefix PathMatchType = "PathPrefix"
+	PathExact  PathMatchType = "Exact"
+	PathRegex  PathMatchType = "RegularExpression"
+)
+
+// RouteMatch is one HTTPRoute match. The zero value matches every request
+// (prefix "/").
+type RouteMatch struct {
+	// PathType and Path; empty PathType is PathPrefix, empty Path "/".
+	PathType PathMatchType
+	Path     string
+	// Method, if set, must equal the request method.
+	Method string
+	// Headers and QueryParams must all match. Header names are matched
+	// case-insensitively.
+	Headers     []ValueMatch
+	QueryParams []ValueMatch
+}
+
+// ValueMatch matches a header or query parameter value, exactly or (Regex)
+// by an RE2 regular expression that must match the whole value.
+type ValueMatch struct {
+	Name  string
+	Value string
+	Regex bool
+}
+
+// Backend is one weighted backend of a route: a port of a service in
+// Input.Services or Input.Backends, by hostname.
+type Backend struct {
+	Hostname string
+	Port     uint16
+	Weight   uint32
+}
+
+// HeaderModifier is a RequestHeaderModifier or ResponseHeaderModifier:
+// Set overwrites, Add appends, Remove deletes (removes apply first).
+type HeaderModifier struct {
+	Set, Add []Header
+	Remove   []string
+}
+
+// Header is a header name and value.
+type Header struct{ Name, Value string }
+
+// IsZero reports whether m changes nothing.
+func (m HeaderModifier) IsZero() bool { return len(m.Set) == 0 && len(m.Add) == 0 && len(m.Remove) == 0 }
+
+// Redirect is a RequestRedirect filter. Empty fields keep the request's
+// value; StatusCode 0 is 302.
+type Redirect struct {
+	Scheme   string
+	Hostname string
+	Port     uint16
+	Path     *PathModifier
+	// StatusCode is one of 301, 302, 303, 307, 308.
+	StatusCode int
+}
+
+// PathModifier replaces the whole path (FullPath) or the matched prefix
+// (PrefixMatch, with a PathPrefix match only).
+type PathModifier struct {
+	FullPath    *string
+	PrefixMatch *string
+}
+
+// Rewrite is a URLRewrite filter.
+type Rewrite struct {
+	Hostname string
+	Path     *PathModifier
+}
+
+// Retry is an HTTPRoute retry stanza with the rule's backend request
+// timeout.
+type Retry struct {
+	// Attempts is the number of retries (not counting the first try).
+	Attempts int
+	// Codes are the retriable status codes; empty: any 5xx.
+	Codes []int
+	// Backoff is the minimum wait between attempts; 0: the default.
+	Backoff time.Duration
+	// PerTryTimeout bounds each attempt (timeouts.backendRequest); 0: none.
+	PerTryTimeout time.Duration
 }
 
 // Endpoint is one pod backing a service.
