@@ -146,7 +146,9 @@ type HeaderModifier struct {
 type Header struct{ Name, Value string }
 
 // IsZero reports whether m changes nothing.
-func (m HeaderModifier) IsZero() bool { return len(m.Set) == 0 && len(m.Add) == 0 && len(m.Remove) == 0 }
+func (m HeaderModifier) IsZero() bool {
+	return len(m.Set) == 0 && len(m.Add) == 0 && len(m.Remove) == 0
+}
 
 // Redirect is a RequestRedirect filter. Empty fields keep the request's
 // value; StatusCode 0 is 302.
