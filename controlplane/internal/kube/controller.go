@@ -48,6 +48,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
+	"ambit.dev/controlplane/internal/httproute"
 	"ambit.dev/controlplane/internal/model"
 	"ambit.dev/controlplane/internal/policy"
 	"ambit.dev/controlplane/internal/waypointxds"
@@ -95,10 +96,11 @@ const (
 	kindAuthorizationPolicy
 	kindPeerAuthentication
 	kindGateway
+	kindHTTPRoute
 )
 
 func (k kind) String() string {
-	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway"}[k]
+	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute"}[k]
 }
 
 // key is a workqueue item: one object, by kind, namespace and name.
@@ -142,6 +144,12 @@ type Controller struct {
 	gwFactory       dynamicinformer.DynamicSharedInformerFactory
 	gatewayInformer cache.SharedIndexInformer
 	gateways        cache.SharedIndexInformer
+	// routeFactory and routeInformer watch HTTPRoutes when the Gateway
+	// API serves them;
+	// httpRoutes is set to it once it runs.
+	routeFactory  dynamicinformer.DynamicSharedInformerFactory
+	routeInformer cache.SharedIndexInformer
+	httpRoutes    cache.SharedIndexInformer
 
 	queue  workqueue.TypedRateLimitingInterface[key]
 	synced chan struct{}
@@ -177,11 +185,15 @@ type Controller struct {
 	svcWaypointByName map[string]model.ObjectRef
 	wpServices        map[model.ObjectRef]map[model.ObjectRef]bool
 	wpSent            map[model.ObjectRef]waypointxds.Input
+	// routes are the compiled HTTPRoutes; routesBySvc the routes naming
+	// each Service, as parent or backend.
+	routes      map[httproute.Ref]httproute.Compiled
+	routesBySvc map[model.ObjectRef]map[httproute.Ref]bool
 
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
 	statusMu    sync.Mutex
-	statusQueue workqueue.TypedRateLimitingInterface[policy.Ref]
+	statusQueue workqueue.TypedRateLimitingInterface[statusItem]
 }
 
 // New builds a Controller that reads from client (core objects) and dyn
@@ -219,6 +231,8 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 
 		discovery: client.Discovery(),
 		gwFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		// HTTPRoutes have their own factory: started only when served.
+		routeFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		waypoints: model.Waypoints{},
 		unusable:  map[string]unusableBinding{},
 
@@ -227,11 +241,14 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		svcWaypointByName: map[string]model.ObjectRef{},
 		wpServices:        map[model.ObjectRef]map[model.ObjectRef]bool{},
 		wpSent:            map[model.ObjectRef]waypointxds.Input{},
+		routes:            map[httproute.Ref]httproute.Compiled{},
+		routesBySvc:       map[model.ObjectRef]map[httproute.Ref]bool{},
 	}
 	c.gatewayInformer = c.gwFactory.ForResource(GatewaysResource).Informer()
+	c.routeInformer = c.routeFactory.ForResource(HTTPRoutesResource).Informer()
 	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
 	c.peerAuthns = c.dynFactory.ForResource(PeerAuthenticationsResource).Informer()
-	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer} {
+	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer} {
 		if err := inf.SetTransform(trimUnstructured); err != nil {
 			return nil, fmt.Errorf("kube: policy or gateway informer: %w", err)
 		}
@@ -291,6 +308,9 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		// A Gateway matters when its class, its waypoint-for label or its
 		// Programmed condition changes.
 		{c.gatewayInformer, c.handler(kindGateway, gatewayChanged)},
+		// An HTTPRoute matters when its spec changes; status-only updates
+		// (the status writer's own, other controllers') are ignored.
+		{c.routeInformer, c.handler(kindHTTPRoute, specChanged)},
 		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(obj any, initial bool) {
 				if !initial {
@@ -450,14 +470,16 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.factory.Shutdown() // runs last: waits for the informers to stop
 	defer c.dynFactory.Shutdown()
 	defer c.gwFactory.Shutdown()
+	defer c.routeFactory.Shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.queue.ShutDown()
 
-	gatewayAPI, err := gatewayAPIInstalled(c.discovery)
+	served, err := gatewayAPIServed(c.discovery)
 	if err != nil {
 		return err
 	}
+	gatewayAPI := served[GatewaysResource.Resource]
 	syncs := make([]cache.InformerSynced, 0, len(c.informers)+1)
 	for _, inf := range c.informers {
 		syncs = append(syncs, inf.HasSynced)
@@ -466,8 +488,17 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.mu.Lock()
 		c.gateways = c.gatewayInformer
 		c.mu.Unlock()
-		c.gwFactory.Start(ctx.Done())
 		syncs = append(syncs, c.gatewayInformer.HasSynced)
+		if served[HTTPRoutesResource.Resource] {
+			c.mu.Lock()
+			c.httpRoutes = c.routeInformer
+			c.mu.Unlock()
+			c.routeFactory.Start(ctx.Done())
+			syncs = append(syncs, c.routeInformer.HasSynced)
+		} else {
+			c.log.Warn("the Gateway API serves no httproutes (gateway.networking.k8s.io/v1): waypoints get no routes; install its CRDs and restart the control plane")
+		}
+		c.gwFactory.Start(ctx.Done())
 	} else {
 		c.log.Warn("the Gateway API (gateway.networking.k8s.io/v1 gateways) is not installed: no traffic is bound to a waypoint; install its CRDs (deploy/, gatewayAPI.installCRDs) and restart the control plane")
 	}
@@ -533,6 +564,9 @@ func (c *Controller) resyncAll() error {
 	for _, p := range pods {
 		c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
 	}
+	if err := c.loadHTTPRoutes(b); err != nil {
+		return err
+	}
 	c.markAllWaypoints(b)
 	if err := c.publish(b); err != nil {
 		return err
@@ -585,6 +619,10 @@ func (c *Controller) reconcile(k key) error {
 		}
 	case kindGateway:
 		if err := c.reconcileGateway(model.ObjectRef{Namespace: k.namespace, Name: k.name}, b); err != nil {
+			return err
+		}
+	case kindHTTPRoute:
+		if err := c.reconcileHTTPRoute(httproute.Ref{Namespace: k.namespace, Name: k.name}, b); err != nil {
 			return err
 		}
 	case kindAuthorizationPolicy, kindPeerAuthentication:
@@ -802,6 +840,7 @@ func (c *Controller) reconcileService(ref model.ObjectRef, b *batch) {
 	} else {
 		c.svcMembers[ref] = members
 	}
+	c.serviceRoutesChanged(ref, b)
 }
 
 func mergeKeys[V any](a, b map[model.ObjectRef]V) map[model.ObjectRef]struct{} {

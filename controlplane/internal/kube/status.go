@@ -3,6 +3,8 @@ package kube
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	securityv1alpha1 "ambit.dev/api/security/v1alpha1"
+	"ambit.dev/controlplane/internal/httproute"
 	"ambit.dev/controlplane/internal/policy"
 )
 
@@ -19,7 +22,8 @@ import (
 const fieldManager = "ambit-controlplane"
 
 // RunStatusWriter writes the Accepted condition of every AuthorizationPolicy
-// and PeerAuthentication whose compiled outcome differs from its status, and
+// and PeerAuthentication, and the parent statuses of every HTTPRoute with a
+// Service parent, whose compiled outcome differs from its status, and
 // keeps doing so as policies change, until ctx ends. It is a leader-only
 // writer (internal/leader): only one replica writes status. It starts with
 // every known policy, so a new leader repairs what a previous one missed.
@@ -35,8 +39,8 @@ func (c *Controller) RunStatusWriter(ctx context.Context) error {
 		return nil
 	}
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.DefaultTypedControllerRateLimiter[policy.Ref](),
-		workqueue.TypedRateLimitingQueueConfig[policy.Ref]{Name: "ambit-policy-status"})
+		workqueue.DefaultTypedControllerRateLimiter[statusItem](),
+		workqueue.TypedRateLimitingQueueConfig[statusItem]{Name: "ambit-policy-status"})
 	c.statusMu.Lock()
 	c.statusQueue = q
 	c.statusMu.Unlock()
@@ -50,9 +54,13 @@ func (c *Controller) RunStatusWriter(ctx context.Context) error {
 	// between is queued by the model controller; the queue deduplicates.
 	c.mu.Lock()
 	refs := c.policies.Refs()
+	routes := slices.Collect(maps.Keys(c.routes))
 	c.mu.Unlock()
 	for _, r := range refs {
-		q.Add(r)
+		q.Add(statusItem{policy: r})
+	}
+	for _, r := range routes {
+		q.Add(statusItem{route: r})
 	}
 	stop := context.AfterFunc(ctx, q.ShutDown)
 	defer stop()
@@ -61,7 +69,12 @@ func (c *Controller) RunStatusWriter(ctx context.Context) error {
 		if shutdown {
 			return nil
 		}
-		err := c.writeStatus(ctx, r)
+		var err error
+		if r.route.Name != "" {
+			err = c.writeRouteStatus(ctx, r.route)
+		} else {
+			err = c.writeStatus(ctx, r.policy)
+		}
 		switch {
 		case err == nil:
 			q.Forget(r)
@@ -70,7 +83,7 @@ func (c *Controller) RunStatusWriter(ctx context.Context) error {
 			return nil
 		default:
 			c.metrics.statusWrites.WithLabelValues("error").Inc()
-			c.log.Warn("writing policy status failed; retrying", "kind", r.Kind.String(), "namespace", r.Namespace, "name", r.Name, "error", err)
+			c.log.Warn("writing status failed; retrying", "object", r.String(), "error", err)
 			q.AddRateLimited(r)
 		}
 		q.Done(r)
@@ -86,8 +99,22 @@ func (c *Controller) enqueueStatus(refs ...policy.Ref) {
 		return
 	}
 	for _, r := range refs {
-		c.statusQueue.Add(r)
+		c.statusQueue.Add(statusItem{policy: r})
 	}
+}
+
+// statusItem is one object whose status the writer keeps: a policy, or
+// (route set) an HTTPRoute.
+type statusItem struct {
+	policy policy.Ref
+	route  httproute.Ref
+}
+
+func (s statusItem) String() string {
+	if s.route.Name != "" {
+		return "httproute " + s.route.String()
+	}
+	return s.policy.Kind.String() + " " + s.policy.Namespace + "/" + s.policy.Name
 }
 
 // writeStatus makes the status of policy r say what the index says about

@@ -83,6 +83,7 @@ func (c *Controller) bindService(ref model.ObjectRef, name string, wp model.Obje
 func (c *Controller) markPodWaypoints(ref model.ObjectRef, pod *corev1.Pod, b *batch) {
 	for name := range c.podServices[ref] {
 		b.markWaypoint(c.svcWaypointByName[name])
+		c.markBackendWaypoints(name, b)
 	}
 	if pod != nil && pod.Labels[model.LabelGatewayName] != "" {
 		b.markWaypoint(model.ObjectRef{Namespace: pod.Namespace, Name: pod.Labels[model.LabelGatewayName]})
@@ -155,6 +156,7 @@ func (c *Controller) waypointInput(ref model.ObjectRef) waypointxds.Input {
 		}
 		in.Services = append(in.Services, c.waypointService(svc, c.svcMembers[svcRef]))
 	}
+	c.addRoutes(ref, &in)
 	return in
 }
 

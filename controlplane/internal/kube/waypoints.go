@@ -25,7 +25,7 @@ var GatewaysResource = gwapiv1.SchemeGroupVersion.WithResource("gateways")
 // GatewayListKinds maps GatewaysResource to its list kind, for
 // dynamic/fake.NewSimpleDynamicClientWithCustomListKinds.
 func GatewayListKinds() map[schema.GroupVersionResource]string {
-	return map[schema.GroupVersionResource]string{GatewaysResource: "GatewayList"}
+	return map[schema.GroupVersionResource]string{GatewaysResource: "GatewayList", HTTPRoutesResource: "HTTPRouteList"}
 }
 
 // byWaypoint indexes pods, Services and Namespaces by the waypoint
@@ -59,22 +59,22 @@ func indexByWaypoint(obj any) ([]string, error) {
 	return nil, nil
 }
 
-// gatewayAPIInstalled reports whether the API server serves
-// GatewaysResource.
-func gatewayAPIInstalled(d discovery.DiscoveryInterface) (bool, error) {
+// gatewayAPIServed returns which resources of the Gateway API group
+// version of GatewaysResource the API server serves (none when the group
+// is not installed).
+func gatewayAPIServed(d discovery.DiscoveryInterface) (map[string]bool, error) {
 	list, err := d.ServerResourcesForGroupVersion(GatewaysResource.GroupVersion().String())
 	if apierrors.IsNotFound(err) {
-		return false, nil
+		return map[string]bool{}, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("kube: discovering %s (can the control plane reach the API server?): %w", GatewaysResource.GroupVersion(), err)
+		return nil, fmt.Errorf("kube: discovering %s (can the control plane reach the API server?): %w", GatewaysResource.GroupVersion(), err)
 	}
+	out := map[string]bool{}
 	for _, r := range list.APIResources {
-		if r.Name == GatewaysResource.Resource {
-			return true, nil
-		}
+		out[r.Name] = true
 	}
-	return false, nil
+	return out, nil
 }
 
 // toGateway copies what the binding rules read out of a cached Gateway.
