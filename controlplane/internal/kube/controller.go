@@ -233,8 +233,8 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		gwFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		// HTTPRoutes have their own factory: started only when served.
 		routeFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
-		waypoints: model.Waypoints{},
-		unusable:  map[string]unusableBinding{},
+		waypoints:    model.Waypoints{},
+		unusable:     map[string]unusableBinding{},
 
 		waypointSink:      cfg.Waypoints,
 		svcWaypoint:       map[model.ObjectRef]model.ObjectRef{},
