@@ -146,6 +146,7 @@ func runServe(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&cfg.Name, "name", env.Hostname, "`name` reported in every HTTP answer")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 5*time.Second, "how long to drain open requests and connections on SIGTERM")
 	fs.StringVar(&cfg.Upstream, "upstream", "", "http:// `URL` to GET for every request to / before answering (its answer is embedded); ${VAR} is expanded from the environment")
+	fs.Float64Var(&cfg.FailRate, "fail-rate", 0, "`fraction` (0 to 1) of requests to / answered 503 at random")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}

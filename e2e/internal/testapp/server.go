@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -46,6 +47,9 @@ type ServerConfig struct {
 	Upstream string
 	// UpstreamTimeout bounds each upstream request (default 5s).
 	UpstreamTimeout time.Duration
+	// FailRate is the fraction (0 to 1) of requests to "/" answered with
+	// 503, at random: a flaky backend for retry tests.
+	FailRate float64
 }
 
 // Info is the JSON body of every HTTP answer except /healthz and /bytes.
@@ -92,6 +96,9 @@ func NewServer(cfg ServerConfig, log *slog.Logger) (*Server, error) {
 	}
 	if cfg.UpstreamTimeout == 0 {
 		cfg.UpstreamTimeout = 5 * time.Second
+	}
+	if !(cfg.FailRate >= 0 && cfg.FailRate <= 1) {
+		return nil, fmt.Errorf("fail rate %v is not a fraction from 0 to 1", cfg.FailRate)
 	}
 	s := &Server{cfg: cfg, log: log, conns: map[net.Conn]struct{}{}}
 	if cfg.Upstream != "" {
@@ -298,6 +305,10 @@ func (s *Server) Handler() http.Handler {
 		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && s.cfg.FailRate > 0 && rand.Float64() < s.cfg.FailRate {
+			s.writeInfo(w, r, http.StatusServiceUnavailable)
+			return
+		}
 		if s.upstream == nil || r.URL.Path != "/" {
 			s.writeInfo(w, r, http.StatusOK)
 			return

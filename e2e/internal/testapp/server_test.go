@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -446,9 +447,41 @@ func TestNewServerRejects(t *testing.T) {
 	if _, err := NewServer(ServerConfig{HTTPAddr: ":1", ShutdownTimeout: -1}, log); err == nil {
 		t.Error("NewServer accepted a negative shutdown timeout")
 	}
+	for _, r := range []float64{-0.1, 1.5} {
+		if _, err := NewServer(ServerConfig{HTTPAddr: ":1", FailRate: r}, log); err == nil {
+			t.Errorf("NewServer accepted fail rate %v", r)
+		}
+	}
 	for _, u := range []string{"backend:8080", "https://backend/", "http:///path", "::"} {
 		if _, err := NewServer(ServerConfig{HTTPAddr: ":1", Upstream: u}, log); err == nil {
 			t.Errorf("NewServer accepted upstream %q", u)
 		}
+	}
+}
+
+func TestFailRate(t *testing.T) {
+	for _, tc := range []struct {
+		rate     float64
+		min, max int // 503s out of 200
+	}{{0, 0, 0}, {1, 200, 200}, {0.3, 30, 90}} {
+		t.Run(fmt.Sprint(tc.rate), func(t *testing.T) {
+			s := startServerWith(t, "127.0.0.1", func(c *ServerConfig) { c.FailRate = tc.rate })
+			failed := 0
+			for range 200 {
+				res, err := get(t, GetConfig{URL: s.httpURL + "/", ExpectStatus: 0})
+				if res.Status == http.StatusServiceUnavailable {
+					failed++
+				} else if res.Status != http.StatusOK {
+					t.Fatalf("status %d (%v), want 200 or 503", res.Status, err)
+				}
+			}
+			if failed < tc.min || failed > tc.max {
+				t.Fatalf("%d of 200 answered 503, want %d to %d", failed, tc.min, tc.max)
+			}
+			// Only "/" fails.
+			if _, err := get(t, GetConfig{URL: s.httpURL + "/healthz"}); err != nil {
+				t.Fatalf("/healthz: %v", err)
+			}
+		})
 	}
 }
