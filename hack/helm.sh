@@ -118,6 +118,7 @@ ztunnel:
 nodeAgent:
   image: {registry: "localhost:5000", tag: v0.1.0}
 crds: {install: false}
+gatewayAPI: {channel: experimental}
 EOF
 compare "all values set" --namespace mesh-infra -f "$tmp/values.yaml" -- --namespace mesh-infra -f "$tmp/values.yaml"
 

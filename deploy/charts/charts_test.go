@@ -522,6 +522,39 @@ func TestRenderValues(t *testing.T) {
 			},
 		},
 		{
+			name:   "gatewayAPI.channel experimental takes the experimental HTTPRoute CRD",
+			values: map[string]any{"gatewayAPI": map[string]any{"channel": "experimental"}},
+			check: func(t *testing.T, objs []object) {
+				for _, want := range []struct{ name, channel string }{
+					{"httproutes.gateway.networking.k8s.io", "experimental"},
+					{"gateways.gateway.networking.k8s.io", "standard"},
+				} {
+					crd := find[*apiextensionsv1.CustomResourceDefinition](t, objs, "CustomResourceDefinition", want.name)
+					if got := crd.Annotations["gateway.networking.k8s.io/channel"]; got != want.channel {
+						t.Errorf("%s channel %q, want %q", want.name, got, want.channel)
+					}
+					if crd.Annotations["helm.sh/resource-policy"] != "keep" {
+						t.Errorf("%s lacks helm.sh/resource-policy: keep", want.name)
+					}
+				}
+				crd := find[*apiextensionsv1.CustomResourceDefinition](t, objs, "CustomResourceDefinition", "httproutes.gateway.networking.k8s.io")
+				rule := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"].Properties["rules"].Items.Schema
+				if _, ok := rule.Properties["retry"]; !ok {
+					t.Error("the experimental HTTPRoute CRD has no rules[].retry")
+				}
+			},
+		},
+		{
+			name:   "gatewayAPI.channel defaults to standard",
+			values: map[string]any{},
+			check: func(t *testing.T, objs []object) {
+				crd := find[*apiextensionsv1.CustomResourceDefinition](t, objs, "CustomResourceDefinition", "httproutes.gateway.networking.k8s.io")
+				if got := crd.Annotations["gateway.networking.k8s.io/channel"]; got != "standard" {
+					t.Errorf("HTTPRoute CRD channel %q, want standard", got)
+				}
+			},
+		},
+		{
 			name:   "no CRDs at all",
 			values: map[string]any{"gatewayAPI": map[string]any{"installCRDs": false}, "crds": map[string]any{"install": false}},
 			check: func(t *testing.T, objs []object) {
@@ -657,6 +690,11 @@ func TestRenderRejects(t *testing.T) {
 			name:   "root namespace not a name",
 			values: map[string]any{"meshRootNamespace": "Mesh Root"},
 			want:   []string{"/meshRootNamespace"},
+		},
+		{
+			name:   "gatewayAPI.channel unknown",
+			values: map[string]any{"gatewayAPI": map[string]any{"channel": "beta"}},
+			want:   []string{"/gatewayAPI/channel"},
 		},
 		{
 			name:   "gatewayAPI.installCRDs not a bool",
