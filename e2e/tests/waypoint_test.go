@@ -62,6 +62,40 @@ func waypointSamples(t *testing.T, f *framework.Framework, ns, gw, host string) 
 	return n, principals
 }
 
+// createWaypoint creates the waypoint Gateway name in ns and waits until it
+// is Programmed.
+func createWaypoint(t *testing.T, f *framework.Framework, dyn dynamic.Interface, ns, name string) {
+	t.Helper()
+	gw := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+		"metadata": map[string]any{"name": name, "namespace": ns},
+		"spec": map[string]any{
+			"gatewayClassName": "ambit-waypoint",
+			"listeners":        []any{map[string]any{"name": "mesh", "port": int64(15008), "protocol": "HBONE"}},
+		},
+	}}
+	if _, err := dyn.Resource(gatewayGVR).Namespace(ns).Create(f.Ctx(), gw, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create Gateway: %v", err)
+	}
+	err := f.Eventually(3*time.Minute, func() error {
+		u, err := dyn.Resource(gatewayGVR).Namespace(ns).Get(f.Ctx(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["type"] == "Programmed" && m["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("Gateway %s/%s is not Programmed yet: %v", ns, name, conds)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWaypoint deploys a waypoint for a namespace with the Gateway API and
 // binds one Service to it with the ambit.dev/use-waypoint label: requests to
 // that Service go through the waypoint (its metrics count them, with the
@@ -95,34 +129,7 @@ func TestWaypoint(t *testing.T) {
 	otherURL := fmt.Sprintf("http://%s/", other.Spec.ClusterIP)
 	get(t, f, ns, client.Name, webURL)
 
-	gw := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-		"metadata": map[string]any{"name": "waypoint", "namespace": ns},
-		"spec": map[string]any{
-			"gatewayClassName": "ambit-waypoint",
-			"listeners":        []any{map[string]any{"name": "mesh", "port": int64(15008), "protocol": "HBONE"}},
-		},
-	}}
-	if _, err := dyn.Resource(gatewayGVR).Namespace(ns).Create(f.Ctx(), gw, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create Gateway: %v", err)
-	}
-	err = f.Eventually(3*time.Minute, func() error {
-		u, err := dyn.Resource(gatewayGVR).Namespace(ns).Get(f.Ctx(), "waypoint", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		for _, c := range conds {
-			m, _ := c.(map[string]any)
-			if m["type"] == "Programmed" && m["status"] == "True" {
-				return nil
-			}
-		}
-		return fmt.Errorf("Gateway %s/waypoint is not Programmed yet: %v", ns, conds)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	createWaypoint(t, f, dyn, ns, "waypoint")
 
 	label := func(value *string) {
 		t.Helper()
