@@ -47,13 +47,16 @@ const (
 	// DefaultFilterChain is the name of main_internal's default chain.
 	DefaultFilterChain = "blackhole"
 
-	connectTimeout    = 10 * time.Second
-	httpOptionsKey    = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-	internalUpstream  = "envoy.transport_sockets.internal_upstream"
-	setFilterState    = "envoy.filters.http.set_filter_state"
-	filterStateString = "envoy.string"
-	originalDstLocal  = "envoy.filters.listener.original_dst.local_ip"
-	originalDstRemote = "envoy.filters.listener.original_dst.remote_ip"
+	connectTimeout = 10 * time.Second
+	// The default retry budget of an outbound cluster (XDS.md §5.2).
+	retryBudgetPercent = 20
+	retryBudgetMin     = 3
+	httpOptionsKey     = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	internalUpstream   = "envoy.transport_sockets.internal_upstream"
+	setFilterState     = "envoy.filters.http.set_filter_state"
+	filterStateString  = "envoy.string"
+	originalDstLocal   = "envoy.filters.listener.original_dst.local_ip"
+	originalDstRemote  = "envoy.filters.listener.original_dst.remote_ip"
 )
 
 // Resources is a waypoint's configuration: type URL → resource name →
@@ -81,6 +84,8 @@ func Build(in Input) (Resources, error) {
 type builder struct {
 	wp       Waypoint
 	services []service
+	// backends get clusters and endpoints only (XDS.md §5.2).
+	backends []service
 }
 
 // service is a validated Service with its bound ports.
@@ -89,6 +94,8 @@ type service struct {
 	vips  []netip.Addr
 	ports []Port
 	eps   []endpoint
+	// routes are the Envoy routes of each HTTP port (bound services).
+	routes map[uint16][]*routev3.Route
 }
 
 type endpoint struct {
@@ -142,10 +149,86 @@ func newBuilder(in Input) (*builder, error) {
 			b.services = append(b.services, svc)
 		}
 	}
+	// Backends: services routes send to that are not bound. Bound
+	// services without a VIP (headless) get nothing unless a route names
+	// them; then they are backends too.
+	pool := map[string]service{}
+	var headless []service
+	for _, s := range in.Services {
+		if svc, err := b.service(s); err == nil && len(svc.vips) == 0 && hosts[svc.Hostname] == "" {
+			headless = append(headless, svc)
+		}
+	}
+	for _, s := range in.Backends {
+		svc, err := b.service(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("backend: %w", err))
+			continue
+		}
+		key := svc.Namespace + "/" + svc.Name
+		if _, isBound := hosts[svc.Hostname]; isBound {
+			continue // bound: its own clusters serve
+		}
+		if other, dup := pool[svc.Hostname]; dup {
+			errs = append(errs, fmt.Errorf("waypointxds: backends %s/%s and %s both have hostname %s", other.Namespace, other.Name, key, svc.Hostname))
+			continue
+		}
+		pool[svc.Hostname] = svc
+		b.backends = append(b.backends, svc)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	for _, svc := range headless {
+		if _, dup := pool[svc.Hostname]; !dup {
+			pool[svc.Hostname] = svc
+		}
+	}
+	// Routes, and which headless services they name.
+	ports := map[Backend]bool{}
+	for _, s := range b.services {
+		for _, p := range s.ports {
+			ports[Backend{Hostname: s.Hostname, Port: p.Port}] = true
+		}
+	}
+	for _, s := range pool {
+		for _, p := range s.ports {
+			ports[Backend{Hostname: s.Hostname, Port: p.Port}] = true
+		}
+	}
+	used := map[string]bool{}
+	known := func(be Backend) bool {
+		used[be.Hostname] = true
+		return ports[Backend{Hostname: be.Hostname, Port: be.Port}]
+	}
+	for i := range b.services {
+		s := &b.services[i]
+		s.routes = map[uint16][]*routev3.Route{}
+		for _, p := range s.ports {
+			if len(p.Routes) == 0 {
+				if p.protocol().IsHTTP() {
+					s.routes[p.Port] = []*routev3.Route{defaultRoute(ClusterName(s.Hostname, p.Port))}
+				}
+				continue
+			}
+			rs, err := routes(*s, p, known)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			s.routes[p.Port] = rs
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for _, svc := range headless {
+		if used[svc.Hostname] && pool[svc.Hostname].Name == svc.Name && pool[svc.Hostname].Namespace == svc.Namespace {
+			b.backends = append(b.backends, svc)
+		}
+	}
 	slices.SortFunc(b.services, func(a, c service) int { return strings.Compare(a.Hostname, c.Hostname) })
+	slices.SortFunc(b.backends, func(a, c service) int { return strings.Compare(a.Hostname, c.Hostname) })
 	return b, nil
 }
 
@@ -226,6 +309,13 @@ func (b *builder) build() Resources {
 			if p.protocol().IsHTTP() {
 				add(resource.RouteType, RouteName(s.Hostname, p.Port), routeConfig(s, p))
 			}
+		}
+	}
+	for _, s := range b.backends {
+		for _, p := range s.ports {
+			name := ClusterName(s.Hostname, p.Port)
+			add(resource.ClusterType, name, outboundCluster(s, p))
+			add(resource.EndpointType, name, loadAssignment(s, p))
 		}
 	}
 	return r
@@ -412,6 +502,14 @@ func outboundCluster(s service, p Port) *clusterv3.Cluster {
 		// behaves this way, and an Envoy must behave the same.
 		CommonLbConfig:  &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}},
 		TransportSocket: internalUpstreamSocket(MetadataOriginalDst, MetadataTunnel),
+		// The retry budget (XDS.md §5.2): retries in flight at most
+		// max(3, 20% of the requests in flight).
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+				BudgetPercent:       &typev3.Percent{Value: retryBudgetPercent},
+				MinRetryConcurrency: wrapperspb.UInt32(retryBudgetMin),
+			},
+		}}},
 		Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataAmbit: {Fields: map[string]*structpb.Value{
 			"service":   structpb.NewStringValue(s.Hostname),
 			"name":      structpb.NewStringValue(s.Name),
@@ -504,15 +602,7 @@ func routeConfig(s service, p Port) *routev3.RouteConfiguration {
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    name,
 			Domains: Domains(s.Hostname, s.Name, s.Namespace, s.vips, p.Port),
-			Routes: []*routev3.Route{{
-				Name:  "default",
-				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(s.Hostname, p.Port)},
-					// No overall deadline by default (long polls, streams).
-					Timeout: durationpb.New(0),
-				}},
-			}},
+			Routes:  s.routes[p.Port],
 		}},
 	}
 }

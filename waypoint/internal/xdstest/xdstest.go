@@ -328,7 +328,14 @@ func Cluster(s Service) *clusterv3.Cluster {
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		CommonLbConfig:       &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}},
 		TransportSocket:      internalUpstream(true),
-		Metadata:             &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"ambit": md}},
+		// The retry budget: max(3, 20% of the requests in flight).
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+				BudgetPercent:       &typev3.Percent{Value: 20},
+				MinRetryConcurrency: wrapperspb.UInt32(3),
+			},
+		}}},
+		Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"ambit": md}},
 	}
 	if s.IsHTTP() {
 		c.TypedExtensionProtocolOptions = protocolOptions(s.Protocol != "http")
@@ -401,9 +408,20 @@ func Route(s Service) *routev3.RouteConfiguration {
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: s.ClusterName()},
 					Timeout:          durationpb.New(0),
+					RetryPolicy:      DefaultRetryPolicy(),
 				}},
 			}},
 		}},
+	}
+}
+
+// DefaultRetryPolicy is the retry policy of a route without an HTTPRoute
+// retry (§7.1).
+func DefaultRetryPolicy() *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:              "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+		NumRetries:           wrapperspb.UInt32(2),
+		RetriableStatusCodes: []uint32{503},
 	}
 }
 
