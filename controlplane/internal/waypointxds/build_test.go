@@ -119,6 +119,7 @@ func TestGolden(t *testing.T) {
 	}{
 		{"example", exampleInput()},
 		{"mixed", mixedInput()},
+		{"httproute", httprouteInput()},
 		{"empty", Input{Waypoint: Waypoint{Namespace: "demo", Name: "idle"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,7 +171,7 @@ func firstDiff(want, got string) string {
 }
 
 func TestEveryResourceValidates(t *testing.T) {
-	for name, in := range map[string]Input{"example": exampleInput(), "mixed": mixedInput()} {
+	for name, in := range map[string]Input{"example": exampleInput(), "mixed": mixedInput(), "httproute": httprouteInput()} {
 		t.Run(name, func(t *testing.T) {
 			r, err := Build(in)
 			if err != nil {
