@@ -70,9 +70,12 @@ var servedTypes = []string{resource.ListenerType, resource.ClusterType, resource
 // specifies. It fails, saying which service or endpoint to fix, on input
 // that would give Envoy an invalid or ambiguous configuration (missing
 // names, a port or VIP:port bound twice, an endpoint without a valid
-// identity of the mesh's trust domain). Services without VIPs are skipped;
-// an endpoint without a target port for a service port is left out of that
-// port's endpoints.
+// identity of the mesh's trust domain), or on a route that cannot be
+// served as XDS.md §7.1 says (a backend without a cluster, zero or several
+// actions, a bad regex, ...). Services without VIPs are skipped unless a
+// route names them; Backends get clusters and endpoints only; an endpoint
+// without a target port for a service port is left out of that port's
+// endpoints.
 func Build(in Input) (Resources, error) {
 	b, err := newBuilder(in)
 	if err != nil {
@@ -119,6 +122,9 @@ func newBuilder(in Input) (*builder, error) {
 	var errs []error
 	hosts := map[string]string{}
 	bound := map[netip.AddrPort]string{}
+	// headless are bound services without a VIP: they get nothing unless
+	// a route names them; then they are backends.
+	var headless []service
 	for _, s := range in.Services {
 		svc, err := b.service(s)
 		if err != nil {
@@ -126,6 +132,7 @@ func newBuilder(in Input) (*builder, error) {
 			continue
 		}
 		if len(svc.vips) == 0 {
+			headless = append(headless, svc)
 			continue
 		}
 		key := svc.Namespace + "/" + svc.Name
@@ -149,16 +156,8 @@ func newBuilder(in Input) (*builder, error) {
 			b.services = append(b.services, svc)
 		}
 	}
-	// Backends: services routes send to that are not bound. Bound
-	// services without a VIP (headless) get nothing unless a route names
-	// them; then they are backends too.
+	// Backends: services routes send to that are not bound (by hostname).
 	pool := map[string]service{}
-	var headless []service
-	for _, s := range in.Services {
-		if svc, err := b.service(s); err == nil && len(svc.vips) == 0 && hosts[svc.Hostname] == "" {
-			headless = append(headless, svc)
-		}
-	}
 	for _, s := range in.Backends {
 		svc, err := b.service(s)
 		if err != nil {
@@ -180,7 +179,8 @@ func newBuilder(in Input) (*builder, error) {
 		return nil, errors.Join(errs...)
 	}
 	for _, svc := range headless {
-		if _, dup := pool[svc.Hostname]; !dup {
+		_, isBound := hosts[svc.Hostname]
+		if _, dup := pool[svc.Hostname]; !dup && !isBound {
 			pool[svc.Hostname] = svc
 		}
 	}
