@@ -109,7 +109,6 @@ func route(r Route, known func(Backend) bool) (*routev3.Route, error) {
 		ResponseHeadersToAdd:    headersToAdd(r.ResponseHeaders),
 		ResponseHeadersToRemove: lower(r.ResponseHeaders.Remove),
 	}
-	isPrefix := r.Match.PathType == "" || r.Match.PathType == PathPrefix
 	switch {
 	case r.DirectStatus != 0:
 		if r.DirectStatus < 200 || r.DirectStatus > 599 {
@@ -117,13 +116,13 @@ func route(r Route, known func(Backend) bool) (*routev3.Route, error) {
 		}
 		out.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: uint32(r.DirectStatus)}}
 	case r.Redirect != nil:
-		red, err := redirect(*r.Redirect, isPrefix)
+		red, err := redirect(*r.Redirect, r.Match)
 		if err != nil {
 			return nil, err
 		}
 		out.Action = &routev3.Route_Redirect{Redirect: red}
 	default:
-		a, err := routeAction(r, isPrefix, known)
+		a, err := routeAction(r, known)
 		if err != nil {
 			return nil, err
 		}
@@ -223,7 +222,7 @@ var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
 	308: routev3.RedirectAction_PERMANENT_REDIRECT,
 }
 
-func redirect(r Redirect, isPrefix bool) (*routev3.RedirectAction, error) {
+func redirect(r Redirect, m RouteMatch) (*routev3.RedirectAction, error) {
 	status := r.StatusCode
 	if status == 0 {
 		status = 302
@@ -236,7 +235,7 @@ func redirect(r Redirect, isPrefix bool) (*routev3.RedirectAction, error) {
 	if r.Scheme != "" {
 		out.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: r.Scheme}
 	}
-	full, prefix, err := pathModifier("redirect", r.Path, isPrefix)
+	full, prefix, err := pathModifier("redirect", r.Path, m)
 	if err != nil {
 		return nil, err
 	}
@@ -249,22 +248,53 @@ func redirect(r Redirect, isPrefix bool) (*routev3.RedirectAction, error) {
 	return out, nil
 }
 
-// pathModifier checks m: at most one of its paths, and PrefixMatch only
-// with a PathPrefix match.
-func pathModifier(what string, m *PathModifier, isPrefix bool) (full, prefix *string, err error) {
-	if m == nil {
+// pathModifier checks pm: at most one of its paths, and PrefixMatch only
+// with a PathPrefix match m. prefix is the prefix_rewrite for PrefixMatch
+// (see prefixRewrite).
+func pathModifier(what string, pm *PathModifier, m RouteMatch) (full, prefix *string, err error) {
+	if pm == nil {
 		return nil, nil, nil
 	}
-	if m.FullPath != nil && m.PrefixMatch != nil {
+	if pm.FullPath != nil && pm.PrefixMatch != nil {
 		return nil, nil, fmt.Errorf("%s path sets both FullPath and PrefixMatch", what)
 	}
-	if m.PrefixMatch != nil && !isPrefix {
+	if pm.PrefixMatch == nil {
+		return pm.FullPath, nil, nil
+	}
+	if m.PathType != "" && m.PathType != PathPrefix {
 		return nil, nil, fmt.Errorf("%s path PrefixMatch needs a PathPrefix match", what)
 	}
-	return m.FullPath, m.PrefixMatch, nil
+	p := prefixRewrite(m.Path, *pm.PrefixMatch)
+	return nil, &p, nil
 }
 
-func routeAction(r Route, isPrefix bool, known func(Backend) bool) (*routev3.RouteAction, error) {
+// prefixRewrite returns the prefix_rewrite that makes Envoy's literal
+// replacement of the matched characters give Gateway API's
+// ReplacePrefixMatch, which replaces whole path elements:
+//   - match prefix "/" (Envoy prefix "/", which consumes the slash): the
+//     replacement ends with "/" (/foo with "/xyz" → /xyz/foo);
+//   - match /p (path_separated_prefix /p, the rest is empty or starts
+//     with "/"): the replacement's trailing slashes are dropped (/p/foo
+//     with "/xyz/" → /xyz/foo).
+//
+// Stripping the prefix (replacement "/" or "") on a match other than "/"
+// gives "/" here, so /p → / but /p/foo → //foo: a single prefix_rewrite
+// cannot express it (Envoy issue 26055), and XDS.md §7.1 has no other
+// field for it yet.
+func prefixRewrite(matchPath, repl string) string {
+	if strings.TrimRight(matchPath, "/") == "" {
+		if !strings.HasSuffix(repl, "/") {
+			repl += "/"
+		}
+		return repl
+	}
+	if r := strings.TrimRight(repl, "/"); r != "" {
+		return r
+	}
+	return "/"
+}
+
+func routeAction(r Route, known func(Backend) bool) (*routev3.RouteAction, error) {
 	if r.Timeout < 0 {
 		return nil, fmt.Errorf("Timeout %s is negative", r.Timeout)
 	}
@@ -298,7 +328,7 @@ func routeAction(r Route, isPrefix bool, known func(Backend) bool) (*routev3.Rou
 		if rw.Hostname != "" {
 			out.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: rw.Hostname}
 		}
-		full, prefix, err := pathModifier("rewrite", rw.Path, isPrefix)
+		full, prefix, err := pathModifier("rewrite", rw.Path, r.Match)
 		if err != nil {
 			return nil, err
 		}

@@ -63,7 +63,7 @@ func httprouteInput() Input {
 			Name:     "demo.web.4.0",
 			Match:    RouteMatch{PathType: PathPrefix, Path: "/v2"},
 			Backends: []Backend{{Hostname: v2, Port: 80, Weight: 1}},
-			Rewrite:  &Rewrite{Path: &PathModifier{PrefixMatch: ptr("/")}},
+			Rewrite:  &Rewrite{Path: &PathModifier{PrefixMatch: ptr("/api/v2/")}}, // → prefix_rewrite /api/v2
 			Retry:    &Retry{Attempts: 1, Backoff: 100 * time.Millisecond},
 		},
 		{
@@ -182,9 +182,13 @@ func TestRouteMapping(t *testing.T) {
 				"response_headers_to_add": [{"header": {"key": "x-d", "value": "3"}}],
 				"response_headers_to_remove": ["server"]}`},
 		{"rewrite host and prefix", Route{Name: "r", Match: RouteMatch{Path: "/v2"}, Backends: web,
-			Rewrite: &Rewrite{Hostname: "internal", Path: &PathModifier{PrefixMatch: ptr("/")}}},
+			Rewrite: &Rewrite{Hostname: "internal", Path: &PathModifier{PrefixMatch: ptr("/api/v2")}}},
 			`{"name": "r", "match": {"path_separated_prefix": "/v2"}, "route": {"cluster": "outbound|80||web.demo.svc.cluster.local",
-				"host_rewrite_literal": "internal", "prefix_rewrite": "/", "timeout": "0s", "retry_policy": ` + defaultRetry + `}}`},
+				"host_rewrite_literal": "internal", "prefix_rewrite": "/api/v2", "timeout": "0s", "retry_policy": ` + defaultRetry + `}}`},
+		{"rewrite prefix of / keeps the separator", Route{Name: "r", Backends: web,
+			Rewrite: &Rewrite{Path: &PathModifier{PrefixMatch: ptr("/app")}}},
+			`{"name": "r", "match": {"prefix": "/"}, "route": {"cluster": "outbound|80||web.demo.svc.cluster.local",
+				"prefix_rewrite": "/app/", "timeout": "0s", "retry_policy": ` + defaultRetry + `}}`},
 		{"rewrite full path", Route{Name: "r", Backends: web, Rewrite: &Rewrite{Path: &PathModifier{FullPath: ptr("/index.html")}}},
 			`{"name": "r", "match": {"prefix": "/"}, "route": {"cluster": "outbound|80||web.demo.svc.cluster.local",
 				"regex_rewrite": {"pattern": {"regex": "^/.*$"}, "substitution": "/index.html"}, "timeout": "0s", "retry_policy": ` + defaultRetry + `}}`},
@@ -215,6 +219,51 @@ func TestRouteMapping(t *testing.T) {
 			}
 			if !proto.Equal(got, want) {
 				t.Errorf("got  %s\nwant %s", protojson.Format(got), protojson.Format(want))
+			}
+		})
+	}
+}
+
+// TestPrefixRewrite checks that Envoy's literal replacement of the
+// matched characters by prefix_rewrite gives Gateway API's
+// ReplacePrefixMatch result (HTTPPathModifier's table), where it can.
+func TestPrefixRewrite(t *testing.T) {
+	// envoy applies prefix_rewrite as Envoy does: the matched prefix
+	// ("/" for prefix "/", else the path_separated_prefix) is replaced.
+	envoy := func(match, rewrite, path string) string {
+		n := len(strings.TrimRight(match, "/"))
+		if n == 0 {
+			n = 1
+		}
+		return rewrite + path[n:]
+	}
+	for _, tc := range []struct {
+		match, repl string
+		want        string   // prefix_rewrite
+		paths       []string // request path, Gateway API result, ...
+	}{
+		{"/foo", "/xyz", "/xyz", []string{"/foo/bar", "/xyz/bar", "/foo", "/xyz", "/foo/", "/xyz/"}},
+		{"/foo", "/xyz/", "/xyz", []string{"/foo/bar", "/xyz/bar", "/foo", "/xyz"}},
+		{"/foo/", "/xyz", "/xyz", []string{"/foo/bar", "/xyz/bar"}},
+		{"/foo/", "/xyz/", "/xyz", []string{"/foo/bar", "/xyz/bar"}},
+		{"/", "/xyz", "/xyz/", []string{"/foo", "/xyz/foo", "/a/b", "/xyz/a/b"}},
+		{"/", "/xyz/", "/xyz/", []string{"/foo", "/xyz/foo"}},
+		{"/", "/", "/", []string{"/foo", "/foo"}},
+		{"/", "", "/", []string{"/foo", "/foo"}},
+		// Stripping the prefix is right for the prefix itself only
+		// (/foo/bar gives //bar): not expressible with prefix_rewrite.
+		{"/foo", "/", "/", []string{"/foo", "/"}},
+		{"/foo", "", "/", []string{"/foo", "/"}},
+	} {
+		t.Run(tc.match+" with "+tc.repl, func(t *testing.T) {
+			got := prefixRewrite(tc.match, tc.repl)
+			if got != tc.want {
+				t.Fatalf("prefixRewrite(%q, %q) = %q, want %q", tc.match, tc.repl, got, tc.want)
+			}
+			for i := 0; i < len(tc.paths); i += 2 {
+				if p := envoy(tc.match, got, tc.paths[i]); p != tc.paths[i+1] {
+					t.Errorf("%s rewrites to %s, Gateway API says %s", tc.paths[i], p, tc.paths[i+1])
+				}
 			}
 		})
 	}
