@@ -126,6 +126,11 @@ func route(r Route, known func(Backend) bool) (*routev3.Route, error) {
 		if err != nil {
 			return nil, err
 		}
+		if a == nil {
+			// Every backend has weight 0: no usable backend (XDS.md §7.1).
+			out.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 500}}
+			break
+		}
 		out.Action = &routev3.Route_Route{Route: a}
 	}
 	return out, nil
@@ -294,6 +299,8 @@ func prefixRewrite(matchPath, repl string) string {
 	return "/"
 }
 
+// routeAction returns the action of a route to r.Backends, nil when every
+// backend has weight 0.
 func routeAction(r Route, known func(Backend) bool) (*routev3.RouteAction, error) {
 	if r.Timeout < 0 {
 		return nil, fmt.Errorf("Timeout %s is negative", r.Timeout)
@@ -318,7 +325,7 @@ func routeAction(r Route, known func(Backend) bool) (*routev3.RouteAction, error
 	out := &routev3.RouteAction{Timeout: durationpb.New(r.Timeout), RetryPolicy: rp}
 	switch len(weighted) {
 	case 0:
-		return nil, errors.New("every backend has weight 0: use DirectStatus 500 for a route without usable backends")
+		return nil, nil
 	case 1:
 		out.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: weighted[0].Name}
 	default:
