@@ -5,13 +5,20 @@
 //
 //   - Config.Chain: original destination ip:port → the main_internal filter
 //     chain (service hostname, protocol, cluster or route table);
-//   - RouteTable.Select: Host and path → virtual host and first matching
-//     route (the place HTTPRoute matches will grow);
-//   - Pick: the n-th healthy endpoint of a cluster (round robin).
+//   - RouteTable.Select: a request (Host, method, path, headers, query) →
+//     virtual host and first matching route (RouteMatch.Matches);
+//   - PickWeighted: a weighted cluster for a random number;
+//   - Pick, PickOther: the n-th healthy endpoint of a cluster (round
+//     robin), avoiding the endpoints a request already tried;
+//   - Route.RewritePath, Redirect.Location, HeaderMutation.Apply: what a
+//     route changes in the request and response;
+//   - RetryPolicy.Retriable, Backoff, RetryBudget.MaxRetries: whether and
+//     when an attempt is retried.
 package model
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,6 +107,10 @@ type Cluster struct {
 	Upstream UpstreamProtocol
 	// ConnectTimeout bounds opening the HBONE stream to an endpoint.
 	ConnectTimeout time.Duration
+	// RetryBudget limits the retries in flight to the cluster
+	// (circuit_breakers retry_budget); nil is Envoy's default threshold
+	// (max_retries 3).
+	RetryBudget *RetryBudget
 	// Endpoints from EDS, in the order received; nil with HasEndpoints
 	// false before the ClusterLoadAssignment arrived.
 	Endpoints    []Endpoint
@@ -143,41 +154,6 @@ type VirtualHost struct {
 	Routes  []Route
 }
 
-// Route is one route: the first whose Match matches is used.
-type Route struct {
-	Name  string
-	Match RouteMatch
-	// Cluster receives the matched requests.
-	Cluster string
-	// Timeout of the whole request; 0 means none.
-	Timeout time.Duration
-}
-
-// RouteMatch matches a request path. Exactly one of Prefix and Path is
-// set (Prefix "/" matches everything). Header, query and method matches
-// of HTTPRoute will be added here.
-type RouteMatch struct {
-	Prefix string
-	Path   string
-	// IgnoreCase is Envoy's case_sensitive: false.
-	IgnoreCase bool
-}
-
-// Matches reports whether the request path (without query) matches.
-func (m RouteMatch) Matches(path string) bool {
-	switch {
-	case m.Path != "":
-		if m.IgnoreCase {
-			return strings.EqualFold(path, m.Path)
-		}
-		return path == m.Path
-	case m.IgnoreCase:
-		return len(path) >= len(m.Prefix) && strings.EqualFold(path[:len(m.Prefix)], m.Prefix)
-	default:
-		return strings.HasPrefix(path, m.Prefix)
-	}
-}
-
 // Index prepares the lookups of c; Build calls it.
 func (c *Config) Index() {
 	c.exact = map[netip.AddrPort]*Chain{}
@@ -217,17 +193,17 @@ func (c *Config) Chain(dst netip.AddrPort) *Chain {
 	return best
 }
 
-// Select returns the virtual host for host (a Host header or :authority,
-// with or without port) and its first route matching path. Domains match
-// as Envoy does: exact (case-insensitive) first, then the longest suffix
-// wildcard ("*.example.com"), then the longest prefix wildcard
-// ("example.*"), then "*". vh is nil when no domain matches; route is nil
-// when no route of vh matches. Both mean 404.
-func (rt *RouteTable) Select(host, path string) (vh *VirtualHost, route *Route) {
+// Select returns the virtual host for req.Host (a Host header or
+// :authority, with or without port) and its first route matching req.
+// Domains match as Envoy does: exact (case-insensitive) first, then the
+// longest suffix wildcard ("*.example.com"), then the longest prefix
+// wildcard ("example.*"), then "*". vh is nil when no domain matches;
+// route is nil when no route of vh matches. Both mean 404.
+func (rt *RouteTable) Select(req Request) (vh *VirtualHost, route *Route) {
 	if rt == nil {
 		return nil, nil
 	}
-	host = strings.ToLower(host)
+	host := strings.ToLower(req.Host)
 	var suffix, prefix, star *VirtualHost
 	sLen, pLen := -1, -1
 	for i := range rt.VirtualHosts {
@@ -236,7 +212,7 @@ func (rt *RouteTable) Select(host, path string) (vh *VirtualHost, route *Route) 
 			d = strings.ToLower(d)
 			switch {
 			case d == host:
-				return v, v.firstMatch(path)
+				return v, v.firstMatch(req)
 			case d == "*":
 				if star == nil {
 					star = v
@@ -254,15 +230,15 @@ func (rt *RouteTable) Select(host, path string) (vh *VirtualHost, route *Route) 
 	}
 	for _, v := range []*VirtualHost{suffix, prefix, star} {
 		if v != nil {
-			return v, v.firstMatch(path)
+			return v, v.firstMatch(req)
 		}
 	}
 	return nil, nil
 }
 
-func (v *VirtualHost) firstMatch(path string) *Route {
+func (v *VirtualHost) firstMatch(req Request) *Route {
 	for i := range v.Routes {
-		if v.Routes[i].Match.Matches(path) {
+		if v.Routes[i].Match.Matches(req) {
 			return &v.Routes[i]
 		}
 	}
@@ -293,4 +269,31 @@ func Pick(eps []Endpoint, n uint64) (ep Endpoint, ok bool) {
 		k--
 	}
 	return Endpoint{}, false
+}
+
+// PickOther is Pick for a retry: it returns the n-th healthy endpoint that
+// is not in tried (the endpoints the request's earlier attempts went to,
+// Envoy's previous_hosts predicate). When every healthy endpoint was
+// tried, it picks among those that are not the last one tried, and when
+// that is the only healthy one, that one.
+func PickOther(eps []Endpoint, n uint64, tried []netip.AddrPort) (ep Endpoint, ok bool) {
+	if len(tried) == 0 {
+		return Pick(eps, n)
+	}
+	last := tried[len(tried)-1]
+	for _, avoid := range []func(Endpoint) bool{
+		func(e Endpoint) bool { return slices.Contains(tried, e.Destination) },
+		func(e Endpoint) bool { return e.Destination == last },
+	} {
+		var rest []Endpoint
+		for _, e := range eps {
+			if e.Healthy && !avoid(e) {
+				rest = append(rest, e)
+			}
+		}
+		if len(rest) > 0 {
+			return rest[n%uint64(len(rest))], true
+		}
+	}
+	return Pick(eps, n)
 }

@@ -54,13 +54,13 @@ func TestChain(t *testing.T) {
 func TestSelect(t *testing.T) {
 	rt := &RouteTable{Name: "web:80", VirtualHosts: []VirtualHost{
 		{Name: "web", Domains: []string{"web.demo.svc.cluster.local", "web.demo.svc.cluster.local:80", "10.96.0.10:80", "[fd00:10:96::a]:80"}, Routes: []Route{
-			{Name: "admin", Match: RouteMatch{Path: "/admin", IgnoreCase: true}, Cluster: "admin"},
-			{Name: "api", Match: RouteMatch{Prefix: "/api/"}, Cluster: "api"},
-			{Name: "default", Match: RouteMatch{Prefix: "/"}, Cluster: "web"},
+			{Name: "admin", Match: RouteMatch{Kind: PathExact, Path: "/admin", IgnoreCase: true}, Cluster: "admin"},
+			{Name: "api", Match: RouteMatch{Path: "/api/"}, Cluster: "api"},
+			{Name: "default", Match: RouteMatch{Path: "/"}, Cluster: "web"},
 		}},
-		{Name: "suffix", Domains: []string{"*.example.com"}, Routes: []Route{{Name: "s", Match: RouteMatch{Prefix: "/"}, Cluster: "suffix"}}},
-		{Name: "longer-suffix", Domains: []string{"*.api.example.com"}, Routes: []Route{{Name: "ls", Match: RouteMatch{Prefix: "/"}, Cluster: "longer"}}},
-		{Name: "prefix", Domains: []string{"legacy.*"}, Routes: []Route{{Name: "p", Match: RouteMatch{Prefix: "/only"}, Cluster: "prefix"}}},
+		{Name: "suffix", Domains: []string{"*.example.com"}, Routes: []Route{{Name: "s", Match: RouteMatch{Path: "/"}, Cluster: "suffix"}}},
+		{Name: "longer-suffix", Domains: []string{"*.api.example.com"}, Routes: []Route{{Name: "ls", Match: RouteMatch{Path: "/"}, Cluster: "longer"}}},
+		{Name: "prefix", Domains: []string{"legacy.*"}, Routes: []Route{{Name: "p", Match: RouteMatch{Path: "/only"}, Cluster: "prefix"}}},
 	}}
 	tests := []struct {
 		name, host, path string
@@ -83,7 +83,7 @@ func TestSelect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			vh, r := rt.Select(tt.host, tt.path)
+			vh, r := rt.Select(Request{Host: tt.host, Method: "GET", Path: tt.path})
 			gotVH, got := "", ""
 			if vh != nil {
 				gotVH = vh.Name
@@ -96,8 +96,8 @@ func TestSelect(t *testing.T) {
 			}
 		})
 	}
-	star := &RouteTable{VirtualHosts: []VirtualHost{{Name: "any", Domains: []string{"*"}, Routes: []Route{{Match: RouteMatch{Prefix: "/"}, Cluster: "c"}}}}}
-	if vh, r := star.Select("whatever:80", "/"); vh == nil || r == nil {
+	star := &RouteTable{VirtualHosts: []VirtualHost{{Name: "any", Domains: []string{"*"}, Routes: []Route{{Match: RouteMatch{Path: "/"}, Cluster: "c"}}}}}
+	if vh, r := star.Select(Request{Host: "whatever:80", Path: "/"}); vh == nil || r == nil {
 		t.Fatal(`"*" does not match`)
 	}
 }
@@ -130,6 +130,49 @@ func TestPick(t *testing.T) {
 				}
 				if got != want {
 					t.Fatalf("Pick(n=%d) = %q, want %q", n, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestPickOther(t *testing.T) {
+	id := identity.ID{TrustDomain: "cluster.local", Namespace: "demo", ServiceAccount: "web"}
+	ep := func(dst string, healthy bool) Endpoint {
+		d := netip.MustParseAddrPort(dst)
+		return Endpoint{Tunnel: netip.AddrPortFrom(d.Addr(), 15008), Destination: d, Identity: id, Healthy: healthy}
+	}
+	a, b, c := "10.244.1.5:8080", "[fd00::2]:8080", "10.244.2.7:8080"
+	three := []Endpoint{ep(a, true), ep(b, true), ep(c, true)}
+	tests := []struct {
+		name  string
+		eps   []Endpoint
+		tried []string
+		want  []string // picks for n = 0, 1, 2
+	}{
+		{name: "first attempt is round robin", eps: three, want: []string{a, b, c}},
+		{name: "avoids the tried IPv4 endpoint", eps: three, tried: []string{a}, want: []string{b, c, b}},
+		{name: "avoids the tried IPv6 endpoint", eps: three, tried: []string{b}, want: []string{a, c, a}},
+		{name: "avoids every tried endpoint", eps: three, tried: []string{a, c}, want: []string{b, b, b}},
+		{name: "all tried: not the last one", eps: three, tried: []string{a, b, c}, want: []string{a, b, a}},
+		{name: "only one healthy: that one again", eps: []Endpoint{ep(a, true), ep(b, false)}, tried: []string{a}, want: []string{a, a, a}},
+		{name: "unhealthy never picked", eps: []Endpoint{ep(a, true), ep(b, false), ep(c, true)}, tried: []string{a}, want: []string{c, c, c}},
+		{name: "none healthy", eps: []Endpoint{ep(a, false)}, tried: []string{a}, want: []string{"", "", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var tried []netip.AddrPort
+			for _, s := range tt.tried {
+				tried = append(tried, netip.MustParseAddrPort(s))
+			}
+			for n, want := range tt.want {
+				e, ok := PickOther(tt.eps, uint64(n), tried)
+				got := ""
+				if ok {
+					got = e.Destination.String()
+				}
+				if got != want {
+					t.Fatalf("PickOther(n=%d, tried %v) = %q, want %q", n, tt.tried, got, want)
 				}
 			}
 		})

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,7 +100,7 @@ func (st *httpStream) close() {
 	}
 }
 
-// upstream is the endpoint chosen for one request.
+// upstream is the endpoint chosen for one attempt of a request.
 type upstream struct {
 	ep      model.Endpoint
 	cluster *model.Cluster
@@ -110,11 +113,12 @@ func (p *Proxy) newHTTPServer() *http.Server {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true) // codec AUTO: HTTP/1.1 or h2c prior knowledge
 	rp := &httputil.ReverseProxy{
-		Rewrite:       rewrite,
-		Transport:     roundTripper{},
-		FlushInterval: -1, // stream (gRPC, server-sent events)
-		ErrorHandler:  p.upstreamError,
-		ErrorLog:      slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
+		Rewrite:        rewrite,
+		Transport:      &retryTransport{p: p},
+		FlushInterval:  -1, // stream (gRPC, server-sent events)
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   p.upstreamError,
+		ErrorLog:       slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	return &http.Server{
 		Handler:   &handler{p: p, rp: rp},
@@ -129,38 +133,79 @@ func (p *Proxy) newHTTPServer() *http.Server {
 	}
 }
 
-// rewrite prepares the upstream request: to the chosen endpoint's
-// ip:port, Host unchanged, X-Forwarded-* passed through unchanged (HCM
+// exchange is one request routed to a cluster: what the round trips of
+// its attempts share.
+type exchange struct {
+	st      *httpStream
+	route   *model.Route
+	cluster *model.Cluster
+	state   *clusterState
+	// ep is the endpoint of the latest attempt (telemetry); valid once
+	// an attempt started.
+	ep    model.Endpoint
+	hasEP bool
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// rewrite prepares the upstream request (the endpoint is set per
+// attempt): Host unchanged unless host_rewrite_literal, the route's path
+// rewrite, X-Forwarded-* passed through unchanged (HCM
 // use_remote_address: false), any x-forwarded-client-cert removed (HCM
-// forward_client_cert_details: SANITIZE; XDS.md §4.1).
+// forward_client_cert_details: SANITIZE; XDS.md §4.1), then the route's
+// request header changes (Envoy's router runs after the HCM).
 func rewrite(pr *httputil.ProxyRequest) {
-	u := pr.In.Context().Value(upstreamKey{}).(*upstream)
+	ex := exchangeOf(pr.In.Context())
 	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = u.ep.Destination.String()
+	pr.Out.URL.Host = ""
 	pr.Out.Host = pr.In.Host
+	if h := ex.route.Rewrite.Host; h != "" {
+		pr.Out.Host = h
+	}
+	req := modelRequest(pr.In)
+	if p := ex.route.RewritePath(req.Path); p != req.Path {
+		setPath(pr.Out.URL, p)
+	}
 	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		if v := pr.In.Header.Values(h); len(v) > 0 {
 			pr.Out.Header[h] = v
 		}
 	}
 	pr.Out.Header.Del("X-Forwarded-Client-Cert")
+	ex.route.RequestHeaders.Apply(pr.Out.Header)
 }
 
-// roundTripper sends a request with the transport of its stream and
-// upstream protocol.
-type roundTripper struct{}
+// setPath sets the escaped path p on u.
+func setPath(u *url.URL, p string) {
+	if dec, err := url.PathUnescape(p); err == nil {
+		u.Path, u.RawPath = dec, p
+		return
+	}
+	u.Path, u.RawPath = p, ""
+}
 
-func (roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	st, _ := r.Context().Value(streamKey{}).(*httpStream)
-	u, _ := r.Context().Value(upstreamKey{}).(*upstream)
-	if st == nil || u == nil {
-		return nil, errors.New("internal error: request without stream or upstream")
+// modifyResponse applies the route's response header changes to an
+// upstream response.
+func modifyResponse(resp *http.Response) error {
+	if ex := exchangeOf(resp.Request.Context()); ex != nil {
+		ex.route.ResponseHeaders.Apply(resp.Header)
 	}
-	t, err := st.transport(u.cluster.Upstream)
-	if err != nil {
-		return nil, err
+	return nil
+}
+
+// modelRequest is what route matching sees of r: the path as sent
+// (escaped), without the query.
+func modelRequest(r *http.Request) model.Request {
+	path, query := r.URL.EscapedPath(), r.URL.RawQuery
+	if strings.HasPrefix(r.RequestURI, "/") {
+		path, query, _ = strings.Cut(r.RequestURI, "?")
 	}
-	return t.RoundTrip(r)
+	return model.Request{Host: r.Host, Method: r.Method, Path: path, Query: query, Header: r.Header}
 }
 
 // handler applies the route table to each request (XDS.md §11.3).
@@ -186,35 +231,60 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.p.cfg.Metrics.request(labels, code, float64(time.Since(start))/float64(time.Millisecond))
 	}()
 
-	d := Route(h.p.conf.Load(), st.dst, r.Host, r.URL.Path)
+	req := modelRequest(r)
+	d := Route(h.p.conf.Load(), st.dst, req, rand.Uint64())
 	labels.DestinationService = d.Service
 	if d.Code != 0 {
-		rec.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		rec.WriteHeader(d.Code)
-		fmt.Fprintln(rec, d.Reason)
+		localReply(rec, d.Route, d.Code, d.Reason)
 		return
 	}
-	ep, ok := h.p.pick(d.Cluster)
-	if !ok {
-		rec.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(rec, "no healthy upstream")
+	switch d.Route.Action {
+	case model.ActionRedirect:
+		rec.Header().Set("Location", d.Route.Redirect.Location(req, d.Route.Match))
+		localReply(rec, d.Route, d.Route.Redirect.Code, "")
+		return
+	case model.ActionDirect:
+		localReply(rec, d.Route, d.Route.DirectStatus, "")
 		return
 	}
-	labels = endpointLabels(labels, ep)
-	ctx := context.WithValue(r.Context(), upstreamKey{}, &upstream{ep: ep, cluster: d.Cluster})
+	ex := &exchange{st: st, route: d.Route, cluster: d.Cluster, state: h.p.clusterState(d.Cluster.Name)}
+	ex.state.requests.Add(1)
+	defer ex.state.requests.Add(-1)
+	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
 	if d.Route.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.Route.Timeout)
 		defer cancel()
 	}
 	h.rp.ServeHTTP(rec, r.WithContext(ctx))
+	if ex.hasEP {
+		labels = endpointLabels(labels, ex.ep)
+	}
+}
+
+// localReply answers locally, with the route's response header changes
+// when there is a route (Envoy applies them to local replies too). An
+// empty body writes none.
+func localReply(w http.ResponseWriter, r *model.Route, code int, body string) {
+	if body != "" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+	}
+	if r != nil {
+		r.ResponseHeaders.Apply(w.Header())
+	}
+	w.WriteHeader(code)
+	if body != "" {
+		fmt.Fprintln(w, body)
+	}
 }
 
 // Decision is what the route table says about one request.
 type Decision struct {
 	// Service is the destination service hostname ("" if unknown).
 	Service string
-	// Route and Cluster are set when Code is 0.
+	// Route is the matched route; Cluster its (picked) cluster when the
+	// route forwards. Both are set when Code is 0.
 	Route   *model.Route
 	Cluster *model.Cluster
 	// Code and Reason are the local reply when the request cannot be
@@ -224,9 +294,11 @@ type Decision struct {
 }
 
 // Route decides where an HTTP request of a stream to dst goes: the chain
-// of dst, its route table, the virtual host of host, the first route
-// matching path, and that route's cluster. It is pure.
-func Route(cfg *model.Config, dst netip.AddrPort, host, path string) Decision {
+// of dst, its route table, the virtual host of req.Host, the first route
+// matching req, and for a forwarding route its cluster (of weighted
+// clusters, the one the random number n picks). Redirects and direct
+// responses have no cluster. It is pure.
+func Route(cfg *model.Config, dst netip.AddrPort, req model.Request, n uint64) Decision {
 	ch := cfg.Chain(dst)
 	if ch == nil || !ch.Protocol.IsHTTP() {
 		return Decision{Code: http.StatusServiceUnavailable, Reason: fmt.Sprintf("%s is no longer an HTTP service of this waypoint", dst)}
@@ -236,39 +308,56 @@ func Route(cfg *model.Config, dst netip.AddrPort, host, path string) Decision {
 	if rt == nil {
 		return Decision{Service: ch.Service, Code: http.StatusServiceUnavailable, Reason: fmt.Sprintf("route configuration %s not received from the control plane yet", ch.RouteName)}
 	}
-	vh, route := rt.Select(host, path)
+	vh, route := rt.Select(req)
 	switch {
 	case vh == nil:
-		d.Code, d.Reason = http.StatusNotFound, fmt.Sprintf("no virtual host of %s matches host %q", rt.Name, host)
+		d.Code, d.Reason = http.StatusNotFound, fmt.Sprintf("no virtual host of %s matches host %q", rt.Name, req.Host)
 		return d
 	case route == nil:
-		d.Code, d.Reason = http.StatusNotFound, fmt.Sprintf("no route of %s matches path %q", vh.Name, path)
+		d.Code, d.Reason = http.StatusNotFound, fmt.Sprintf("no route of %s matches %s %q", vh.Name, req.Method, req.Path)
 		return d
 	}
-	cl := cfg.Clusters[route.Cluster]
+	d.Route = route
+	var name string
+	switch route.Action {
+	case model.ActionRedirect, model.ActionDirect:
+		return d
+	case model.ActionWeighted:
+		name = model.PickWeighted(route.WeightedClusters, n)
+	default:
+		name = route.Cluster
+	}
+	cl := cfg.Clusters[name]
 	if cl == nil {
-		d.Code, d.Reason = http.StatusServiceUnavailable, fmt.Sprintf("cluster %s not found", route.Cluster)
+		d.Code, d.Reason = http.StatusServiceUnavailable, fmt.Sprintf("cluster %s not found", name)
 		return d
 	}
-	d.Route, d.Cluster, d.Service = route, cl, cl.Service.Hostname
+	d.Cluster, d.Service = cl, cl.Service.Hostname
 	return d
 }
 
 // upstreamError answers a request whose upstream failed: 504 when the
-// route timeout passed, else 503 (Envoy's "upstream connect error or
+// route timeout or the last attempt's per-try timeout passed, else 503
+// (Envoy's "no healthy upstream" and "upstream connect error or
 // disconnect/reset before headers").
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	p.log.Debug("upstream request failed", "host", r.Host, "path", r.URL.Path, "error", err)
-	if errors.Is(r.Context().Err(), context.DeadlineExceeded) {
-		http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
-		return
+	var route *model.Route
+	if ex := exchangeOf(r.Context()); ex != nil {
+		route = ex.route
 	}
-	if r.Context().Err() != nil {
+	switch {
+	case errors.Is(r.Context().Err(), context.DeadlineExceeded), errors.Is(err, errPerTryTimeout):
+		localReply(w, route, http.StatusGatewayTimeout, "upstream request timeout")
+	case r.Context().Err() != nil:
 		// The source went away (net/http also cancels a request whose
 		// client half-closed, as Envoy does): abort, never a fake 200.
 		panic(http.ErrAbortHandler)
+	case errors.Is(err, errNoHealthyUpstream):
+		localReply(w, route, http.StatusServiceUnavailable, "no healthy upstream")
+	default:
+		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers: "+err.Error())
 	}
-	http.Error(w, "upstream connect error or disconnect/reset before headers: "+err.Error(), http.StatusServiceUnavailable)
 }
 
 // statusWriter records the response code.

@@ -29,6 +29,8 @@ type Metrics struct {
 	tcpClosed   *prometheus.CounterVec
 	tcpSent     *prometheus.CounterVec
 	tcpReceived *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	overflows   *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics on reg.
@@ -46,9 +48,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Bytes sent to the source (the endpoint's responses) on tcp services."}, connLabels),
 		tcpReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_received_bytes_total",
 			Help: "Bytes received from the source (forwarded to the endpoint) on tcp services."}, connLabels),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retries_total",
+			Help: "Retries of upstream requests (Envoy's upstream_rq_retry)."}, []string{"cluster"}),
+		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retry_overflow_total",
+			Help: "Retries not made because the cluster's retry budget was exhausted (Envoy's upstream_rq_retry_overflow)."}, []string{"cluster"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 			}
@@ -93,3 +99,9 @@ func (m *Metrics) openTCP(l Labels) tcpConn {
 	m.tcpOpened.WithLabelValues(v...).Inc()
 	return tcpConn{sent: m.tcpSent.WithLabelValues(v...), received: m.tcpReceived.WithLabelValues(v...), closed: m.tcpClosed.WithLabelValues(v...)}
 }
+
+// retry records a retry to cluster.
+func (m *Metrics) retry(cluster string) { m.retries.WithLabelValues(cluster).Inc() }
+
+// retryOverflow records a retry the cluster's budget did not allow.
+func (m *Metrics) retryOverflow(cluster string) { m.overflows.WithLabelValues(cluster).Inc() }

@@ -66,8 +66,8 @@ type Proxy struct {
 	// streams hands HTTP-carrying streams to http.
 	streams *streamListener
 
-	conf atomic.Pointer[model.Config]
-	rr   sync.Map // cluster name -> *atomic.Uint64
+	conf     atomic.Pointer[model.Config]
+	clusters sync.Map // cluster name -> *clusterState
 }
 
 // New validates cfg and builds the proxy; it opens nothing.
@@ -119,9 +119,9 @@ func New(cfg Config) (*Proxy, error) {
 // SetConfig makes c the configuration of new streams and requests.
 func (p *Proxy) SetConfig(c *model.Config) {
 	p.conf.Store(c)
-	p.rr.Range(func(name, _ any) bool {
+	p.clusters.Range(func(name, _ any) bool {
 		if c == nil || c.Clusters[name.(string)] == nil {
-			p.rr.Delete(name)
+			p.clusters.Delete(name)
 		}
 		return true
 	})
@@ -220,8 +220,7 @@ func (s source) labels() Labels {
 
 // pick chooses the next healthy endpoint of cl, round robin.
 func (p *Proxy) pick(cl *model.Cluster) (model.Endpoint, bool) {
-	v, _ := p.rr.LoadOrStore(cl.Name, new(atomic.Uint64))
-	return model.Pick(cl.Endpoints, v.(*atomic.Uint64).Add(1)-1)
+	return model.Pick(cl.Endpoints, p.clusterState(cl.Name).rr.Add(1)-1)
 }
 
 // dialEndpoint opens an HBONE stream to ep's ztunnel presenting the
@@ -237,7 +236,7 @@ func (p *Proxy) dialEndpoint(ctx context.Context, ep model.Endpoint, cl *model.C
 		Forwarded: []hbone.ForwardedElement{hbone.ForwardedFor(src.addr, cl.Service.Hostname)},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("endpoint %s (%s) of %s via %s: %w", ep.Destination, ep.Identity, cl.Name, ep.Tunnel, err)
+		return nil, &connectError{fmt.Errorf("endpoint %s (%s) of %s via %s: %w", ep.Destination, ep.Identity, cl.Name, ep.Tunnel, err)}
 	}
 	return c, nil
 }

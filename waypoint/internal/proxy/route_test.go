@@ -23,8 +23,8 @@ func TestRoute(t *testing.T) {
 		Routes: map[string]*model.RouteTable{"web:80": {Name: "web:80", VirtualHosts: []model.VirtualHost{{
 			Name: "web", Domains: []string{"web.demo.svc.cluster.local", "10.96.0.10:80", "[fd00:10:96::a]:80"},
 			Routes: []model.Route{
-				{Name: "gone", Match: model.RouteMatch{Prefix: "/v0/"}, Cluster: "outbound|80||old.demo.svc.cluster.local"},
-				{Name: "default", Match: model.RouteMatch{Prefix: "/api/"}, Cluster: web.Name},
+				{Name: "gone", Match: model.RouteMatch{Path: "/v0/"}, Cluster: "outbound|80||old.demo.svc.cluster.local"},
+				{Name: "default", Match: model.RouteMatch{Path: "/api/"}, Cluster: web.Name},
 			},
 		}}}},
 	}
@@ -45,7 +45,7 @@ func TestRoute(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Route(cfg, netip.MustParseAddrPort(tt.dst), tt.host, tt.path)
+			d := Route(cfg, netip.MustParseAddrPort(tt.dst), model.Request{Host: tt.host, Method: "GET", Path: tt.path}, 0)
 			if d.Code != tt.code || d.Service != tt.service {
 				t.Fatalf("Route = %+v, want code %d service %q", d, tt.code, tt.service)
 			}
@@ -57,7 +57,56 @@ func TestRoute(t *testing.T) {
 			}
 		})
 	}
-	if d := Route(nil, netip.MustParseAddrPort("10.96.0.10:80"), "web", "/"); d.Code != http.StatusServiceUnavailable {
+	if d := Route(nil, netip.MustParseAddrPort("10.96.0.10:80"), model.Request{Host: "web", Path: "/"}, 0); d.Code != http.StatusServiceUnavailable {
 		t.Fatalf("nil config: %+v", d)
+	}
+}
+
+func TestRouteActions(t *testing.T) {
+	stable := &model.Cluster{Name: "stable", Service: model.Service{Hostname: "stable.demo.svc.cluster.local"}}
+	canary := &model.Cluster{Name: "canary", Service: model.Service{Hostname: "canary.demo.svc.cluster.local"}}
+	cfg := &model.Config{
+		Chains: []*model.Chain{{Name: "inbound-vip|80|http|web.demo.svc.cluster.local", Service: "web.demo.svc.cluster.local", Protocol: model.ProtocolHTTP, Port: 80,
+			Prefixes: []netip.Prefix{netip.MustParsePrefix("fd00:10:96::a/128")}, RouteName: "web:80"}},
+		Clusters: map[string]*model.Cluster{stable.Name: stable, canary.Name: canary},
+		Routes: map[string]*model.RouteTable{"web:80": {Name: "web:80", VirtualHosts: []model.VirtualHost{{
+			Name: "web", Domains: []string{"web"},
+			Routes: []model.Route{
+				{Name: "redirect", Match: model.RouteMatch{Kind: model.PathExact, Path: "/old"}, Action: model.ActionRedirect, Redirect: &model.Redirect{Code: 302}},
+				{Name: "broken", Match: model.RouteMatch{Kind: model.PathExact, Path: "/broken"}, Action: model.ActionDirect, DirectStatus: 500},
+				{Name: "gone", Match: model.RouteMatch{Kind: model.PathExact, Path: "/gone"}, Action: model.ActionWeighted,
+					WeightedClusters: []model.WeightedCluster{{Name: "stable", Weight: 1}, {Name: "missing", Weight: 1}}},
+				{Name: "split", Match: model.RouteMatch{Path: "/"}, Action: model.ActionWeighted,
+					WeightedClusters: []model.WeightedCluster{{Name: "stable", Weight: 90}, {Name: "canary", Weight: 10}}},
+			},
+		}}}},
+	}
+	cfg.Index()
+	dst := netip.MustParseAddrPort("[fd00:10:96::a]:80")
+	tests := []struct {
+		name, path     string
+		n              uint64
+		code           int
+		route, cluster string
+		service        string
+	}{
+		{name: "redirect: no cluster", path: "/old", route: "redirect", service: "web.demo.svc.cluster.local"},
+		{name: "direct response: no cluster", path: "/broken", route: "broken", service: "web.demo.svc.cluster.local"},
+		{name: "weighted, low random", path: "/x", n: 3, route: "split", cluster: "stable", service: "stable.demo.svc.cluster.local"},
+		{name: "weighted, high random", path: "/x", n: 195, route: "split", cluster: "canary", service: "canary.demo.svc.cluster.local"},
+		{name: "weighted to a cluster not received", path: "/gone", n: 1, code: http.StatusServiceUnavailable, route: "gone", service: "web.demo.svc.cluster.local"},
+		{name: "weighted to a received one", path: "/gone", n: 0, route: "gone", cluster: "stable", service: "stable.demo.svc.cluster.local"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Route(cfg, dst, model.Request{Host: "web", Method: "GET", Path: tt.path}, tt.n)
+			cl := ""
+			if d.Cluster != nil {
+				cl = d.Cluster.Name
+			}
+			if d.Code != tt.code || d.Route == nil || d.Route.Name != tt.route || cl != tt.cluster || d.Service != tt.service {
+				t.Fatalf("Route = %+v (cluster %q), want code %d route %q cluster %q service %q", d, cl, tt.code, tt.route, tt.cluster, tt.service)
+			}
+		})
 	}
 }

@@ -6,11 +6,13 @@ import (
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -24,7 +26,7 @@ var supported = map[protoreflect.FullName][]string{
 	msgName(&listenerv3.FilterChainMatch{}): {"destination_port", "prefix_ranges"},
 	msgName(&clusterv3.Cluster{}): {
 		"name", "alt_stat_name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
-		"transport_socket", "typed_extension_protocol_options", "metadata", "common_lb_config",
+		"transport_socket", "typed_extension_protocol_options", "metadata", "common_lb_config", "circuit_breakers",
 	},
 	// Only a panic threshold of 0 (never route to unhealthy endpoints),
 	// which is what the Go waypoint does.
@@ -38,15 +40,45 @@ var supported = map[protoreflect.FullName][]string{
 		"stream_idle_timeout", // 0s only (checkIdleTimeout)
 		"access_log", "tracing",
 	},
-	msgName(&tcpproxyv3.TcpProxy{}):              {"stat_prefix", "cluster", "tunneling_config", "access_log"},
-	msgName(&routev3.RouteConfiguration{}):       {"name", "virtual_hosts", "validate_clusters"},
-	msgName(&routev3.VirtualHost{}):              {"name", "domains", "routes"},
-	msgName(&routev3.Route{}):                    {"name", "match", "route", "metadata", "decorator"},
-	msgName(&routev3.RouteMatch{}):               {"prefix", "path", "case_sensitive", "connect_matcher"},
-	msgName(&routev3.RouteAction{}):              {"cluster", "timeout", "upgrade_configs"},
-	msgName(&endpointv3.ClusterLoadAssignment{}): {"cluster_name", "endpoints", "policy"},
-	msgName(&endpointv3.LocalityLbEndpoints{}):   {"locality", "lb_endpoints", "load_balancing_weight", "priority"},
-	msgName(&endpointv3.LbEndpoint{}):            {"endpoint", "health_status", "metadata", "load_balancing_weight"},
+	msgName(&tcpproxyv3.TcpProxy{}):        {"stat_prefix", "cluster", "tunneling_config", "access_log"},
+	msgName(&routev3.RouteConfiguration{}): {"name", "virtual_hosts", "validate_clusters"},
+	msgName(&routev3.VirtualHost{}):        {"name", "domains", "routes"},
+	msgName(&routev3.Route{}): {
+		"name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
+		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
+	},
+	msgName(&routev3.RouteMatch{}): {
+		"prefix", "path", "path_separated_prefix", "safe_regex", "connect_matcher", "case_sensitive", "headers", "query_parameters",
+	},
+	msgName(&routev3.HeaderMatcher{}):         {"name", "string_match"},
+	msgName(&routev3.QueryParameterMatcher{}): {"name", "string_match"},
+	msgName(&matcherv3.StringMatcher{}):       {"exact", "safe_regex"},
+	// google_re2 is deprecated (RE2 is the only engine): accepted, set or not.
+	msgName(&matcherv3.RegexMatcher{}):            {"regex", "google_re2"},
+	msgName(&matcherv3.RegexMatchAndSubstitute{}): {"pattern", "substitution"},
+	msgName(&routev3.RouteAction{}): {
+		"cluster", "weighted_clusters", "timeout", "upgrade_configs", "retry_policy",
+		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal",
+	},
+	msgName(&routev3.WeightedCluster{}):               {"clusters"},
+	msgName(&routev3.WeightedCluster_ClusterWeight{}): {"name", "weight"},
+	msgName(&routev3.RetryPolicy{}): {
+		"retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off",
+	},
+	msgName(&routev3.RetryPolicy_RetryBackOff{}): {"base_interval", "max_interval"},
+	msgName(&routev3.RedirectAction{}): {
+		"scheme_redirect", "host_redirect", "port_redirect", "path_redirect", "prefix_rewrite", "response_code",
+	},
+	msgName(&routev3.DirectResponseAction{}): {"status"},
+	msgName(&corev3.HeaderValueOption{}):     {"header", "append_action"},
+	msgName(&corev3.HeaderValue{}):           {"key", "value"},
+	// Only the retry budget of priority DEFAULT (XDS.md §5.2).
+	msgName(&clusterv3.CircuitBreakers{}):                        {"thresholds"},
+	msgName(&clusterv3.CircuitBreakers_Thresholds{}):             {"priority", "retry_budget"},
+	msgName(&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}): {"budget_percent", "min_retry_concurrency"},
+	msgName(&endpointv3.ClusterLoadAssignment{}):                 {"cluster_name", "endpoints", "policy"},
+	msgName(&endpointv3.LocalityLbEndpoints{}):                   {"locality", "lb_endpoints", "load_balancing_weight", "priority"},
+	msgName(&endpointv3.LbEndpoint{}):                            {"endpoint", "health_status", "metadata", "load_balancing_weight"},
 }
 
 func msgName(m proto.Message) protoreflect.FullName { return m.ProtoReflect().Descriptor().FullName() }

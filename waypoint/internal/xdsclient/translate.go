@@ -475,6 +475,13 @@ func ParseCluster(c *clusterv3.Cluster) (Cluster, error) {
 		return Cluster{}, fmt.Errorf("%s: transport_socket %q: the waypoint reaches endpoints through connect_originate (%s)", where, ts.GetName(), socketInternal)
 	}
 	mc := &model.Cluster{Name: c.GetName(), Upstream: model.UpstreamHTTP1, ConnectTimeout: DefaultConnectTimeout}
+	if cb := c.GetCircuitBreakers(); cb != nil {
+		b, err := parseCircuitBreakers(cb, where)
+		if err != nil {
+			return Cluster{}, err
+		}
+		mc.RetryBudget = b
+	}
 	if t := c.GetConnectTimeout(); t != nil {
 		mc.ConnectTimeout = t.AsDuration()
 	}
@@ -655,44 +662,6 @@ func ParseRoute(rc *routev3.RouteConfiguration) (*model.RouteTable, error) {
 	return rt, nil
 }
 
-func parseRouteEntry(r *routev3.Route) (model.Route, error) {
-	if err := checkFields(r, "route"); err != nil {
-		return model.Route{}, err
-	}
-	m := r.GetMatch()
-	if err := checkFields(m, "match"); err != nil {
-		return model.Route{}, err
-	}
-	mr := model.Route{Name: r.GetName()}
-	switch {
-	case m.GetConnectMatcher() != nil:
-		return model.Route{}, errors.New("connect_matcher is only valid on connect_terminate")
-	case m.GetPath() != "":
-		mr.Match.Path = m.GetPath()
-	default:
-		mr.Match.Prefix = m.GetPrefix() // "" matches everything too
-	}
-	if cs := m.GetCaseSensitive(); cs != nil && !cs.GetValue() {
-		mr.Match.IgnoreCase = true
-	}
-	a := r.GetRoute()
-	if a == nil {
-		return model.Route{}, errors.New("only route actions are supported (no redirect or direct_response yet)")
-	}
-	if err := checkFields(a, "route action"); err != nil {
-		return model.Route{}, err
-	}
-	if mr.Cluster = a.GetCluster(); mr.Cluster == "" {
-		return model.Route{}, errors.New("route action has no cluster (weighted_clusters are not supported yet)")
-	}
-	if t := a.GetTimeout(); t != nil {
-		mr.Timeout = t.AsDuration()
-	} else {
-		mr.Timeout = 15 * time.Second // Envoy's default route timeout
-	}
-	return mr, nil
-}
-
 // Resources are the accepted resources, parsed, by name.
 type Resources struct {
 	Listeners   map[string]Listener
@@ -757,6 +726,15 @@ func Build(r Resources) *model.Config {
 				c.Routes[ch.RouteName] = rt
 			} else {
 				miss("RDS " + ch.RouteName)
+			}
+		}
+	}
+	// Clusters named by routes (validate_clusters: false: a route to a
+	// cluster not received yet answers 503 meanwhile).
+	for _, rt := range c.Routes {
+		for _, name := range rt.ClusterNames() {
+			if c.Clusters[name] == nil {
+				miss("CDS " + name)
 			}
 		}
 	}
