@@ -15,10 +15,14 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"ambit.dev/pkg/hbone"
 	"ambit.dev/pkg/identity"
@@ -45,6 +49,13 @@ func (s *source) dial(ctx context.Context, vip netip.AddrPort) (net.Conn, error)
 // over HTTP/1.1 or h2c, with a forged x-forwarded-client-cert.
 func (s *source) get(t *testing.T, vip netip.AddrPort, host, path string, h2c bool) (int, string) {
 	t.Helper()
+	code, _, body := s.getWith(t, vip, host, path, h2c, nil)
+	return code, body
+}
+
+// getWith is get with request headers, returning the response headers too.
+func (s *source) getWith(t *testing.T, vip netip.AddrPort, host, path string, h2c bool, header http.Header) (int, http.Header, string) {
+	t.Helper()
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return s.dial(ctx, vip) }, DisableKeepAlives: true}
 	if h2c {
 		var p http.Protocols
@@ -55,6 +66,9 @@ func (s *source) get(t *testing.T, vip netip.AddrPort, host, path string, h2c bo
 	req, err := http.NewRequest(http.MethodGet, "http://"+host+path, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	req.Header.Set("X-Forwarded-Client-Cert", "By=spiffe://cluster.local/ns/demo/sa/admin")
 	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
@@ -69,7 +83,7 @@ func (s *source) get(t *testing.T, vip netip.AddrPort, host, path string, h2c bo
 	if h2c && resp.ProtoMajor != 2 {
 		t.Fatalf("h2c request answered with %s", resp.Proto)
 	}
-	return resp.StatusCode, strings.TrimSpace(string(b))
+	return resp.StatusCode, resp.Header, strings.TrimSpace(string(b))
 }
 
 // tcp opens one TCP stream to vip, reads the endpoint's greeting, checks
@@ -378,6 +392,47 @@ func TestWaypointEndToEnd(t *testing.T) {
 	}
 	if after["web-1"] != 2 || after["web-3"] != 2 {
 		t.Fatalf("after the update: %v, want web-1 and web-3 twice each", after)
+	}
+
+	// An HTTPRoute rule (XDS.md §7.1) through xDS: x-canary: yes goes to
+	// api's cluster (web-3 over h2c) with a response header; the rest
+	// keeps the default route.
+	cp.set(t, all(), func(res map[resource.Type][]types.Resource) {
+		for _, r := range res[resource.RouteType] {
+			rc := r.(*routev3.RouteConfiguration)
+			if rc.GetName() != web.RouteName() {
+				continue
+			}
+			vh := rc.VirtualHosts[0]
+			vh.Routes = append([]*routev3.Route{{
+				Name: "demo.canary.0.0",
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: "/api"},
+					Headers: []*routev3.HeaderMatcher{{Name: "x-canary", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+						StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "yes|true"}}}}}}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: api.ClusterName()},
+					Timeout:          durationpb.New(0), RetryPolicy: xdstest.DefaultRetryPolicy()}},
+				ResponseHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-route", Value: "canary"},
+					AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}},
+			}}, vh.Routes...)
+		}
+	})
+	canary := http.Header{"X-Canary": {"yes"}}
+	eventually(t, "the canary route", func() error {
+		if code, h, body := src.getWith(t, webVIP4, "web", "/api/v1", false, canary); code != http.StatusOK ||
+			field(body, "endpoint") != "web-3" || field(body, "proto") != "HTTP/2.0" || h.Get("X-Route") != "canary" {
+			return fmt.Errorf("%d %q %v", code, body, h)
+		}
+		return nil
+	})
+	for _, path := range []string{"/apiv1", "/other"} {
+		// (web's own endpoints speak HTTP/1.1; web-3 is also one of them.)
+		if _, h, body := src.getWith(t, webVIP4, "web", path, false, canary); field(body, "proto") != "HTTP/1.1" || h.Get("X-Route") != "" {
+			t.Fatalf("%s with x-canary took the canary route: %q", path, body)
+		}
+	}
+	if _, _, body := src.getWith(t, webVIP6, "web", "/api/v1", true, http.Header{"X-Canary": {"no"}}); field(body, "proto") != "HTTP/1.1" {
+		t.Fatalf("x-canary: no took the canary route: %q", body)
 	}
 
 	// A cluster the waypoint cannot honour is NACKed and the previous one
