@@ -3,6 +3,7 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -139,6 +140,36 @@ func getMany(t *testing.T, f *framework.Framework, ns, client, url string, n int
 	return names, failed
 }
 
+// waypointMetric sums the counter name over the ready waypoint pods of
+// Gateway gw, for the samples whose cluster label contains host.
+func waypointMetric(t *testing.T, f *framework.Framework, ns, gw, name, host string) float64 {
+	t.Helper()
+	pods, err := f.Client.CoreV1().Pods(ns).List(f.Ctx(), metav1.ListOptions{LabelSelector: "gateway.networking.k8s.io/gateway-name=" + gw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	for _, p := range pods.Items {
+		if !podReady(&p) {
+			continue
+		}
+		raw, err := f.Client.CoreV1().RESTClient().Get().AbsPath(fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:15020/proxy/metrics", ns, p.Name)).DoRaw(f.Ctx())
+		if err != nil {
+			t.Fatalf("waypoint %s metrics: %v", p.Name, err)
+		}
+		m, err := framework.ParseMetrics(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range m[name] {
+			if strings.Contains(string(s.Metric["cluster"]), host) {
+				n += float64(s.Value)
+			}
+		}
+	}
+	return n
+}
+
 func excerptLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > n {
@@ -258,8 +289,10 @@ spec:
 		if v1, v2 := names["reviews-v1"], names["reviews-v2"]; v1+v2 != 1000 || v2 < 60 || v2 > 140 {
 			t.Fatalf("split v1=%d v2=%d, want v2 within 10%% ± 4%% (60 to 140 of 1000)", v1, v2)
 		}
-		if n := waypointRequests(t, f, ns, "waypoint", "reviews."+ns+".svc"); n < 1000 {
-			t.Fatalf("the waypoint counted %v requests to reviews, want at least 1000", n)
+		// The waypoint labels requests with the backend service chosen.
+		n := waypointRequests(t, f, ns, "waypoint", "reviews-v1."+ns+".svc") + waypointRequests(t, f, ns, "waypoint", "reviews-v2."+ns+".svc")
+		if n < 1000 {
+			t.Fatalf("the waypoint counted %v requests to reviews-v1 and -v2, want at least 1000", n)
 		}
 	})
 
@@ -298,6 +331,10 @@ spec:
 		t.Logf("1000 requests to a backend failing 30%%: %v, %d failed", names, failed)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The successes came from retries (about 430 expected), not luck.
+		if r := waypointMetric(t, f, ns, "waypoint", "ambit_waypoint_upstream_retries_total", "flaky."+ns+".svc"); r < 200 {
+			t.Fatalf("the waypoint counted %v retries to flaky, want at least 200", r)
 		}
 	})
 
