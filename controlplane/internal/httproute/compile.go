@@ -441,12 +441,20 @@ func applyFilter(r *waypointxds.Route, f gwapiv1.HTTPRouteFilter) error {
 		if f.RequestHeaderModifier == nil {
 			return fmt.Errorf("requestHeaderModifier is missing")
 		}
-		r.RequestHeaders = headerModifier(*f.RequestHeaderModifier)
+		m, err := headerModifier(*f.RequestHeaderModifier)
+		if err != nil {
+			return err
+		}
+		r.RequestHeaders = m
 	case gwapiv1.HTTPRouteFilterResponseHeaderModifier:
 		if f.ResponseHeaderModifier == nil {
 			return fmt.Errorf("responseHeaderModifier is missing")
 		}
-		r.ResponseHeaders = headerModifier(*f.ResponseHeaderModifier)
+		m, err := headerModifier(*f.ResponseHeaderModifier)
+		if err != nil {
+			return err
+		}
+		r.ResponseHeaders = m
 	case gwapiv1.HTTPRouteFilterRequestRedirect:
 		rr := f.RequestRedirect
 		if rr == nil {
@@ -503,8 +511,23 @@ func applyFilter(r *waypointxds.Route, f gwapiv1.HTTPRouteFilter) error {
 	return nil
 }
 
-func headerModifier(h gwapiv1.HTTPHeaderFilter) waypointxds.HeaderModifier {
+// headerModifier converts a header filter. Like Envoy, it refuses to
+// modify host and pseudo-headers (use URLRewrite for the host).
+func headerModifier(h gwapiv1.HTTPHeaderFilter) (waypointxds.HeaderModifier, error) {
 	var m waypointxds.HeaderModifier
+	names := []string{}
+	for _, s := range h.Set {
+		names = append(names, string(s.Name))
+	}
+	for _, a := range h.Add {
+		names = append(names, string(a.Name))
+	}
+	names = append(names, h.Remove...)
+	for _, n := range names {
+		if l := strings.ToLower(n); l == "host" || strings.HasPrefix(l, ":") {
+			return m, fmt.Errorf("header %q cannot be modified (use URLRewrite hostname for the host)", n)
+		}
+	}
 	for _, s := range h.Set {
 		m.Set = append(m.Set, waypointxds.Header{Name: strings.ToLower(string(s.Name)), Value: s.Value})
 	}
@@ -514,7 +537,7 @@ func headerModifier(h gwapiv1.HTTPHeaderFilter) waypointxds.HeaderModifier {
 	for _, n := range h.Remove {
 		m.Remove = append(m.Remove, strings.ToLower(n))
 	}
-	return m
+	return m, nil
 }
 
 func pathModifier(p *gwapiv1.HTTPPathModifier) (*waypointxds.PathModifier, error) {

@@ -200,6 +200,11 @@ func TestCompile(t *testing.T) {
 			wantAccepted: "UnsupportedValue", wantMsg: "consumer routes",
 		},
 		{
+			name:         "host header modifier is refused",
+			spec:         parent + "rules: [{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Host, value: x}]}}], backendRefs: [{name: reviews, port: 80}]}]\n",
+			wantAccepted: "UnsupportedValue", wantMsg: "cannot be modified",
+		},
+		{
 			name:         "bad duration",
 			spec:         parent + "rules: [{timeouts: {request: 10x}, backendRefs: [{name: reviews, port: 80}]}]\n",
 			wantAccepted: "UnsupportedValue", wantMsg: "timeouts.request",
