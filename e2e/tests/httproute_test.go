@@ -3,7 +3,6 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -144,29 +143,12 @@ func getMany(t *testing.T, f *framework.Framework, ns, client, url string, n int
 // Gateway gw, for the samples whose cluster label contains host.
 func waypointMetric(t *testing.T, f *framework.Framework, ns, gw, name, host string) float64 {
 	t.Helper()
-	pods, err := f.Client.CoreV1().Pods(ns).List(f.Ctx(), metav1.ListOptions{LabelSelector: "gateway.networking.k8s.io/gateway-name=" + gw})
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0.0
-	for _, p := range pods.Items {
-		if !podReady(&p) {
-			continue
+	eachWaypointSample(t, f, ns, gw, name, func(l map[string]string, v float64) {
+		if strings.Contains(l["cluster"], host) {
+			n += v
 		}
-		raw, err := f.Client.CoreV1().RESTClient().Get().AbsPath(fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:15020/proxy/metrics", ns, p.Name)).DoRaw(f.Ctx())
-		if err != nil {
-			t.Fatalf("waypoint %s metrics: %v", p.Name, err)
-		}
-		m, err := framework.ParseMetrics(bytes.NewReader(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range m[name] {
-			if strings.Contains(string(s.Metric["cluster"]), host) {
-				n += float64(s.Value)
-			}
-		}
-	}
+	})
 	return n
 }
 

@@ -35,11 +35,24 @@ func waypointRequests(t *testing.T, f *framework.Framework, ns, gw, host string)
 func waypointSamples(t *testing.T, f *framework.Framework, ns, gw, host string) (float64, map[string]bool) {
 	t.Helper()
 	principals := map[string]bool{}
+	n := 0.0
+	eachWaypointSample(t, f, ns, gw, "istio_requests_total", func(l map[string]string, v float64) {
+		if l["reporter"] == "waypoint" && strings.HasPrefix(l["destination_service"], host) {
+			n += v
+			principals[l["source_principal"]] = true
+		}
+	})
+	return n, principals
+}
+
+// eachWaypointSample calls fn with the labels and value of every sample of
+// metric name on each ready waypoint pod of Gateway gw in ns.
+func eachWaypointSample(t *testing.T, f *framework.Framework, ns, gw, name string, fn func(labels map[string]string, v float64)) {
+	t.Helper()
 	pods, err := f.Client.CoreV1().Pods(ns).List(f.Ctx(), metav1.ListOptions{LabelSelector: "gateway.networking.k8s.io/gateway-name=" + gw})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0.0
 	for _, p := range pods.Items {
 		if !podReady(&p) {
 			continue
@@ -52,14 +65,14 @@ func waypointSamples(t *testing.T, f *framework.Framework, ns, gw, host string) 
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, s := range m["istio_requests_total"] {
-			if string(s.Metric["reporter"]) == "waypoint" && strings.HasPrefix(string(s.Metric["destination_service"]), host) {
-				n += float64(s.Value)
-				principals[string(s.Metric["source_principal"])] = true
+		for _, smp := range m[name] {
+			l := make(map[string]string, len(smp.Metric))
+			for k, v := range smp.Metric {
+				l[string(k)] = string(v)
 			}
+			fn(l, float64(smp.Value))
 		}
 	}
-	return n, principals
 }
 
 // createWaypoint creates the waypoint Gateway name in ns and waits until it
