@@ -14,6 +14,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"golang.org/x/net/http/httpguts"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"ambit.dev/waypoint/internal/model"
 )
@@ -51,7 +53,7 @@ func parseRouteEntry(r *routev3.Route) (model.Route, error) {
 	case *routev3.Route_DirectResponse:
 		mr.Action = model.ActionDirect
 		if err = checkFields(a.DirectResponse, "direct_response"); err == nil {
-			mr.DirectStatus = int(a.DirectResponse.GetStatus())
+			mr.DirectStatus = int(a.DirectResponse.GetStatus()) // [200, 600): checked by Validate
 		}
 	default:
 		err = errors.New("the route has no route, redirect or direct_response action")
@@ -156,6 +158,9 @@ func parseHeaderMutation(adds []*corev3.HeaderValueOption, removes []string, wha
 		if strings.HasPrefix(n, ":") || n == "host" {
 			return model.HeaderMutation{}, fmt.Errorf("%s_to_remove %q: pseudo-headers and host may not be removed (as in Envoy)", what, name)
 		}
+		if !httpguts.ValidHeaderFieldName(n) {
+			return model.HeaderMutation{}, fmt.Errorf("%s_to_remove %q: not a valid header name (RFC 9110 token)", what, name)
+		}
 		m.Remove = append(m.Remove, n)
 	}
 	for _, o := range adds {
@@ -170,9 +175,15 @@ func parseHeaderMutation(adds []*corev3.HeaderValueOption, removes []string, wha
 		if strings.HasPrefix(n, ":") || n == "host" {
 			return model.HeaderMutation{}, fmt.Errorf("%s: pseudo-headers and host may not be modified (as in Envoy; use host_rewrite_literal)", where)
 		}
+		if !httpguts.ValidHeaderFieldName(n) {
+			return model.HeaderMutation{}, fmt.Errorf("%s: not a valid header name (RFC 9110 token)", where)
+		}
 		v, err := literalFormat(o.GetHeader().GetValue())
 		if err != nil {
 			return model.HeaderMutation{}, fmt.Errorf("%s: %w", where, err)
+		}
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return model.HeaderMutation{}, fmt.Errorf("%s: value %q has control characters, which a header value may not", where, v)
 		}
 		var act model.AppendAction
 		switch o.GetAppendAction() {
@@ -232,10 +243,17 @@ func parseRouteAction(a *routev3.RouteAction, mr *model.Route) error {
 	}
 	mr.Timeout = DefaultRouteTimeout
 	if t := a.GetTimeout(); t != nil {
-		mr.Timeout = t.AsDuration()
+		d, err := duration(t, "route action timeout")
+		if err != nil {
+			return err
+		}
+		mr.Timeout = d
 	}
 	if a.GetPrefixRewrite() != "" && a.GetRegexRewrite() != nil {
 		return errors.New("route action sets both prefix_rewrite and regex_rewrite")
+	}
+	if err := checkPath(a.GetPrefixRewrite(), "route action prefix_rewrite"); err != nil {
+		return err
 	}
 	mr.Rewrite.PrefixRewrite = a.GetPrefixRewrite()
 	if rr := a.GetRegexRewrite(); rr != nil {
@@ -252,7 +270,13 @@ func parseRouteAction(a *routev3.RouteAction, mr *model.Route) error {
 		if strings.Contains(sub, `\`) {
 			return fmt.Errorf(`regex_rewrite substitution %q: \ escapes are not supported (pattern %q has no groups)`, sub, fullPathRewrite)
 		}
+		if err := checkPath(sub, "regex_rewrite substitution"); err != nil {
+			return err
+		}
 		mr.Rewrite.FullPath = &sub
+	}
+	if h := a.GetHostRewriteLiteral(); h != "" && !httpguts.ValidHostHeader(h) {
+		return fmt.Errorf("route action host_rewrite_literal %q: not a valid Host", h)
 	}
 	mr.Rewrite.Host = a.GetHostRewriteLiteral()
 	if rp := a.GetRetryPolicy(); rp != nil {
@@ -261,6 +285,31 @@ func parseRouteAction(a *routev3.RouteAction, mr *model.Route) error {
 			return err
 		}
 		mr.Retry = p
+	}
+	return nil
+}
+
+// The checks below are those Envoy makes beyond its proto validation
+// rules (which Validate already applied), or that Go's net/http makes
+// per request and that are better refused once, here.
+
+// duration returns a valid, non-negative protobuf duration (Envoy
+// rejects negative ones).
+func duration(d *durationpb.Duration, where string) (time.Duration, error) {
+	if err := d.CheckValid(); err != nil {
+		return 0, fmt.Errorf("%s: %w", where, err)
+	}
+	if d.AsDuration() < 0 {
+		return 0, fmt.Errorf("%s %s: negative", where, d.AsDuration())
+	}
+	return d.AsDuration(), nil
+}
+
+// checkPath refuses a path (or rewrite of one) with control characters
+// (Validate refuses NUL, CR and LF; Go's client refuses the others).
+func checkPath(p, where string) error {
+	if !httpguts.ValidHeaderFieldValue(p) {
+		return fmt.Errorf("%s %q has control characters", where, p)
 	}
 	return nil
 }
@@ -319,7 +368,11 @@ func parseRetryPolicy(rp *routev3.RetryPolicy) (*model.RetryPolicy, error) {
 		p.NumRetries = int(n.GetValue())
 	}
 	if t := rp.GetPerTryTimeout(); t != nil {
-		p.PerTryTimeout = t.AsDuration()
+		d, err := duration(t, "retry_policy per_try_timeout")
+		if err != nil {
+			return nil, err
+		}
+		p.PerTryTimeout = d
 	}
 	for _, c := range rp.GetRetriableStatusCodes() {
 		p.StatusCodes = append(p.StatusCodes, int(c))
@@ -328,10 +381,15 @@ func parseRetryPolicy(rp *routev3.RetryPolicy) (*model.RetryPolicy, error) {
 		if err := checkFields(b, "retry_policy retry_back_off"); err != nil {
 			return nil, err
 		}
-		p.BackoffBase = b.GetBaseInterval().AsDuration()
+		var err error
+		if p.BackoffBase, err = duration(b.GetBaseInterval(), "retry_policy retry_back_off base_interval"); err != nil {
+			return nil, err
+		}
 		p.BackoffMax = 10 * p.BackoffBase
 		if m := b.GetMaxInterval(); m != nil {
-			p.BackoffMax = m.AsDuration()
+			if p.BackoffMax, err = duration(m, "retry_policy retry_back_off max_interval"); err != nil {
+				return nil, err
+			}
 		}
 		if p.BackoffBase <= 0 || p.BackoffMax < p.BackoffBase {
 			return nil, fmt.Errorf("retry_policy retry_back_off: max_interval %s must be at least base_interval %s (> 0)", p.BackoffMax, p.BackoffBase)
@@ -356,6 +414,18 @@ func parseRedirect(rd *routev3.RedirectAction) (*model.Redirect, error) {
 	code, ok := redirectCodes[rd.GetResponseCode()]
 	if !ok {
 		return nil, fmt.Errorf("redirect: response_code %s is not supported", rd.GetResponseCode())
+	}
+	if h := rd.GetHostRedirect(); h != "" && !httpguts.ValidHostHeader(h) {
+		return nil, fmt.Errorf("redirect: host_redirect %q: not a valid host", h)
+	}
+	if err := checkPath(rd.GetPathRedirect(), "redirect path_redirect"); err != nil {
+		return nil, err
+	}
+	if err := checkPath(rd.GetPrefixRewrite(), "redirect prefix_rewrite"); err != nil {
+		return nil, err
+	}
+	if p := rd.GetPortRedirect(); p > 65535 {
+		return nil, fmt.Errorf("redirect: port_redirect %d is not a port", p)
 	}
 	return &model.Redirect{
 		Scheme:        rd.GetSchemeRedirect(),

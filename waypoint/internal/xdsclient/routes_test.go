@@ -365,6 +365,63 @@ func TestParseRouteRejects(t *testing.T) {
 			r.RequestHeadersToRemove = []string{"Host"}
 			return r
 		}(), want: "pseudo-headers and host may not be removed"},
+		{name: "direct response status 0", r: func() *routev3.Route {
+			r := fwd(nil)
+			r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{}}
+			return r
+		}(), want: "DirectResponseAction.Status: value must be inside range [200, 600)"},
+		{name: "direct response status 103", r: func() *routev3.Route {
+			r := fwd(nil)
+			r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 103}}
+			return r
+		}(), want: "DirectResponseAction.Status: value must be inside range [200, 600)"},
+		{name: "path_separated_prefix with a trailing slash", r: withMatch(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: "/api/"}}),
+			want: `RouteMatch.PathSeparatedPrefix: value does not match regex pattern "^[^?#]+[^?#/]$"`},
+		{name: "path_separated_prefix with a query", r: withMatch(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: "/a?b"}}),
+			want: `RouteMatch.PathSeparatedPrefix: value does not match regex pattern`},
+		{name: "header matcher without a name", r: withHeaders(header("", exactSM("1"))), want: "HeaderMatcher.Name: value length must be at least 1"},
+		{name: "query matcher without a name", r: withMatch(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			QueryParameters: []*routev3.QueryParameterMatcher{query("", exactSM("1"))}}), want: "QueryParameterMatcher.Name: value length must be at least 1"},
+		{name: "header to add with an invalid name", r: func() *routev3.Route {
+			r := fwd(nil)
+			r.RequestHeadersToAdd = []*corev3.HeaderValueOption{hv("x y", "1", 0)}
+			return r
+		}(), want: `request_headers_to_add "x y": not a valid header name`},
+		{name: "header to add with a control character in its value", r: func() *routev3.Route {
+			r := fwd(nil)
+			r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{hv("x-a", "1\x01", 0)}
+			return r
+		}(), want: `response_headers_to_add "x-a": value "1\x01" has control characters`},
+		{name: "header to remove with an invalid name", r: func() *routev3.Route {
+			r := fwd(nil)
+			r.ResponseHeadersToRemove = []string{"x(y)"}
+			return r
+		}(), want: `response_headers_to_remove "x(y)": not a valid header name`},
+		{name: "negative timeout", r: fwd(func(a *routev3.RouteAction) { a.Timeout = durationpb.New(-time.Second) }),
+			want: "route action timeout -1s: negative"},
+		{name: "negative per_try_timeout", r: fwd(func(a *routev3.RouteAction) {
+			a.RetryPolicy = defaultRetry()
+			a.RetryPolicy.PerTryTimeout = durationpb.New(-time.Second)
+		}), want: "retry_policy per_try_timeout -1s: negative"},
+		{name: "back-off without base", r: fwd(func(a *routev3.RouteAction) {
+			a.RetryPolicy = defaultRetry()
+			a.RetryPolicy.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{MaxInterval: durationpb.New(time.Second)}
+		}), want: "RetryPolicy_RetryBackOff.BaseInterval: value is required"},
+		{name: "host_rewrite_literal with a space", r: fwd(func(a *routev3.RouteAction) {
+			a.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "a b"}
+		}), want: `host_rewrite_literal "a b": not a valid Host`},
+		{name: "prefix_rewrite with a DEL", r: fwd(func(a *routev3.RouteAction) { a.PrefixRewrite = "/a\x7f" }),
+			want: `prefix_rewrite "/a\x7f" has control characters`},
+		{name: "redirect host with a space", r: func() *routev3.Route {
+			r := fwd(nil)
+			r.Action = &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{HostRedirect: "a b"}}
+			return r
+		}(), want: `host_redirect "a b": not a valid host`},
+		{name: "redirect port beyond 65535", r: func() *routev3.Route {
+			r := fwd(nil)
+			r.Action = &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{PortRedirect: 70000}}
+			return r
+		}(), want: "port_redirect 70000 is not a port"},
 		{name: "per-filter config", r: func() *routev3.Route {
 			r := fwd(nil)
 			r.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.fault": xdstest.Any(&routev3.Route{})}
@@ -420,6 +477,8 @@ func TestParseClusterRetryBudget(t *testing.T) {
 			err: "circuit_breakers threshold sets max_connections"},
 		{name: "per-host thresholds", c: cluster(&clusterv3.CircuitBreakers{PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{}}}),
 			err: "circuit_breakers sets per_host_thresholds"},
+		{name: "budget percent above 100", c: cluster(budget(f(120), u(3))), err: "Percent.Value: value must be inside range [0, 100]"},
+		{name: "negative budget percent", c: cluster(budget(f(-1), u(3))), err: "Percent.Value: value must be inside range [0, 100]"},
 		{name: "budget interval", c: func() *clusterv3.Cluster {
 			cb := budget(f(20), u(3))
 			cb.Thresholds[0].RetryBudget.BudgetInterval = durationpb.New(time.Second)
