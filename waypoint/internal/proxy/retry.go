@@ -157,16 +157,21 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 	// timeout: 0 running or not armed, 1 fired, 2 headers arrived first.
 	var timeout atomic.Int32
 	var arm func()
+	var (
+		timerMu sync.Mutex
+		timer   *time.Timer
+	)
 	if policy != nil && policy.PerTryTimeout > 0 {
-		var once sync.Once
 		arm = func() {
-			once.Do(func() {
-				time.AfterFunc(policy.PerTryTimeout, func() {
+			timerMu.Lock()
+			defer timerMu.Unlock()
+			if timer == nil && timeout.Load() == 0 {
+				timer = time.AfterFunc(policy.PerTryTimeout, func() {
 					if timeout.CompareAndSwap(0, 1) {
 						cancel(errPerTryTimeout)
 					}
 				})
-			})
+			}
 		}
 	}
 	if body != nil {
@@ -186,7 +191,13 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 	}
 
 	resp, err := t.roundTrip(req, ex)
-	if !timeout.CompareAndSwap(0, 2) {
+	headersFirst := timeout.CompareAndSwap(0, 2)
+	timerMu.Lock()
+	if timer != nil {
+		timer.Stop() // not left pending (holding the attempt) for long per-try timeouts
+	}
+	timerMu.Unlock()
+	if !headersFirst {
 		if resp != nil {
 			resp.Body.Close()
 		}
