@@ -119,6 +119,7 @@ nodeAgent:
   image: {registry: "localhost:5000", tag: v0.1.0}
 crds: {install: false}
 gatewayAPI: {channel: experimental}
+waypoint: {autoProvision: false}
 EOF
 compare "all values set" --namespace mesh-infra -f "$tmp/values.yaml" -- --namespace mesh-infra -f "$tmp/values.yaml"
 

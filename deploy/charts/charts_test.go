@@ -173,7 +173,7 @@ func TestRenderDefaults(t *testing.T) {
 			{"Deployment", "ambit-controlplane", "localhost/ambit-controlplane:dev", []string{
 				"--namespace=ambit-system", "--service-name=ambit-controlplane", "--node-proxies=ambit-system/ztunnel",
 				"--root-namespace=ambit-system", "--trust-domain=cluster.local", "--log-level=info", "--log-format=json",
-				"--waypoint-image=localhost/ambit-waypoint:dev", "--waypoint-image-pull-policy=Never",
+				"--waypoint-image=localhost/ambit-waypoint:dev", "--waypoint-image-pull-policy=Never", "--auto-waypoints=true",
 				"--waypoint-xds-address=$(AMBIT_CONTROLPLANE_SERVICE_HOST):15012",
 			}},
 			{"DaemonSet", "ztunnel", "localhost/ambit-ztunnel:dev", []string{

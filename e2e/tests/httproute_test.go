@@ -167,15 +167,7 @@ func excerptLines(s string, n int) string {
 // running routes.
 func TestHTTPRoute(t *testing.T) {
 	f := framework.New(t)
-	nodes := f.ReadyNodes(2)
-	install(t, f)
-	waitDeploymentReady(t, f, systemNS, "ambit-controlplane")
-	daemonPods(t, f, "ztunnel", nodes)
-	daemonPods(t, f, "ambit-node-agent", nodes)
-	dyn, err := dynamic.NewForConfig(f.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes, dyn := installMesh(t, f)
 	// HTTPRoute rules[].retry is an experimental-channel field: install
 	// that CRD, as gatewayAPI.channel=experimental does (install's cleanup
 	// deletes the CRD it applied, this one included).

@@ -116,15 +116,7 @@ func createWaypoint(t *testing.T, f *framework.Framework, dyn dynamic.Interface,
 // and removing the label takes the waypoint out of the path.
 func TestWaypoint(t *testing.T) {
 	f := framework.New(t)
-	nodes := f.ReadyNodes(2)
-	install(t, f)
-	waitDeploymentReady(t, f, systemNS, "ambit-controlplane")
-	daemonPods(t, f, "ztunnel", nodes)
-	daemonPods(t, f, "ambit-node-agent", nodes)
-	dyn, err := dynamic.NewForConfig(f.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes, dyn := installMesh(t, f)
 
 	ns := f.Namespace("wp", map[string]string{labelMode: "ambient"})
 	for _, sa := range []string{"web", "other", "client"} {
@@ -219,7 +211,7 @@ func TestWaypoint(t *testing.T) {
 	if err := dyn.Resource(gatewayGVR).Namespace(ns).Delete(f.Ctx(), "waypoint", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err = f.Eventually(2*time.Minute, func() error {
+	err := f.Eventually(2*time.Minute, func() error {
 		pods, err := f.Client.CoreV1().Pods(ns).List(f.Ctx(), metav1.ListOptions{LabelSelector: "gateway.networking.k8s.io/gateway-name=waypoint"})
 		if err != nil {
 			return err

@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"ambit.dev/controlplane/internal/autowaypoint"
 	"ambit.dev/controlplane/internal/ca"
 	"ambit.dev/controlplane/internal/config"
 	"ambit.dev/controlplane/internal/kube"
@@ -177,6 +178,21 @@ func New(cfg config.Config, clients Clients, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every periodic or controller write of the control plane is a Writer
+	// of the elector. (The CA's create-if-absent of its root Secret is not:
+	// see ca.Server.Run and docs/adr/0002.)
+	writers := []leader.Writer{
+		{Name: "trust-bundle", Run: caSrv.PublishTrustBundle},
+		{Name: "policy-status", Run: ctrl.RunStatusWriter},
+		{Name: "waypoint-controller", Run: wp.Run},
+	}
+	if cfg.AutoWaypoints {
+		auto, err := autowaypoint.New(client, clients.Dynamic, autowaypoint.Config{Registerer: reg}, log.With("component", "autowaypoint"))
+		if err != nil {
+			return nil, err
+		}
+		writers = append(writers, leader.Writer{Name: "waypoint-auto-provisioning", Run: auto.Run})
+	}
 	rot := servingcert.NewRotator(caSrv, servingcert.RotatorConfig{Names: cfg.ServingNames}, log.With("component", "servingcert"))
 	elector, err := leader.New(leader.Config{
 		Namespace:     cfg.Namespace,
@@ -187,14 +203,8 @@ func New(cfg config.Config, clients Clients, log *slog.Logger) (*App, error) {
 		RetryPeriod:   cfg.RetryPeriod,
 		Disabled:      !cfg.LeaderElect,
 		Registerer:    reg,
-	}, client, log.With("component", "leader"),
-		// Every periodic or controller write of the control plane is a
-		// Writer here. (The CA's create-if-absent of its root Secret is not:
-		// see ca.Server.Run and docs/adr/0002.)
-		leader.Writer{Name: "trust-bundle", Run: caSrv.PublishTrustBundle},
-		leader.Writer{Name: "policy-status", Run: ctrl.RunStatusWriter},
-		leader.Writer{Name: "waypoint-controller", Run: wp.Run},
-	)
+	}, client, log.With("component", "leader"), writers...)
+
 	if err != nil {
 		return nil, err
 	}

@@ -78,6 +78,10 @@ type Config struct {
 	// pull policy (Always, IfNotPresent or Never).
 	WaypointImage           string
 	WaypointImagePullPolicy string
+	// AutoWaypoints turns on waypoint auto-provisioning
+	// (internal/autowaypoint): an L7 object attached to a Service without
+	// a waypoint gets one.
+	AutoWaypoints bool
 	// WaypointXDSAddress is the control plane's xDS address (host:port) as
 	// waypoint pods reach it; by default <service-name>.<namespace>.svc:15012.
 	// Without cluster DNS, pass the Service's ClusterIP (the chart passes
@@ -152,6 +156,7 @@ func ParseEnv(args []string, out io.Writer, env Env) (Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.WaypointImage, "waypoint-image", DefaultWaypointImage, "image of the waypoint proxies deployed for Gateways of class ambit-waypoint")
 	fs.StringVar(&c.WaypointImagePullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of --waypoint-image: Always, IfNotPresent or Never")
+	fs.BoolVar(&c.AutoWaypoints, "auto-waypoints", true, "provision a waypoint for a namespace when an HTTPRoute, GRPCRoute or AuthorizationPolicy with HTTP rules attaches to a Service that has none (a namespace opts out with the label ambit.dev/auto-waypoint=disabled)")
 	fs.StringVar(&c.WaypointXDSAddress, "waypoint-xds-address", "", "the control plane's xDS address (host:port) as waypoint pods reach it (default <service-name>.<namespace>.svc:15012)")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", true, "run the writers (trust-bundle ConfigMap) only on the replica holding a Lease; every replica serves xDS and the CA. Set false only with exactly one replica")
 	fs.StringVar(&c.LeaderElectLeaseName, "leader-elect-lease-name", DefaultLeaseName, "name of the leader election Lease (coordination.k8s.io) in --namespace")

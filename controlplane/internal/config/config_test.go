@@ -41,7 +41,7 @@ func TestParse(t *testing.T) {
 			TrustDomain: "cluster.local", ClusterDomain: "cluster.local", Namespace: "ambit-system", RootNamespace: "ambit-system", ServiceName: "ambit-controlplane",
 			XDSAddr: ":15012", CAAddr: ":15017", MonitoringAddr: ":15014",
 			NodeProxies: []string{"ambit-system/ztunnel"}, LogLevel: slog.LevelInfo, LogFormat: "text",
-			WaypointImage: "localhost/ambit-waypoint:dev", WaypointImagePullPolicy: "IfNotPresent", WaypointXDSAddress: "ambit-controlplane.ambit-system.svc:15012",
+			WaypointImage: "localhost/ambit-waypoint:dev", WaypointImagePullPolicy: "IfNotPresent", AutoWaypoints: true, WaypointXDSAddress: "ambit-controlplane.ambit-system.svc:15012",
 			LeaderElect: true, LeaderElectLeaseName: "ambit-controlplane", LeaderElectIdentity: "ambit-controlplane-7d9c-x2x4q",
 			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		}

@@ -187,7 +187,7 @@ type caches struct {
 // nil then, once everything it started has stopped. It is a leader-only
 // writer (internal/leader).
 func (c *Controller) Run(ctx context.Context) error {
-	if ok := c.waitForGatewayAPI(ctx); !ok {
+	if ok := WaitForGatewayAPI(ctx, c.disc, c.cfg.DiscoveryInterval, c.log); !ok {
 		return nil
 	}
 	defer utilruntime.HandleCrash()
@@ -277,41 +277,46 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
-// waitForGatewayAPI returns true once the API server serves Gateways, or
+// WaitForGatewayAPI returns true once the API server serves Gateways, or
 // false when ctx ended first. While the Gateway API is missing it logs
-// that once and checks again every DiscoveryInterval.
-func (c *Controller) waitForGatewayAPI(ctx context.Context) bool {
+// that once and checks again every interval.
+func WaitForGatewayAPI(ctx context.Context, disc discovery.DiscoveryInterface, interval time.Duration, log *slog.Logger) bool {
 	warned := false
 	for {
-		ok, err := gatewayAPIInstalled(c.disc)
+		ok, err := gatewayAPIInstalled(disc)
 		switch {
 		case ok:
 			return true
 		case err != nil:
-			c.log.Warn("checking for the Gateway API failed; retrying", "error", err)
+			log.Warn("checking for the Gateway API failed; retrying", "error", err)
 		case !warned:
-			c.log.Warn("the Gateway API (gateway.networking.k8s.io/v1 gateways) is not installed: no waypoints are deployed until its CRDs are (deploy/, gatewayAPI.installCRDs)",
-				"recheck", c.cfg.DiscoveryInterval)
+			log.Warn("the Gateway API (gateway.networking.k8s.io/v1 gateways) is not installed: no waypoints are deployed until its CRDs are (deploy/, gatewayAPI.installCRDs)",
+				"recheck", interval)
 			warned = true
 		}
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(c.cfg.DiscoveryInterval):
+		case <-time.After(interval):
 		}
 	}
 }
 
 func gatewayAPIInstalled(d discovery.DiscoveryInterface) (bool, error) {
-	list, err := d.ServerResourcesForGroupVersion(GatewaysResource.GroupVersion().String())
+	return Served(d, GatewaysResource)
+}
+
+// Served reports whether the API server serves the resource r.
+func Served(d discovery.DiscoveryInterface, r schema.GroupVersionResource) (bool, error) {
+	list, err := d.ServerResourcesForGroupVersion(r.GroupVersion().String())
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("waypoint: discovering %s: %w", GatewaysResource.GroupVersion(), err)
+		return false, fmt.Errorf("discovering %s: %w", r.GroupVersion(), err)
 	}
-	for _, r := range list.APIResources {
-		if r.Name == GatewaysResource.Resource {
+	for _, res := range list.APIResources {
+		if res.Name == r.Resource {
 			return true, nil
 		}
 	}
