@@ -5,6 +5,7 @@ package tests
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +191,41 @@ func TestWaypoint(t *testing.T) {
 		}
 		if after := waypointRequests(t, f, ns, "waypoint", otherHost); after != before {
 			t.Fatalf("the waypoint counted %v requests to %s, which is not bound to it", after-before, otherHost)
+		}
+	})
+
+	t.Run("a client that dials a pod IP still goes through the waypoint", func(t *testing.T) {
+		pod, err := f.Client.CoreV1().Pods(ns).Get(f.Ctx(), "web-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		podURL := fmt.Sprintf("http://%s/", net.JoinHostPort(pod.Status.PodIP, fmt.Sprint(framework.HTTPPort)))
+		before := waypointRequests(t, f, ns, "waypoint", webHost)
+		names, failed := getMany(t, f, ns, client.Name, podURL, 10)
+		if failed > 0 {
+			t.Fatalf("GET %s: %d of 10 failed (%v)", podURL, failed, names)
+		}
+		if after := waypointRequests(t, f, ns, "waypoint", webHost); after-before < 10 {
+			t.Fatalf("the waypoint counted %v of 10 requests dialled to pod IP %s, want all (no bypass)", after-before, pod.Status.PodIP)
+		}
+	})
+
+	t.Run("a client outside the mesh cannot get around the waypoint", func(t *testing.T) {
+		outside := f.Namespace("wp-outside", nil)
+		out := f.TestApp(outside, "client", framework.AppOptions{Node: nodes[0], Args: []string{"sleep"}})
+		pod, err := f.Client.CoreV1().Pods(ns).Get(f.Ctx(), "web-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		podURL := fmt.Sprintf("http://%s/", net.JoinHostPort(pod.Status.PodIP, fmt.Sprint(framework.HTTPPort)))
+		for _, u := range []string{webURL, podURL} {
+			if names, failed := getMany(t, f, outside, out.Name, u, 3); failed != 3 {
+				t.Fatalf("plaintext GET %s from outside the mesh: %d of 3 failed (answers %v), want all refused by the destination ztunnel", u, failed, names)
+			}
+		}
+		// The port no waypoint guards stays open to it.
+		if names, failed := getMany(t, f, outside, out.Name, otherURL, 3); failed != 0 {
+			t.Fatalf("plaintext GET %s (no waypoint) from outside the mesh: %d of 3 failed (%v)", otherURL, failed, names)
 		}
 	})
 

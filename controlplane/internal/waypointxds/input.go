@@ -328,7 +328,11 @@ func FilterChainName(hostname string, port uint16, p Protocol) string {
 }
 
 // Domains returns the virtual host domains of a service port, in the
-// order of XDS.md §7, without duplicates.
+// order of XDS.md §7, without duplicates, ending with "*": the filter
+// chain has already chosen the service port (by the CONNECT's
+// destination), so a request with any other Host — a pod IP dialled
+// directly and sent through the waypoint as the service — is routed as
+// the service rather than answered 404.
 func Domains(hostname, name, namespace string, vips []netip.Addr, port uint16) []string {
 	p := ":" + strconv.Itoa(int(port))
 	var out []string
@@ -353,5 +357,5 @@ func Domains(hostname, name, namespace string, vips []netip.Addr, port uint16) [
 		}
 		add(h)
 	}
-	return out
+	return append(out, "*")
 }

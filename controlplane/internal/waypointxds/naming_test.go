@@ -82,13 +82,13 @@ func TestDomains(t *testing.T) {
 	}{
 		{"IPv4", []netip.Addr{netip.MustParseAddr("10.96.0.10")}, 80, []string{
 			"web.demo.svc.cluster.local", "web.demo.svc.cluster.local:80", "web", "web:80", "web.demo", "web.demo:80",
-			"web.demo.svc", "web.demo.svc:80", "10.96.0.10", "10.96.0.10:80"}},
+			"web.demo.svc", "web.demo.svc:80", "10.96.0.10", "10.96.0.10:80", "*"}},
 		{"IPv6", []netip.Addr{netip.MustParseAddr("fd00::a")}, 8080, []string{
 			"web.demo.svc.cluster.local", "web.demo.svc.cluster.local:8080", "web", "web:8080", "web.demo", "web.demo:8080",
-			"web.demo.svc", "web.demo.svc:8080", "[fd00::a]", "[fd00::a]:8080"}},
+			"web.demo.svc", "web.demo.svc:8080", "[fd00::a]", "[fd00::a]:8080", "*"}},
 		{"no VIP", nil, 80, []string{
 			"web.demo.svc.cluster.local", "web.demo.svc.cluster.local:80", "web", "web:80", "web.demo", "web.demo:80",
-			"web.demo.svc", "web.demo.svc:80"}},
+			"web.demo.svc", "web.demo.svc:80", "*"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Domains("web.demo.svc.cluster.local", "web", "demo", tc.vips, tc.port)

@@ -152,6 +152,11 @@ func (in *Inbound) HBONEServer(pod Pod) (*hbone.Server, error) {
 				in.cfg.Metrics.Refused(metrics.RefusedUnknownWorkload)
 				return err
 			}
+			if err := CheckWaypoint(in.cfg.Store.Current(), w, r.Dst.Port(), r.SourceID, false); err != nil {
+				in.cfg.Metrics.Refused(metrics.RefusedWaypointBypass)
+				in.log.InfoContext(ctx, "HBONE stream refused: it bypasses the waypoint", "error", err)
+				return err
+			}
 			if err := in.cfg.Authorizer.Authorize(ctx, Request{Source: r.SourceID, SourceAddr: clientAddr(r, in.byIP), Dst: r.Dst, Workload: w}); err != nil {
 				in.cfg.Metrics.Refused(metrics.RefusedAuthorization)
 				return err
@@ -283,6 +288,12 @@ func (in *Inbound) ServePlaintext(ctx context.Context, pod Pod, c *net.TCPConn) 
 	if mode := in.mtlsMode(w, dst.Port()); !authz.PlaintextAllowed(mode) {
 		in.cfg.Metrics.Refused(metrics.RefusedStrictMTLS)
 		log.Info("plaintext connection refused: pod requires mTLS (STRICT) on this port", "dst", dst.String())
+		reset(c)
+		return
+	}
+	if err := CheckWaypoint(in.cfg.Store.Current(), w, dst.Port(), identity.ID{}, true); err != nil {
+		in.cfg.Metrics.Refused(metrics.RefusedWaypointBypass)
+		log.Info("plaintext connection refused: it bypasses the waypoint", "dst", dst.String(), "error", err)
 		reset(c)
 		return
 	}

@@ -108,6 +108,10 @@ const (
 	// RefusedNoWaypoint: the destination has a waypoint but no healthy,
 	// verifiable waypoint pod (traffic never bypasses the waypoint).
 	RefusedNoWaypoint = "waypoint_unavailable"
+	// RefusedWaypointBypass: a connection to a port behind a waypoint
+	// that did not come from the waypoint (plaintext, or HBONE from
+	// another identity).
+	RefusedWaypointBypass = "waypoint_bypass"
 	// RefusedUnknownWorkload: the pod or destination is not in the state.
 	RefusedUnknownWorkload = "unknown_workload"
 	// RefusedUpstream: connecting to the destination failed.

@@ -124,6 +124,12 @@ func Plan(snap *state.Snapshot, src model.Workload, dst netip.AddrPort) (Route, 
 //     endpoint, is a Deny.
 //   - dst is a workload with a waypoint: via the waypoint. The control
 //     plane sets Workload.Waypoint only when the waypoint serves workloads.
+//   - dst is a pod ip:port that backs a service behind a waypoint on that
+//     (target) port: via the service's waypoint, with :authority the
+//     service's VIP and port, as if the service had been dialled (the
+//     waypoint then picks the endpoint). Dialling pod IPs never bypasses a
+//     service's waypoint; the destination ztunnel refuses such connections
+//     that do not come from the waypoint anyway (inbound.CheckWaypoint).
 //
 // Via a waypoint means: one healthy HBONE pod of the waypoint's Service is
 // picked (as for service endpoints), and the connection is tunnelled to
@@ -147,6 +153,21 @@ func (p *Planner) Plan(snap *state.Snapshot, src model.Workload, dst netip.AddrP
 	}
 	if w.Waypoint != nil && !isSelf(snap, src, *w.Waypoint) {
 		return p.viaWaypoint(snap, *w.Waypoint, dst, nil, "workload "+w.String())
+	}
+	for _, g := range snap.Guards(w, dst.Port()) {
+		if g.Service == nil || isSelf(snap, src, g.Waypoint) {
+			continue
+		}
+		// The pod IP of a Service behind a waypoint: the connection goes
+		// through the waypoint as one to the Service (which the waypoint
+		// routes on), never around it.
+		vip, ok := vipLike(*g.Service, dst.Addr())
+		if !ok {
+			return denyWaypoint(fmt.Sprintf("pod %s backs service %s, which is behind waypoint %s, but the service has no %s VIP to address it through the waypoint",
+				dst, g.Service.Key(), g.Waypoint, family(dst.Addr())))
+		}
+		return p.viaWaypoint(snap, g.Waypoint, netip.AddrPortFrom(vip, g.ServicePort), g.Service,
+			fmt.Sprintf("pod %s of service %s (port %d)", dst, g.Service.Key(), g.ServicePort))
 	}
 	if !w.InMesh() {
 		return Route{Kind: Passthrough, Dst: dst, DestWorkload: &w, Reason: "destination workload is not in the mesh"}, nil
@@ -263,6 +284,23 @@ func waypointPods(snap *state.Snapshot, wp model.Waypoint, of string) (pods []mo
 		return nil, false, fmt.Errorf("waypoint service %s of %s has no healthy HBONE workload (%d backing workloads; are the waypoint pods running and ready?)", key, of, len(eps))
 	}
 	return pods, false, nil
+}
+
+// vipLike returns a VIP of svc of the same family as like.
+func vipLike(svc model.Service, like netip.Addr) (netip.Addr, bool) {
+	for _, v := range svc.VIPs {
+		if v.Is4() == like.Is4() {
+			return v, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 func deny(reason string) (Route, error) {
