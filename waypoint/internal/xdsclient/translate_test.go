@@ -136,7 +136,7 @@ func TestBuildExample(t *testing.T) {
 	}
 	rt := cfg.Routes["web.demo.svc.cluster.local:80"]
 	wantDomains := []string{"web.demo.svc.cluster.local", "web.demo.svc.cluster.local:80", "web", "web:80", "web.demo", "web.demo:80",
-		"web.demo.svc", "web.demo.svc:80", "10.96.0.10", "10.96.0.10:80", "[fd00:10:96::a]", "[fd00:10:96::a]:80"}
+		"web.demo.svc", "web.demo.svc:80", "10.96.0.10", "10.96.0.10:80", "[fd00:10:96::a]", "[fd00:10:96::a]:80", "*"}
 	if rt == nil || len(rt.VirtualHosts) != 1 || !slices.Equal(rt.VirtualHosts[0].Domains, wantDomains) {
 		t.Fatalf("route table = %+v, want one virtual host with domains %v", rt, wantDomains)
 	}

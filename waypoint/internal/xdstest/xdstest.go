@@ -373,7 +373,8 @@ func Assignment(s Service) *endpointv3.ClusterLoadAssignment {
 	return &endpointv3.ClusterLoadAssignment{ClusterName: s.ClusterName(), Endpoints: []*endpointv3.LocalityLbEndpoints{loc}}
 }
 
-// Domains are the virtual host domains of §7, in order.
+// Domains are the virtual host domains of §7, in order, ending with
+// "*" (the filter chain has already chosen the service port).
 func Domains(s Service) []string {
 	p := ":" + strconv.Itoa(int(s.Port))
 	var out []string
@@ -391,7 +392,7 @@ func Domains(s Service) []string {
 		}
 		out = append(out, h, h+p)
 	}
-	return out
+	return append(out, "*")
 }
 
 // Route is the RouteConfiguration of one HTTP service port (§7).
