@@ -158,9 +158,9 @@ func startWith(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *env {
 	if gatewayAPI {
 		client.Resources = []*metav1.APIResourceList{{
 			GroupVersion: GatewaysResource.GroupVersion().String(),
-			APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}, {Name: "httproutes", Namespaced: true, Kind: "HTTPRoute"}},
+			APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}, {Name: "httproutes", Namespaced: true, Kind: "HTTPRoute"}, {Name: "grpcroutes", Namespaced: true, Kind: "GRPCRoute"}},
 		}}
-		watched += 2
+		watched += 3 // gateways, httproutes, grpcroutes
 	}
 	listKinds := PolicyListKinds()
 	maps.Copy(listKinds, GatewayListKinds())
