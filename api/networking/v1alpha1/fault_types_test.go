@@ -35,9 +35,9 @@ func TestHTTPFaultCRD(t *testing.T) {
 			} `json:"names"`
 			Scope    string `json:"scope"`
 			Versions []struct {
-				Name           string `json:"name"`
+				Name            string `json:"name"`
 				Served, Storage bool
-				Schema         struct {
+				Schema          struct {
 					OpenAPIV3Schema map[string]any `json:"openAPIV3Schema"`
 				} `json:"schema"`
 			} `json:"versions"`
