@@ -91,7 +91,7 @@ func TestCompileGRPC(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := CompileGRPC(grpcRoute(t, "g", tc.spec), grpcServices())
+			c := CompileGRPC(grpcRoute(t, "g", tc.spec), grpcServices(), nil)
 			if c.Ref != (Ref{Kind: KindGRPCRoute, Namespace: "demo", Name: "g"}) || c.Ref.String() != "grpcroute demo/g" {
 				t.Fatalf("ref %+v (%s)", c.Ref, c.Ref)
 			}

@@ -75,6 +75,7 @@ func (c *Controller) reconcileRoute(ref httproute.Ref, b *batch) error {
 	if had {
 		c.markRouteWaypoints(old, b)
 		c.indexRoute(old, false)
+		c.indexRouteFaults(old, false)
 		delete(c.routes, ref)
 	}
 	defer c.enqueueRouteStatus(ref)
@@ -90,12 +91,12 @@ func (c *Controller) reconcileRoute(ref httproute.Ref, b *batch) error {
 	if ref.Kind == httproute.KindGRPCRoute {
 		var rt gwapiv1.GRPCRoute
 		if convErr = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &rt); convErr == nil {
-			compiled = httproute.CompileGRPC(&rt, c.routeLookup)
+			compiled = httproute.CompileGRPC(&rt, c.routeLookup, c.faultLookup)
 		}
 	} else {
 		var rt gwapiv1.HTTPRoute
 		if convErr = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &rt); convErr == nil {
-			compiled = httproute.Compile(&rt, c.routeLookup)
+			compiled = httproute.Compile(&rt, c.routeLookup, c.faultLookup)
 		}
 	}
 	if convErr != nil {
@@ -106,6 +107,7 @@ func (c *Controller) reconcileRoute(ref httproute.Ref, b *batch) error {
 	}
 	c.routes[ref] = compiled
 	c.indexRoute(compiled, true)
+	c.indexRouteFaults(compiled, true)
 	c.markRouteWaypoints(compiled, b)
 	return nil
 }
