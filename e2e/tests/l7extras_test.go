@@ -122,21 +122,7 @@ metadata: {name: slow, namespace: %s}
 spec:
   delay: {fixedDelay: 200ms, percentage: 100}
 `, ns))
-	applyYAML(t, f, dyn, httpRouteGVR, ns, fmt.Sprintf(`
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: faults, namespace: %s}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /abort}}]
-    filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: half-abort}}]
-    backendRefs: [{name: web, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /slow}}]
-    filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: slow}}]
-    backendRefs: [{name: web, port: 80}]
-  - backendRefs: [{name: web, port: 80}]
-`, ns))
+	applyYAML(t, f, dyn, httpRouteGVR, ns, faultRoute(ns, "faults", "/abort", "half-abort", "/slow", "slow")+"  - backendRefs: [{name: web, port: 80}]\n")
 	waitRouteCondition(t, f, dyn, ns, "faults", "Accepted", "True", "Accepted")
 	waitRouteCondition(t, f, dyn, ns, "faults", "ResolvedRefs", "True", "ResolvedRefs")
 	// The route reaches the waypoint within seconds of its status: wait
@@ -188,17 +174,7 @@ spec:
 	})
 
 	t.Run("a missing HTTPFault answers 500 and sets ResolvedRefs False until it exists", func(t *testing.T) {
-		applyYAML(t, f, dyn, httpRouteGVR, ns, fmt.Sprintf(`
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: missing, namespace: %s}
-spec:
-  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /missing}}]
-    filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: later}}]
-    backendRefs: [{name: web, port: 80}]
-`, ns))
+		applyYAML(t, f, dyn, httpRouteGVR, ns, faultRoute(ns, "missing", "/missing", "later"))
 		c := waitRouteCondition(t, f, dyn, ns, "missing", "ResolvedRefs", "False", "FilterNotFound")
 		if msg, _ := c["message"].(string); !strings.Contains(msg, "HTTPFault "+ns+"/later does not exist") {
 			t.Fatalf("ResolvedRefs message %q does not name the HTTPFault", msg)
@@ -258,6 +234,21 @@ spec:
 			t.Fatalf("backend saw traceparent %q for a malformed one, want a new valid trace", h["Traceparent"])
 		}
 	})
+}
+
+// faultRoute is an HTTPRoute name on Service web whose rules send each
+// path prefix (pathFaults: path, HTTPFault name, ...) to web through an
+// HTTPFault ExtensionRef filter.
+func faultRoute(ns, name string, pathFaults ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: %s, namespace: %s}\n", name, ns)
+	b.WriteString("spec:\n  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]\n  rules:\n")
+	for i := 0; i+1 < len(pathFaults); i += 2 {
+		fmt.Fprintf(&b, "  - matches: [{path: {type: PathPrefix, value: %s}}]\n", pathFaults[i])
+		fmt.Fprintf(&b, "    filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: %s}}]\n", pathFaults[i+1])
+		b.WriteString("    backendRefs: [{name: web, port: 80}]\n")
+	}
+	return b.String()
 }
 
 // expectStatus sends one request from the client pod and checks its

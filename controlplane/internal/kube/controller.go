@@ -526,22 +526,14 @@ func (c *Controller) Run(ctx context.Context) error {
 				c.log.Warn("the Gateway API does not serve this route kind: waypoints get no such routes; install its CRDs and restart the control plane", "resource", r.res.String())
 				continue
 			}
-			c.mu.Lock()
-			*r.set = r.inf
-			c.mu.Unlock()
-			r.factory.Start(ctx.Done())
-			syncs = append(syncs, r.inf.HasSynced)
+			syncs = append(syncs, c.startServed(ctx, r.set, r.inf, r.factory))
 		}
 		faultsServed, err := httpFaultsServed(c.discovery)
 		if err != nil {
 			return err
 		}
 		if faultsServed {
-			c.mu.Lock()
-			c.faults = c.faultInformer
-			c.mu.Unlock()
-			c.faultFactory.Start(ctx.Done())
-			syncs = append(syncs, c.faultInformer.HasSynced)
+			syncs = append(syncs, c.startServed(ctx, &c.faults, c.faultInformer, c.faultFactory))
 		} else {
 			c.log.Warn("networking.ambit.dev/v1alpha1 httpfaults are not served: HTTPRoute rules naming an HTTPFault answer 500; install the CRDs (deploy/manifests) and restart the control plane")
 		}
@@ -573,6 +565,17 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.queue.ShutDown()
 	wg.Wait()
 	return nil
+}
+
+// startServed publishes inf in *dst (under c.mu: the reconcilers read it
+// to know the resource is served) and starts its factory; it returns the
+// informer's HasSynced.
+func (c *Controller) startServed(ctx context.Context, dst *cache.SharedIndexInformer, inf cache.SharedIndexInformer, factory dynamicinformer.DynamicSharedInformerFactory) cache.InformerSynced {
+	c.mu.Lock()
+	*dst = inf
+	c.mu.Unlock()
+	factory.Start(ctx.Done())
+	return inf.HasSynced
 }
 
 func (c *Controller) numPublished() int {

@@ -94,19 +94,7 @@ func FaultOf(s networkingv1alpha1.HTTPFaultSpec) waypointxds.Fault {
 func (c *Controller) indexRouteFaults(r httproute.Compiled, add bool) {
 	for _, p := range r.Parents {
 		for _, f := range p.Faults {
-			set := c.routesByFault[f]
-			if add {
-				if set == nil {
-					set = map[httproute.Ref]bool{}
-					c.routesByFault[f] = set
-				}
-				set[r.Ref] = true
-				continue
-			}
-			delete(set, r.Ref)
-			if len(set) == 0 {
-				delete(c.routesByFault, f)
-			}
+			indexSet(c.routesByFault, f, r.Ref, add)
 		}
 	}
 }

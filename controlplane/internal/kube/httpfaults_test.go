@@ -13,13 +13,7 @@ import (
 )
 
 func httpFault(name string, spec map[string]any) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
-	u.SetAPIVersion(networkingv1alpha1.SchemeGroupVersion.String())
-	u.SetKind("HTTPFault")
-	u.SetNamespace("demo")
-	u.SetName(name)
-	u.SetGeneration(1)
-	return u
+	return demoObject(networkingv1alpha1.SchemeGroupVersion.String(), "HTTPFault", name, spec)
 }
 
 // TestWaypointFeedHTTPFault: a rule naming a missing HTTPFault answers

@@ -132,19 +132,25 @@ func (c *Controller) routeLookup(r httproute.ServiceRef) (httproute.Service, boo
 // it names. Caller holds c.mu.
 func (c *Controller) indexRoute(r httproute.Compiled, add bool) {
 	for _, s := range routeServices(r) {
-		set := c.routesBySvc[s]
-		if add {
-			if set == nil {
-				set = map[httproute.Ref]bool{}
-				c.routesBySvc[s] = set
-			}
-			set[r.Ref] = true
-			continue
+		indexSet(c.routesBySvc, s, r.Ref, add)
+	}
+}
+
+// indexSet adds (or removes) route r to the set of key k in idx, dropping
+// empty sets.
+func indexSet[K comparable](idx map[K]map[httproute.Ref]bool, k K, r httproute.Ref, add bool) {
+	set := idx[k]
+	if add {
+		if set == nil {
+			set = map[httproute.Ref]bool{}
+			idx[k] = set
 		}
-		delete(set, r.Ref)
-		if len(set) == 0 {
-			delete(c.routesBySvc, s)
-		}
+		set[r] = true
+		return
+	}
+	delete(set, r)
+	if len(set) == 0 {
+		delete(idx, k)
 	}
 }
 

@@ -67,14 +67,8 @@ func TestParseFault(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var mr model.Route
 			err := parseRouteFilters(map[string]*anypb.Any{filterFault: xdstest.Any(tc.in)}, &mr)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want one containing %q", err, tc.err)
-				}
+			if !expectError(t, err, tc.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			got := mr.Fault
 			if (got.Delay == nil) != (tc.want.Delay == nil) || (got.Delay != nil && *got.Delay != *tc.want.Delay) ||
@@ -148,18 +142,25 @@ func TestParseHCMFaultFilterAndTracing(t *testing.T) {
 				tc.mut(&hcm)
 			}
 			_, fault, trace, err := parseHCM(&hcm)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want one containing %q", err, tc.err)
-				}
+			if !expectError(t, err, tc.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if fault != tc.fault || *trace != *tc.trace {
 				t.Errorf("fault %v trace %+v, want %v %+v", fault, *trace, tc.fault, *tc.trace)
 			}
 		})
 	}
+}
+
+// expectError fails t unless err contains want (want empty: err is nil),
+// and reports whether the test case goes on (no error expected).
+func expectError(t *testing.T, err error, want string) bool {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatal(err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Fatalf("error %v, want one containing %q", err, want)
+	}
+	return want == ""
 }
