@@ -19,8 +19,9 @@ import (
 // precedence (service, then method characters, then headers), and the
 // route names (prefixed "grpc.").
 
-// CompileGRPC compiles a GRPCRoute like Compile does an HTTPRoute.
-func CompileGRPC(rt *gwapiv1.GRPCRoute, lookup Lookup) Compiled {
+// CompileGRPC compiles a GRPCRoute like Compile does an HTTPRoute (an
+// ExtensionRef filter to an HTTPFault included).
+func CompileGRPC(rt *gwapiv1.GRPCRoute, lookup Lookup, faults FaultLookup) Compiled {
 	h, keys, err := grpcAsHTTP(rt)
 	// Only HTTP/2 ports carry gRPC: the others look like TCP ports to the
 	// HTTPRoute compile, so it never attaches to them.
@@ -39,7 +40,7 @@ func CompileGRPC(rt *gwapiv1.GRPCRoute, lookup Lookup) Compiled {
 		s.Ports = ports
 		return s, true
 	}
-	c := Compile(h, http2Only)
+	c := Compile(h, http2Only, faults)
 	c.Ref.Kind = KindGRPCRoute
 	for i := range c.Parents {
 		p := &c.Parents[i]

@@ -91,7 +91,7 @@ func TestCompileGRPC(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := CompileGRPC(grpcRoute(t, "g", tc.spec), grpcServices())
+			c := CompileGRPC(grpcRoute(t, "g", tc.spec), grpcServices(), nil)
 			if c.Ref != (Ref{Kind: KindGRPCRoute, Namespace: "demo", Name: "g"}) || c.Ref.String() != "grpcroute demo/g" {
 				t.Fatalf("ref %+v (%s)", c.Ref, c.Ref)
 			}
@@ -157,5 +157,31 @@ func TestGRPCMatch(t *testing.T) {
 				t.Fatalf("path %+v, want %s %s", got.Path, tc.wantType, tc.wantPath)
 			}
 		})
+	}
+}
+
+// TestCompileGRPCFault: a GRPCRoute rule's HTTPFault ExtensionRef becomes
+// its route's fault (a gRPC abort), and a missing one answers 500.
+func TestCompileGRPCFault(t *testing.T) {
+	unavailable := func(r FaultRef) (waypointxds.Fault, bool) {
+		if r != (FaultRef{"demo", "unavailable"}) {
+			return waypointxds.Fault{}, false
+		}
+		return waypointxds.Fault{Abort: &waypointxds.FaultAbort{GRPC: true, GRPCStatus: 14, Percent: 50}}, true
+	}
+	rule := func(fault string) string {
+		return `parentRefs: [{group: "", kind: Service, name: echo, port: 9090}]
+rules:
+- filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: ` + fault + `}}]
+  backendRefs: [{name: echo-v1, port: 9090}]
+`
+	}
+	p := CompileGRPC(grpcRoute(t, "g", rule("unavailable")), grpcServices(), unavailable).Parents[0]
+	if p.Accepted.Reason != "Accepted" || len(p.Rules) != 1 || p.Rules[0].Fault == nil || *p.Rules[0].Fault.Abort != (waypointxds.FaultAbort{GRPC: true, GRPCStatus: 14, Percent: 50}) {
+		t.Fatalf("accepted %+v, rules %+v: want the gRPC abort on the rule", p.Accepted, Routes(p.Rules))
+	}
+	p = CompileGRPC(grpcRoute(t, "g", rule("gone")), grpcServices(), unavailable).Parents[0]
+	if p.ResolvedRefs.Reason != ReasonFilterNotFound || len(p.Rules) != 1 || p.Rules[0].DirectStatus != 500 {
+		t.Fatalf("resolvedRefs %+v, rules %+v: want FilterNotFound and a 500", p.ResolvedRefs, Routes(p.Rules))
 	}
 }

@@ -99,10 +99,11 @@ const (
 	kindGateway
 	kindHTTPRoute
 	kindGRPCRoute
+	kindHTTPFault
 )
 
 func (k kind) String() string {
-	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute", "grpcroute"}[k]
+	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute", "grpcroute", "httpfault"}[k]
 }
 
 // key is a workqueue item: one object, by kind, namespace and name.
@@ -155,6 +156,11 @@ type Controller struct {
 	grpcRouteFactory  dynamicinformer.DynamicSharedInformerFactory
 	grpcRouteInformer cache.SharedIndexInformer
 	grpcRoutes        cache.SharedIndexInformer
+	// faultFactory and faultInformer watch HTTPFaults when their CRD is
+	// served; faults is set to it once it runs.
+	faultFactory  dynamicinformer.DynamicSharedInformerFactory
+	faultInformer cache.SharedIndexInformer
+	faults        cache.SharedIndexInformer
 
 	queue  workqueue.TypedRateLimitingInterface[key]
 	synced chan struct{}
@@ -194,6 +200,8 @@ type Controller struct {
 	// each Service, as parent or backend.
 	routes      map[httproute.Ref]httproute.Compiled
 	routesBySvc map[model.ObjectRef]map[httproute.Ref]bool
+	// routesByFault are the routes naming each HTTPFault.
+	routesByFault map[httproute.FaultRef]map[httproute.Ref]bool
 
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
@@ -249,13 +257,16 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		wpSent:            map[model.ObjectRef]waypointxds.Input{},
 		routes:            map[httproute.Ref]httproute.Compiled{},
 		routesBySvc:       map[model.ObjectRef]map[httproute.Ref]bool{},
+		routesByFault:     map[httproute.FaultRef]map[httproute.Ref]bool{},
+		faultFactory:      dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 	}
 	c.gatewayInformer = c.gwFactory.ForResource(GatewaysResource).Informer()
 	c.routeInformer = c.routeFactory.ForResource(HTTPRoutesResource).Informer()
 	c.grpcRouteInformer = c.grpcRouteFactory.ForResource(GRPCRoutesResource).Informer()
+	c.faultInformer = c.faultFactory.ForResource(HTTPFaultsResource).Informer()
 	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
 	c.peerAuthns = c.dynFactory.ForResource(PeerAuthenticationsResource).Informer()
-	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer, c.grpcRouteInformer} {
+	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer, c.grpcRouteInformer, c.faultInformer} {
 		if err := inf.SetTransform(trimUnstructured); err != nil {
 			return nil, fmt.Errorf("kube: policy or gateway informer: %w", err)
 		}
@@ -319,6 +330,8 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		// (the status writer's own, other controllers') are ignored.
 		{c.routeInformer, c.handler(kindHTTPRoute, specChanged)},
 		{c.grpcRouteInformer, c.handler(kindGRPCRoute, specChanged)},
+		// An HTTPFault matters when its spec changes.
+		{c.faultInformer, c.handler(kindHTTPFault, specChanged)},
 		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(obj any, initial bool) {
 				if !initial {
@@ -479,6 +492,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.dynFactory.Shutdown()
 	defer c.gwFactory.Shutdown()
 	defer c.routeFactory.Shutdown()
+	defer c.faultFactory.Shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.queue.ShutDown()
@@ -512,11 +526,16 @@ func (c *Controller) Run(ctx context.Context) error {
 				c.log.Warn("the Gateway API does not serve this route kind: waypoints get no such routes; install its CRDs and restart the control plane", "resource", r.res.String())
 				continue
 			}
-			c.mu.Lock()
-			*r.set = r.inf
-			c.mu.Unlock()
-			r.factory.Start(ctx.Done())
-			syncs = append(syncs, r.inf.HasSynced)
+			syncs = append(syncs, c.startServed(ctx, r.set, r.inf, r.factory))
+		}
+		faultsServed, err := httpFaultsServed(c.discovery)
+		if err != nil {
+			return err
+		}
+		if faultsServed {
+			syncs = append(syncs, c.startServed(ctx, &c.faults, c.faultInformer, c.faultFactory))
+		} else {
+			c.log.Warn("networking.ambit.dev/v1alpha1 httpfaults are not served: HTTPRoute rules naming an HTTPFault answer 500; install the CRDs (deploy/manifests) and restart the control plane")
 		}
 		c.gwFactory.Start(ctx.Done())
 	} else {
@@ -546,6 +565,17 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.queue.ShutDown()
 	wg.Wait()
 	return nil
+}
+
+// startServed publishes inf in *dst (under c.mu: the reconcilers read it
+// to know the resource is served) and starts its factory; it returns the
+// informer's HasSynced.
+func (c *Controller) startServed(ctx context.Context, dst *cache.SharedIndexInformer, inf cache.SharedIndexInformer, factory dynamicinformer.DynamicSharedInformerFactory) cache.InformerSynced {
+	c.mu.Lock()
+	*dst = inf
+	c.mu.Unlock()
+	factory.Start(ctx.Done())
+	return inf.HasSynced
 }
 
 func (c *Controller) numPublished() int {
@@ -647,6 +677,10 @@ func (c *Controller) reconcile(k key) error {
 		}
 	case kindGRPCRoute:
 		if err := c.reconcileRoute(httproute.Ref{Kind: httproute.KindGRPCRoute, Namespace: k.namespace, Name: k.name}, b); err != nil {
+			return err
+		}
+	case kindHTTPFault:
+		if err := c.reconcileHTTPFault(httproute.FaultRef{Namespace: k.namespace, Name: k.name}, b); err != nil {
 			return err
 		}
 	case kindAuthorizationPolicy, kindPeerAuthentication:

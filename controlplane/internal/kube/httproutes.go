@@ -75,6 +75,7 @@ func (c *Controller) reconcileRoute(ref httproute.Ref, b *batch) error {
 	if had {
 		c.markRouteWaypoints(old, b)
 		c.indexRoute(old, false)
+		c.indexRouteFaults(old, false)
 		delete(c.routes, ref)
 	}
 	defer c.enqueueRouteStatus(ref)
@@ -90,12 +91,12 @@ func (c *Controller) reconcileRoute(ref httproute.Ref, b *batch) error {
 	if ref.Kind == httproute.KindGRPCRoute {
 		var rt gwapiv1.GRPCRoute
 		if convErr = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &rt); convErr == nil {
-			compiled = httproute.CompileGRPC(&rt, c.routeLookup)
+			compiled = httproute.CompileGRPC(&rt, c.routeLookup, c.faultLookup)
 		}
 	} else {
 		var rt gwapiv1.HTTPRoute
 		if convErr = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &rt); convErr == nil {
-			compiled = httproute.Compile(&rt, c.routeLookup)
+			compiled = httproute.Compile(&rt, c.routeLookup, c.faultLookup)
 		}
 	}
 	if convErr != nil {
@@ -106,6 +107,7 @@ func (c *Controller) reconcileRoute(ref httproute.Ref, b *batch) error {
 	}
 	c.routes[ref] = compiled
 	c.indexRoute(compiled, true)
+	c.indexRouteFaults(compiled, true)
 	c.markRouteWaypoints(compiled, b)
 	return nil
 }
@@ -130,19 +132,25 @@ func (c *Controller) routeLookup(r httproute.ServiceRef) (httproute.Service, boo
 // it names. Caller holds c.mu.
 func (c *Controller) indexRoute(r httproute.Compiled, add bool) {
 	for _, s := range routeServices(r) {
-		set := c.routesBySvc[s]
-		if add {
-			if set == nil {
-				set = map[httproute.Ref]bool{}
-				c.routesBySvc[s] = set
-			}
-			set[r.Ref] = true
-			continue
+		indexSet(c.routesBySvc, s, r.Ref, add)
+	}
+}
+
+// indexSet adds (or removes) route r to the set of key k in idx, dropping
+// empty sets.
+func indexSet[K comparable](idx map[K]map[httproute.Ref]bool, k K, r httproute.Ref, add bool) {
+	set := idx[k]
+	if add {
+		if set == nil {
+			set = map[httproute.Ref]bool{}
+			idx[k] = set
 		}
-		delete(set, r.Ref)
-		if len(set) == 0 {
-			delete(c.routesBySvc, s)
-		}
+		set[r] = true
+		return
+	}
+	delete(set, r)
+	if len(set) == 0 {
+		delete(idx, k)
 	}
 }
 

@@ -27,9 +27,14 @@ func httpRoute(t *testing.T, name, spec string) *unstructured.Unstructured {
 	if err := yaml.Unmarshal([]byte(spec), &m); err != nil {
 		t.Fatal(err)
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{"spec": m}}
-	u.SetAPIVersion(gwapiv1.GroupVersion.String())
-	u.SetKind("HTTPRoute")
+	return demoObject(gwapiv1.GroupVersion.String(), "HTTPRoute", name, m)
+}
+
+// demoObject is an object of namespace demo at generation 1 with spec.
+func demoObject(apiVersion, kind, name string, spec map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+	u.SetAPIVersion(apiVersion)
+	u.SetKind(kind)
 	u.SetNamespace("demo")
 	u.SetName(name)
 	u.SetGeneration(1)

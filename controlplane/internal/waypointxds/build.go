@@ -15,6 +15,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	fsvaluev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/set_filter_state/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	setfsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/set_filter_state/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
@@ -409,7 +410,16 @@ func vipChain(s service, p Port) *listenerv3.FilterChain {
 		}},
 		ForwardClientCertDetails: hcmv3.HttpConnectionManager_SANITIZE,
 		UseRemoteAddress:         wrapperspb.Bool(false),
-		HttpFilters:              []*hcmv3.HttpFilter{httpFilter(wellknown.Router, &routerv3.Router{})},
+		// x-request-id: kept when the request has one, else generated;
+		// trace headers per the tracing provider (XDS.md §16).
+		GenerateRequestId:         wrapperspb.Bool(true),
+		PreserveExternalRequestId: true,
+		Tracing:                   tracing(),
+		HttpFilters: []*hcmv3.HttpFilter{
+			// Fault injection: the routes say what (XDS.md §15).
+			httpFilter(FaultFilter, &faultv3.HTTPFault{}),
+			httpFilter(wellknown.Router, &routerv3.Router{}),
+		},
 	})}
 	return fc
 }

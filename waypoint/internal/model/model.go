@@ -96,6 +96,12 @@ type Chain struct {
 	Cluster string
 	// RouteName is the HCM's RDS name (HTTP chains).
 	RouteName string
+	// Fault is true when the HCM has envoy.filters.http.fault: the
+	// routes' faults are injected.
+	Fault bool
+	// Trace is the HCM's request id and trace context handling (HTTP
+	// chains); nil: headers pass through unchanged.
+	Trace *TraceConfig
 }
 
 // Cluster is one outbound|<port>||<hostname> cluster with its endpoints.

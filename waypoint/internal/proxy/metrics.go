@@ -31,6 +31,7 @@ type Metrics struct {
 	tcpReceived *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	overflows   *prometheus.CounterVec
+	faults      *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics on reg.
@@ -52,9 +53,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Retries of upstream requests (Envoy's upstream_rq_retry)."}, []string{"cluster"}),
 		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retry_overflow_total",
 			Help: "Retries not made because the cluster's retry budget was exhausted (Envoy's upstream_rq_retry_overflow)."}, []string{"cluster"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_faults_injected_total",
+			Help: "Faults injected by routes' HTTPFaults: kind delay or abort (Envoy's fault.delays_injected, fault.aborts_injected)."}, []string{"kind"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows, m.faults} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 			}
@@ -105,3 +108,6 @@ func (m *Metrics) retry(cluster string) { m.retries.WithLabelValues(cluster).Inc
 
 // retryOverflow records a retry the cluster's budget did not allow.
 func (m *Metrics) retryOverflow(cluster string) { m.overflows.WithLabelValues(cluster).Inc() }
+
+// fault records an injected fault of kind "delay" or "abort".
+func (m *Metrics) fault(kind string) { m.faults.WithLabelValues(kind).Inc() }

@@ -13,6 +13,9 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -105,7 +108,8 @@ func TestBuildExample(t *testing.T) {
 			Prefixes: []netip.Prefix{netip.MustParsePrefix("fd00:10:96::b/128")}, Port: 5432, Cluster: "outbound|5432||db.demo.svc.cluster.local"},
 		{Name: "inbound-vip|80|http|web.demo.svc.cluster.local", Service: "web.demo.svc.cluster.local", Protocol: model.ProtocolHTTP,
 			Prefixes: []netip.Prefix{netip.MustParsePrefix("10.96.0.10/32"), netip.MustParsePrefix("fd00:10:96::a/128")}, Port: 80,
-			RouteName: "web.demo.svc.cluster.local:80"},
+			RouteName: "web.demo.svc.cluster.local:80", Fault: true,
+			Trace: &model.TraceConfig{GenerateRequestID: true, Tracing: true, SamplePerMillion: model.PerMillion}},
 	}
 	if !reflect.DeepEqual(cfg.Chains, wantChains) {
 		t.Errorf("chains:\n got %+v\nwant %+v", deref(cfg.Chains), deref(wantChains))
@@ -566,7 +570,8 @@ func TestSupportedFieldNames(t *testing.T) {
 		&matcherv3.RegexMatchAndSubstitute{}, &routev3.WeightedCluster{}, &routev3.WeightedCluster_ClusterWeight{},
 		&routev3.RetryPolicy{}, &routev3.RetryPolicy_RetryBackOff{}, &routev3.RedirectAction{}, &routev3.DirectResponseAction{},
 		&corev3.HeaderValueOption{}, &corev3.HeaderValue{}, &clusterv3.CircuitBreakers{}, &clusterv3.CircuitBreakers_Thresholds{},
-		&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}}
+		&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}, &hcmv3.HttpConnectionManager_Tracing{}, &tracev3.ZipkinConfig{},
+		&faultv3.HTTPFault{}, &commonfaultv3.FaultDelay{}, &faultv3.FaultAbort{}}
 	if len(msgs) != len(supported) {
 		t.Fatalf("%d messages checked, %d in supported", len(msgs), len(supported))
 	}
