@@ -3,9 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
+
+	"ambit.dev/ztunnel/bench/benchkit"
 )
 
 const na = "—"
@@ -68,7 +69,7 @@ func rows(cfg config) []row {
 			if len(r.roundP99) == 0 {
 				return na
 			}
-			return ms(median(r.roundP99))
+			return ms(benchkit.Median(r.roundP99))
 		}},
 		{"Proxy CPU per GB (CPU s, all proxies)", func(r, _ *result) string {
 			if !r.proxies || r.cpuPerGB == 0 {
@@ -193,13 +194,13 @@ func targetChecks(cfg config, results []*result, direct *result) []string {
 	}
 	if direct != nil && direct.measuredLatency && amb.measuredLatency {
 		added := amb.p99 - direct.p99
-		addedMed := median(amb.roundP99) - median(direct.roundP99)
+		addedMed := benchkit.Median(amb.roundP99) - benchkit.Median(direct.roundP99)
 		line := fmt.Sprintf("added p99 of both ztunnels <= 0.20 ms: %s (%+.3f ms; median of rounds %+.3f ms)",
 			verdict(added <= 200*time.Microsecond), added.Seconds()*1000, addedMed.Seconds()*1000)
 		if hap != nil && hap.measuredLatency {
 			hadded := hap.p99 - direct.p99
 			line += fmt.Sprintf("; <= HAProxy's: %s (HAProxy %+.3f ms; median of rounds %+.3f ms)", verdict(added <= hadded),
-				hadded.Seconds()*1000, (median(hap.roundP99)-median(direct.roundP99)).Seconds()*1000)
+				hadded.Seconds()*1000, (benchkit.Median(hap.roundP99)-benchkit.Median(direct.roundP99)).Seconds()*1000)
 		}
 		if direct.p99 > time.Millisecond {
 			line += fmt.Sprintf(" — INCONCLUSIVE: the direct path's own p99 is %.3f ms, so the machine was busy and p99 measures that", direct.p99.Seconds()*1000)
@@ -228,14 +229,4 @@ func targetChecks(cfg config, results []*result, direct *result) []string {
 		out = append(out, line)
 	}
 	return out
-}
-
-// median returns the median of ds (the upper one for an even count).
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

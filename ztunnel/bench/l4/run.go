@@ -14,9 +14,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"ambit.dev/ztunnel/bench/benchkit"
 	"ambit.dev/ztunnel/internal/testtopo"
 )
 
@@ -55,12 +55,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) erro
 	if os.Geteuid() != 0 {
 		return errors.New("the benchmark builds network namespaces and needs root; run it as root (sudo -E go run ./bench/l4)")
 	}
-	fdLimit, err := raiseNoFile()
+	fdLimit, err := benchkit.RaiseNoFile()
 	if err != nil {
 		return err
 	}
 	if cfg.nice != 0 {
-		if err := setNice(cfg.nice); err != nil {
+		if err := benchkit.SetNice(cfg.nice); err != nil {
 			return fmt.Errorf("%w (pass -nice 0 to leave the priority alone)", err)
 		}
 	}
@@ -92,7 +92,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) erro
 		}
 	}
 
-	facts := append(machineFacts(), fmt.Sprintf("RLIMIT_NOFILE: %d", fdLimit), fmt.Sprintf("nice: %d (bench and proxies)", currentNice()))
+	facts := append(benchkit.MachineFacts(), fmt.Sprintf("RLIMIT_NOFILE: %d", fdLimit), fmt.Sprintf("nice: %d (bench and proxies)", benchkit.CurrentNice()))
 	// Pod 1 of each node carries the Ambit path (redirection rules), pod 2
 	// the direct and HAProxy paths: all paths coexist, so phases can
 	// alternate between them.
@@ -186,10 +186,10 @@ func (m *meter) segment(fn func()) {
 		fn()
 		return
 	}
-	sampler := startRSSPeak(m.pids, 100*time.Millisecond)
-	c0, err0 := cpuSeconds(m.pids)
+	sampler := benchkit.StartRSSPeak(m.pids, 100*time.Millisecond)
+	c0, err0 := benchkit.CPUSeconds(m.pids)
 	fn()
-	c1, err1 := cpuSeconds(m.pids)
+	c1, err1 := benchkit.CPUSeconds(m.pids)
 	peak := sampler.Stop()
 	if err := errors.Join(err0, err1); err != nil {
 		m.err = err
@@ -233,7 +233,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 	}
 	defer func() {
 		for _, l := range lanes {
-			l.r.notes = append(l.r.notes, problemLines(l.p.Output())...)
+			l.r.notes = append(l.r.notes, benchkit.ProblemLines(l.p.Output())...)
 			_ = l.p.Stop()
 		}
 	}()
@@ -252,7 +252,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 	time.Sleep(time.Second)
 	for _, l := range lanes {
 		if l.ok && l.r.proxies {
-			rss, err := rssBytes(l.p.PIDs())
+			rss, err := benchkit.RSSBytes(l.p.PIDs())
 			if err != nil {
 				l.r.err, l.ok = err, false
 				continue
@@ -346,7 +346,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 				lr := latency(ctx, cs, cfg.rate, 1024, seg)
 				samples[l] = append(samples[l], lr.samples...)
 				if len(lr.samples) > 0 {
-					l.r.roundP99 = append(l.r.roundP99, percentile(lr.samples, 0.99))
+					l.r.roundP99 = append(l.r.roundP99, benchkit.Percentile(lr.samples, 0.99))
 				}
 				l.r.rrErrs += lr.errs
 				if lr.err != nil {
@@ -366,7 +366,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 		}
 		slices.Sort(s)
 		r.measuredLatency = true
-		r.p50, r.p99 = percentile(s, 0.50), percentile(s, 0.99)
+		r.p50, r.p99 = benchkit.Percentile(s, 0.50), benchkit.Percentile(s, 0.99)
 		r.rrDone = len(s)
 		if r.proxies && m.err == nil {
 			r.cpuPer1kReq = m.cpu / (float64(len(s)) / 1000)
@@ -425,7 +425,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 // proxies (so memory freed by the load phases cannot hide the cost).
 func measureIdle(ctx context.Context, cfg config, l *lane, log *slog.Logger) {
 	p, r := l.p, l.r
-	r.notes = append(r.notes, problemLines(p.Output())...)
+	r.notes = append(r.notes, benchkit.ProblemLines(p.Output())...)
 	_ = p.Stop()
 	if err := p.Start(ctx); err != nil {
 		r.notef("restart for the idle-connection phase failed: %v", err)
@@ -437,7 +437,7 @@ func measureIdle(ctx context.Context, cfg config, l *lane, log *slog.Logger) {
 		return
 	}
 	time.Sleep(time.Second)
-	before, err := rssBytes(pids)
+	before, err := benchkit.RSSBytes(pids)
 	if err != nil {
 		r.notef("idle-connection phase: %v", err)
 		return
@@ -457,7 +457,7 @@ func measureIdle(ctx context.Context, cfg config, l *lane, log *slog.Logger) {
 		r.notef("idle connections: %s", failed)
 	}
 	time.Sleep(2 * time.Second)
-	after, err := rssBytes(pids)
+	after, err := benchkit.RSSBytes(pids)
 	if err != nil {
 		r.notef("idle-connection phase: %v", err)
 		return
@@ -469,50 +469,6 @@ func measureIdle(ctx context.Context, cfg config, l *lane, log *slog.Logger) {
 		}
 	}
 	log.Info("idle connections done", "path", p.Name(), "opened", opened, "perConn", r.perConn)
-}
-
-// problemLines returns up to 5 distinct warning or error lines of a
-// proxy's log (HAProxy [WARNING]/[ALERT], slog WARN/ERROR).
-func problemLines(out string) []string {
-	seen := map[string]bool{}
-	var lines []string
-	for line := range strings.Lines(out) {
-		line = strings.TrimSpace(line)
-		if !strings.Contains(line, "[WARNING]") && !strings.Contains(line, "[ALERT]") &&
-			!strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") &&
-			!strings.Contains(line, `"level":"WARN"`) && !strings.Contains(line, `"level":"ERROR"`) {
-			continue
-		}
-		if len(line) > 300 {
-			line = line[:300] + "…"
-		}
-		if !seen[line] {
-			seen[line] = true
-			lines = append(lines, "proxy log: "+line)
-		}
-		if len(lines) == 5 {
-			break
-		}
-	}
-	return lines
-}
-
-// raiseNoFile raises RLIMIT_NOFILE as far as allowed (to 2^20 with
-// CAP_SYS_RESOURCE, else to the hard limit) and returns the limit; child
-// processes (proxies, the idle client) inherit it.
-func raiseNoFile() (uint64, error) {
-	lim := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
-		return lim.Cur, nil
-	}
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("read RLIMIT_NOFILE: %w", err)
-	}
-	lim.Cur = lim.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("raise RLIMIT_NOFILE to its hard limit %d: %w", lim.Max, err)
-	}
-	return lim.Cur, nil
 }
 
 // haproxyMaxConn is the most connections one HAProxy can tunnel with fd
@@ -595,7 +551,7 @@ func measurePods(ctx context.Context, cfg config, a *ambit, r *result) error {
 		time.Sleep(500 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
-	rss, err := rssBytes(a.PIDs()[:1])
+	rss, err := benchkit.RSSBytes(a.PIDs()[:1])
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"bufio"
@@ -20,10 +20,10 @@ import (
 // (100 on every Linux architecture Go supports).
 const clockTicks = 100
 
-// parseStatCPU returns utime+stime (clock ticks) from the contents of
+// ParseStatCPU returns utime+stime (clock ticks) from the contents of
 // /proc/<pid>/stat. The command name (field 2) may contain spaces and
 // parentheses, so fields are counted after its closing parenthesis.
-func parseStatCPU(stat string) (uint64, error) {
+func ParseStatCPU(stat string) (uint64, error) {
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {
 		return 0, fmt.Errorf("no command field in %q", stat)
@@ -44,8 +44,8 @@ func parseStatCPU(stat string) (uint64, error) {
 	return u + s, nil
 }
 
-// parseVmRSS returns VmRSS in bytes from the contents of /proc/<pid>/status.
-func parseVmRSS(status string) (uint64, error) {
+// ParseVmRSS returns VmRSS in bytes from the contents of /proc/<pid>/status.
+func ParseVmRSS(status string) (uint64, error) {
 	sc := bufio.NewScanner(strings.NewReader(status))
 	for sc.Scan() {
 		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
@@ -65,15 +65,15 @@ func parseVmRSS(status string) (uint64, error) {
 	return 0, fmt.Errorf("no VmRSS line (is the process a zombie?)")
 }
 
-// cpuSeconds returns the CPU time (user+system, all threads) pids have used.
-func cpuSeconds(pids []int) (float64, error) {
+// CPUSeconds returns the CPU time (user+system, all threads) pids have used.
+func CPUSeconds(pids []int) (float64, error) {
 	var ticks uint64
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			return 0, fmt.Errorf("read CPU time of proxy pid %d (did it exit?): %w", pid, err)
 		}
-		t, err := parseStatCPU(string(b))
+		t, err := ParseStatCPU(string(b))
 		if err != nil {
 			return 0, fmt.Errorf("pid %d: %w", pid, err)
 		}
@@ -82,39 +82,39 @@ func cpuSeconds(pids []int) (float64, error) {
 	return float64(ticks) / clockTicks, nil
 }
 
-// rssBytes returns the resident set size of each pid.
-func rssBytes(pids []int) ([]uint64, error) {
+// RSSBytes returns the resident set size of each pid.
+func RSSBytes(pids []int) ([]uint64, error) {
 	out := make([]uint64, len(pids))
 	for i, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			return nil, fmt.Errorf("read RSS of proxy pid %d (did it exit?): %w", pid, err)
 		}
-		if out[i], err = parseVmRSS(string(b)); err != nil {
+		if out[i], err = ParseVmRSS(string(b)); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", pid, err)
 		}
 	}
 	return out, nil
 }
 
-// rssPeak samples the RSS of pids every interval until stopped and keeps
+// RSSPeak samples the RSS of pids every interval until stopped and keeps
 // the peak of each.
-type rssPeak struct {
+type RSSPeak struct {
 	mu   sync.Mutex
 	peak []uint64
 	stop context.CancelFunc
 	done chan struct{}
 }
 
-func startRSSPeak(pids []int, interval time.Duration) *rssPeak {
+func StartRSSPeak(pids []int, interval time.Duration) *RSSPeak {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &rssPeak{peak: make([]uint64, len(pids)), stop: cancel, done: make(chan struct{})}
+	p := &RSSPeak{peak: make([]uint64, len(pids)), stop: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			if r, err := rssBytes(pids); err == nil {
+			if r, err := RSSBytes(pids); err == nil {
 				p.mu.Lock()
 				for i := range r {
 					p.peak[i] = max(p.peak[i], r[i])
@@ -132,7 +132,7 @@ func startRSSPeak(pids []int, interval time.Duration) *rssPeak {
 }
 
 // Stop ends sampling and returns the peaks.
-func (p *rssPeak) Stop() []uint64 {
+func (p *RSSPeak) Stop() []uint64 {
 	p.stop()
 	<-p.done
 	p.mu.Lock()
@@ -140,9 +140,9 @@ func (p *rssPeak) Stop() []uint64 {
 	return slices.Clone(p.peak)
 }
 
-// percentile returns the q-quantile (0 < q <= 1) of sorted samples by the
+// Percentile returns the q-quantile (0 < q <= 1) of sorted samples by the
 // nearest-rank method.
-func percentile(sorted []time.Duration, q float64) time.Duration {
+func Percentile(sorted []time.Duration, q float64) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
@@ -150,8 +150,8 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[min(max(rank, 0), len(sorted)-1)]
 }
 
-// machineFacts describes the host for the report header.
-func machineFacts() []string {
+// MachineFacts describes the host for the report header.
+func MachineFacts() []string {
 	var facts []string
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.Lines(string(b)) {
@@ -180,9 +180,9 @@ func machineFacts() []string {
 	return facts
 }
 
-// setNice sets the nice value of every thread of the process; threads and
+// SetNice sets the nice value of every thread of the process; threads and
 // processes started later inherit it (Linux keeps nice per thread).
-func setNice(nice int) error {
+func SetNice(nice int) error {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return err
@@ -199,12 +199,66 @@ func setNice(nice int) error {
 	return nil
 }
 
-// currentNice returns the calling thread's nice value (the raw syscall
+// CurrentNice returns the calling thread's nice value (the raw syscall
 // returns 20 - nice).
-func currentNice() int {
+func CurrentNice() int {
 	p, err := syscall.Getpriority(syscall.PRIO_PROCESS, 0)
 	if err != nil {
 		return 0
 	}
 	return 20 - p
+}
+
+// ProblemLines returns up to 5 distinct warning or error lines of a
+// proxy's log (HAProxy [WARNING]/[ALERT], slog WARN/ERROR).
+func ProblemLines(out string) []string {
+	seen := map[string]bool{}
+	var lines []string
+	for line := range strings.Lines(out) {
+		line = strings.TrimSpace(line)
+		if !strings.Contains(line, "[WARNING]") && !strings.Contains(line, "[ALERT]") &&
+			!strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") &&
+			!strings.Contains(line, `"level":"WARN"`) && !strings.Contains(line, `"level":"ERROR"`) {
+			continue
+		}
+		if len(line) > 300 {
+			line = line[:300] + "…"
+		}
+		if !seen[line] {
+			seen[line] = true
+			lines = append(lines, "proxy log: "+line)
+		}
+		if len(lines) == 5 {
+			break
+		}
+	}
+	return lines
+}
+
+// RaiseNoFile raises RLIMIT_NOFILE as far as allowed (to 2^20 with
+// CAP_SYS_RESOURCE, else to the hard limit) and returns the limit; child
+// processes (proxies, the idle client) inherit it.
+func RaiseNoFile() (uint64, error) {
+	lim := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		return lim.Cur, nil
+	}
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("read RLIMIT_NOFILE: %w", err)
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("raise RLIMIT_NOFILE to its hard limit %d: %w", lim.Max, err)
+	}
+	return lim.Cur, nil
+}
+
+// Median returns the median of ds (the upper one for an even count).
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
