@@ -8,39 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"ambit.dev/ztunnel/internal/state"
 )
-
-// The workloads file the bench writes must be what ztunnel's file source
-// accepts (the contract of the design note).
-func TestWorkloadsYAMLParses(t *testing.T) {
-	tests := []struct {
-		name string
-		ws   []workload
-	}{
-		{"IPv4 client and server", []workload{
-			{uid: "uid-c", name: "client", sa: "client", node: "node1", ip: netip.MustParseAddr("10.10.1.2"), netns: "/run/netns/x-node1-pod1"},
-			{uid: "uid-s", name: "server", sa: "server", node: "node2", ip: netip.MustParseAddr("10.10.2.2")},
-		}},
-		{"IPv6 pod", []workload{
-			{uid: "uid-6", name: "v6", sa: "v6", node: "node1", ip: netip.MustParseAddr("fd00:a:1::2"), netns: "/run/netns/y"},
-		}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			y := workloadsYAML(tc.ws)
-			if _, err := state.Parse([]byte(y), ""); err != nil {
-				t.Fatalf("ztunnel rejects the bench's workloads file: %v\n%s", err, y)
-			}
-			for _, w := range tc.ws {
-				if !strings.Contains(y, w.ip.String()) {
-					t.Errorf("address %v missing from\n%s", w.ip, y)
-				}
-			}
-		})
-	}
-}
 
 func TestHAProxyConfig(t *testing.T) {
 	var b strings.Builder
