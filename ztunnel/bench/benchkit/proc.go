@@ -262,3 +262,57 @@ func Median(ds []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// Meter accumulates the CPU time and RSS peak of processes over the
+// segments of a load phase.
+type Meter struct {
+	PIDs []int
+	CPU  []float64 // CPU seconds per pid, summed over segments
+	Peak []uint64  // peak RSS per pid, sampled every 100 ms
+	Err  error     // a pid could not be read (it exited)
+}
+
+// Segment runs fn while measuring.
+func (m *Meter) Segment(fn func()) {
+	if len(m.PIDs) == 0 {
+		fn()
+		return
+	}
+	sampler := StartRSSPeak(m.PIDs, 100*time.Millisecond)
+	c0, err0 := cpuEach(m.PIDs)
+	fn()
+	c1, err1 := cpuEach(m.PIDs)
+	peak := sampler.Stop()
+	if err := errors.Join(err0, err1); err != nil {
+		m.Err = err
+		return
+	}
+	if m.CPU == nil {
+		m.CPU, m.Peak = make([]float64, len(m.PIDs)), make([]uint64, len(m.PIDs))
+	}
+	for i := range m.PIDs {
+		m.CPU[i] += c1[i] - c0[i]
+		m.Peak[i] = max(m.Peak[i], peak[i])
+	}
+}
+
+// Total is the CPU seconds of all pids.
+func (m *Meter) Total() float64 {
+	var t float64
+	for _, c := range m.CPU {
+		t += c
+	}
+	return t
+}
+
+func cpuEach(pids []int) ([]float64, error) {
+	out := make([]float64, len(pids))
+	for i, pid := range pids {
+		c, err := CPUSeconds([]int{pid})
+		if err != nil {
+			return nil, err
+		}
+		out[i] = c
+	}
+	return out, nil
+}

@@ -171,39 +171,6 @@ func tuneForLoad(topo *testtopo.Topology) error {
 	return nil
 }
 
-// meter accumulates a path's proxy CPU time and RSS peaks over the
-// segments of one phase.
-type meter struct {
-	pids []int
-	cpu  float64
-	peak []uint64
-	err  error
-}
-
-// segment runs fn while measuring the proxies' CPU time and RSS peak.
-func (m *meter) segment(fn func()) {
-	if len(m.pids) == 0 {
-		fn()
-		return
-	}
-	sampler := benchkit.StartRSSPeak(m.pids, 100*time.Millisecond)
-	c0, err0 := benchkit.CPUSeconds(m.pids)
-	fn()
-	c1, err1 := benchkit.CPUSeconds(m.pids)
-	peak := sampler.Stop()
-	if err := errors.Join(err0, err1); err != nil {
-		m.err = err
-		return
-	}
-	m.cpu += c1 - c0
-	if m.peak == nil {
-		m.peak = make([]uint64, len(peak))
-	}
-	for i := range peak {
-		m.peak[i] = max(m.peak[i], peak[i])
-	}
-}
-
 // lane is one path under measurement.
 type lane struct {
 	p    path
@@ -277,10 +244,10 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 		elapsed time.Duration
 		err     error
 	}
-	meters := map[*lane]*meter{}
+	meters := map[*lane]*benchkit.Meter{}
 	t1, tn := map[*lane]*tput{}, map[*lane]*tput{}
 	for _, l := range active() {
-		meters[l] = &meter{pids: l.p.PIDs()}
+		meters[l] = &benchkit.Meter{PIDs: l.p.PIDs()}
 		t1[l], tn[l] = &tput{}, &tput{}
 	}
 	for range cfg.rounds {
@@ -293,7 +260,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 				if acc.err != nil {
 					continue
 				}
-				meters[l].segment(func() {
+				meters[l].Segment(func() {
 					b, el, err := throughput(ctx, l.p.Env().srv, l.dial, streams, seg)
 					acc.bytes += b
 					acc.elapsed += el
@@ -304,7 +271,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 	}
 	for _, l := range active() {
 		r, m := l.r, meters[l]
-		r.rssLoad = m.peak
+		r.rssLoad = m.Peak
 		switch {
 		case t1[l].err != nil:
 			r.notef("single-stream throughput failed: %v", t1[l].err)
@@ -314,8 +281,8 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 			r.measuredThroughput = true
 			r.tput1 = float64(t1[l].bytes) / t1[l].elapsed.Seconds() / 1e6
 			r.tput8 = float64(tn[l].bytes) / tn[l].elapsed.Seconds() / 1e6
-			if r.proxies && m.err == nil {
-				r.cpuPerGB = m.cpu / (float64(t1[l].bytes+tn[l].bytes) / 1e9)
+			if r.proxies && m.Err == nil {
+				r.cpuPerGB = m.Total() / (float64(t1[l].bytes+tn[l].bytes) / 1e9)
 			}
 		}
 		log.Info("throughput done", "path", r.name, "1", r.tput1, "n", r.tput8)
@@ -334,7 +301,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 		if w := latency(ctx, cs, cfg.rate, 1024, time.Second); w.err != nil {
 			l.r.notef("latency warm-up: %d errors, first: %v", w.errs, w.err)
 		}
-		meters[l] = &meter{pids: l.p.PIDs()}
+		meters[l] = &benchkit.Meter{PIDs: l.p.PIDs()}
 	}
 	for range cfg.rounds {
 		for _, l := range active() {
@@ -342,7 +309,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 			if cs == nil {
 				continue
 			}
-			meters[l].segment(func() {
+			meters[l].Segment(func() {
 				lr := latency(ctx, cs, cfg.rate, 1024, seg)
 				samples[l] = append(samples[l], lr.samples...)
 				if len(lr.samples) > 0 {
@@ -360,7 +327,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 	}
 	for _, l := range active() {
 		r, m, s := l.r, meters[l], samples[l]
-		r.rssRate = m.peak
+		r.rssRate = m.Peak
 		if len(s) == 0 {
 			continue
 		}
@@ -368,9 +335,9 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 		r.measuredLatency = true
 		r.p50, r.p99 = benchkit.Percentile(s, 0.50), benchkit.Percentile(s, 0.99)
 		r.rrDone = len(s)
-		if r.proxies && m.err == nil {
-			r.cpuPer1kReq = m.cpu / (float64(len(s)) / 1000)
-			r.vcpuAtRate = m.cpu / (seg * time.Duration(cfg.rounds)).Seconds()
+		if r.proxies && m.Err == nil {
+			r.cpuPer1kReq = m.Total() / (float64(len(s)) / 1000)
+			r.vcpuAtRate = m.Total() / (seg * time.Duration(cfg.rounds)).Seconds()
 		}
 		log.Info("latency done", "path", r.name, "p50", r.p50, "p99", r.p99)
 	}
