@@ -9,17 +9,13 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
-	"strings"
-	"syscall"
 	"time"
+
+	"ambit.dev/ztunnel/bench/benchkit"
 )
 
 type config struct {
@@ -103,23 +99,5 @@ func parseFlags(args []string) (config, error) {
 func nproc() int { return runtime.NumCPU() }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "l7:", err)
-		os.Exit(2)
-	}
-	level := slog.LevelWarn
-	if cfg.verbose {
-		level = slog.LevelInfo
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, log, "go run ./bench/l7 "+strings.Join(os.Args[1:], " ")); err != nil {
-		fmt.Fprintln(os.Stderr, "l7:", err)
-		os.Exit(1)
-	}
+	os.Exit(benchkit.Main("l7", os.Args[1:], parseFlags, func(c config) bool { return c.verbose }, run))
 }

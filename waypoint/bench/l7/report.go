@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"ambit.dev/ztunnel/bench/benchkit"
@@ -96,10 +95,7 @@ func find(results []*result, name string) *result {
 }
 
 func printReport(w io.Writer, cfg config, cmdline string, facts []string, results []*result, extra []string) {
-	fmt.Fprintf(w, "Command: `%s`\n\n", strings.TrimSpace(cmdline))
-	for _, f := range facts {
-		fmt.Fprintf(w, "- %s\n", f)
-	}
+	benchkit.WriteHeader(w, cmdline, facts)
 	fmt.Fprintf(w, "- fixed rate: %v per path in %d rounds over %d persistent HTTP/1.1 connections; sweep: %v steps over %d connections; GET, %d-byte response\n\n",
 		cfg.duration, cfg.rounds, cfg.conns, cfg.sweepDuration, cfg.sweepConns, bodySize)
 	writeTable(w, cfg, results)
@@ -125,22 +121,18 @@ func printReport(w io.Writer, cfg config, cmdline string, facts []string, result
 
 func writeTable(w io.Writer, cfg config, results []*result) {
 	direct, l4 := find(results, "direct"), find(results, "L4 only (2 ztunnels)")
-	header := []string{"Metric"}
-	for _, r := range results {
-		header = append(header, r.name)
+	var names []string
+	failed := make([]bool, len(results))
+	for i, r := range results {
+		names = append(names, r.name)
+		failed[i] = r.err != nil
 	}
-	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(header, " | "), strings.Repeat("---|", len(header)))
-	for _, rw := range rows(cfg) {
-		cells := []string{rw.label}
-		for _, r := range results {
-			if r.err != nil {
-				cells = append(cells, "failed")
-				continue
-			}
-			cells = append(cells, rw.cell(r, direct, l4))
-		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	rs := rows(cfg)
+	labels := make([]string, len(rs))
+	for i, rw := range rs {
+		labels[i] = rw.label
 	}
+	benchkit.WriteTable(w, names, failed, labels, func(i, j int) string { return rs[i].cell(results[j], direct, l4) })
 }
 
 // targetChecks compares the waypoint column with the targets of issue 9.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -70,16 +69,8 @@ func buildBinary(ctx context.Context, dir, pkg, name string, log *slog.Logger) (
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) error {
-	if os.Geteuid() != 0 {
-		return errors.New("the benchmark builds network namespaces and needs root; run it as root")
-	}
-	if _, err := benchkit.RaiseNoFile(); err != nil {
+	if _, err := benchkit.Prepare(cfg.nice); err != nil {
 		return err
-	}
-	if cfg.nice != 0 {
-		if err := benchkit.SetNice(cfg.nice); err != nil {
-			return fmt.Errorf("%w (pass -nice 0 to leave the priority alone)", err)
-		}
 	}
 	haproxyBin := ""
 	if !cfg.skipRef {

@@ -122,10 +122,7 @@ func rows(cfg config) []row {
 }
 
 func printReport(w io.Writer, cfg config, cmdline string, facts []string, haproxyVersion string, results []*result) {
-	fmt.Fprintf(w, "Command: `%s`\n\n", strings.TrimSpace(cmdline))
-	for _, f := range facts {
-		fmt.Fprintf(w, "- %s\n", f)
-	}
+	benchkit.WriteHeader(w, cmdline, facts)
 	if haproxyVersion != "" {
 		fmt.Fprintf(w, "- reference: %s\n", haproxyVersion)
 	}
@@ -137,22 +134,18 @@ func printReport(w io.Writer, cfg config, cmdline string, facts []string, haprox
 			direct = r
 		}
 	}
-	header := []string{"Metric"}
-	for _, r := range results {
-		header = append(header, r.name)
+	var names []string
+	failed := make([]bool, len(results))
+	for i, r := range results {
+		names = append(names, r.name)
+		failed[i] = r.err != nil
 	}
-	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(header, " | "), strings.Repeat("---|", len(header)))
-	for _, rw := range rows(cfg) {
-		cells := []string{rw.label}
-		for _, r := range results {
-			if r.err != nil {
-				cells = append(cells, "failed")
-				continue
-			}
-			cells = append(cells, rw.cell(r, direct))
-		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	rs := rows(cfg)
+	labels := make([]string, len(rs))
+	for i, rw := range rs {
+		labels[i] = rw.label
 	}
+	benchkit.WriteTable(w, names, failed, labels, func(i, j int) string { return rs[i].cell(results[j], direct) })
 	fmt.Fprintln(w)
 	for _, r := range results {
 		if r.err != nil {

@@ -52,17 +52,9 @@ func (r *result) notef(format string, args ...any) {
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) error {
-	if os.Geteuid() != 0 {
-		return errors.New("the benchmark builds network namespaces and needs root; run it as root (sudo -E go run ./bench/l4)")
-	}
-	fdLimit, err := benchkit.RaiseNoFile()
+	fdLimit, err := benchkit.Prepare(cfg.nice)
 	if err != nil {
 		return err
-	}
-	if cfg.nice != 0 {
-		if err := benchkit.SetNice(cfg.nice); err != nil {
-			return fmt.Errorf("%w (pass -nice 0 to leave the priority alone)", err)
-		}
 	}
 	haproxyBin := ""
 	if !cfg.skipHAProxy {
