@@ -35,6 +35,7 @@ type config struct {
 	zLogLevel     string
 	wLogLevel     string
 	cpuProfile    string
+	memProfile    string
 	nice          int
 	verbose       bool
 }
@@ -60,6 +61,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.zLogLevel, "ztunnel-log-level", "info", "ztunnel --log-level")
 	fs.StringVar(&c.wLogLevel, "waypoint-log-level", "info", "waypoint --log-level")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the waypoint (its /debug/pprof/profile) taken during its fixed-rate segments to this file")
+	fs.StringVar(&c.memProfile, "memprofile", "", "write the waypoint's heap profile (its /debug/pprof/heap) at the end of the fixed-rate phase to this file")
 	fs.IntVar(&c.nice, "nice", -10, "run the bench and the proxies at this nice value (-20..19); 0 leaves it")
 	fs.BoolVar(&c.verbose, "v", false, "log progress to stderr")
 	if err := fs.Parse(args); err != nil {

@@ -148,7 +148,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) erro
 		paths = append(paths, &path{name: "HAProxy L7 reference", dial: tp.dialer(tp.plainClient, fmt.Sprintf("127.0.0.1:%d", refFront)),
 			pids: func() []int { return pidsOf(ref.procs[0], ref.procs[1], ref.procs[2]) }, l7: 1})
 	}
-	results := measure(ctx, cfg, paths, tp, m, log)
+	results := measure(ctx, cfg, paths, tp, log)
 	results[2].notes = append(results[2].notes, m.counters(ctx)...)
 	results[2].notef("backend requests: behind the waypoint (ports %d and %d) %d, plain server %d", waypointPort, l4Port, meshBackend.requests.Load(), plainBackend.requests.Load())
 	extraNotes = append(extraNotes, m.stop(context.WithoutCancel(ctx))...)
@@ -195,7 +195,7 @@ func (l *lane) segment(ctx context.Context, ph *phase, conns, rate int, d time.D
 	return lr
 }
 
-func measure(ctx context.Context, cfg config, paths []*path, tp *topology, m *mesh, log *slog.Logger) []*result {
+func measure(ctx context.Context, cfg config, paths []*path, tp *topology, log *slog.Logger) []*result {
 	var lanes []*lane
 	var results []*result
 	pool := max(cfg.conns, cfg.sweepConns)
@@ -238,7 +238,7 @@ func measure(ctx context.Context, cfg config, paths []*path, tp *topology, m *me
 				break
 			}
 			if cfg.cpuProfile != "" && round == 0 && l.p.l7 >= 0 && l.p.name == "L4 + waypoint" {
-				profile = startProfile(ctx, tp, m, cfg.cpuProfile, seg)
+				profile = startProfile(ctx, tp, cfg.cpuProfile, seg)
 			}
 			var ph phase
 			lr := l.segment(ctx, &ph, cfg.conns, cfg.rate, seg)
@@ -251,6 +251,11 @@ func measure(ctx context.Context, cfg config, paths []*path, tp *topology, m *me
 	if profile != nil {
 		if err := <-profile; err != nil {
 			log.Warn("waypoint CPU profile", "err", err)
+		}
+	}
+	if cfg.memProfile != "" {
+		if err := fetchProfile(ctx, tp, "/debug/pprof/heap", cfg.memProfile); err != nil {
+			log.Warn("waypoint heap profile", "err", err)
 		}
 	}
 	for _, l := range lanes {
@@ -326,19 +331,22 @@ func holds(p phase, limit time.Duration) (bool, string) {
 
 // startProfile fetches the waypoint's CPU profile for d (the admin
 // endpoint's pprof, inside the waypoint pod) and writes it to file.
-func startProfile(ctx context.Context, tp *topology, m *mesh, file string, d time.Duration) chan error {
+func startProfile(ctx context.Context, tp *topology, file string, d time.Duration) chan error {
 	done := make(chan error, 1)
 	go func() {
-		secs := max(1, int(d.Seconds()))
-		code, body, err := benchkit.NodeGet(ctx, tp.t, tp.waypointPod.NetnsPath, 15000, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs))
-		switch {
-		case err != nil:
-			done <- err
-		case code != 200:
-			done <- fmt.Errorf("pprof answered %d: %s", code, body)
-		default:
-			done <- os.WriteFile(file, []byte(body), 0o644)
-		}
+		done <- fetchProfile(ctx, tp, fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds()))), file)
 	}()
 	return done
+}
+
+// fetchProfile writes the waypoint's admin endpoint's answer to path.
+func fetchProfile(ctx context.Context, tp *topology, path, file string) error {
+	code, body, err := benchkit.NodeGet(ctx, tp.t, tp.waypointPod.NetnsPath, 15000, path)
+	switch {
+	case err != nil:
+		return err
+	case code != 200:
+		return fmt.Errorf("%s answered %d: %s", path, code, body)
+	}
+	return os.WriteFile(file, []byte(body), 0o644)
 }
