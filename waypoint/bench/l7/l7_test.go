@@ -60,7 +60,7 @@ func TestHolds(t *testing.T) {
 }
 
 func TestPhaseFinish(t *testing.T) {
-	p := phase{cpuAll: 1.5, cpuL7: 0.5}
+	p := phase{cpuAll: 1.5, cpuL7: 0.5, readsL7: 300, writesL7: 450}
 	for i := 100; i >= 1; i-- {
 		p.samples = append(p.samples, time.Duration(i)*time.Millisecond)
 	}
@@ -70,6 +70,9 @@ func TestPhaseFinish(t *testing.T) {
 	}
 	if p.perKAll != 15 || p.perKL7 != 5 {
 		t.Errorf("CPU per 1000 = %v / %v, want 15 / 5 (100 requests)", p.perKAll, p.perKL7)
+	}
+	if p.readsPerReq != 3 || p.writesPerReq != 4.5 {
+		t.Errorf("system calls per request = %v / %v, want 3 / 4.5", p.readsPerReq, p.writesPerReq)
 	}
 }
 
@@ -170,7 +173,7 @@ func TestClientRoundTrip(t *testing.T) {
 func TestTable(t *testing.T) {
 	cfg := config{rate: 1000, rounds: 2, holdP99: 20 * time.Millisecond}
 	mk := func(name string, p99 time.Duration, l7 bool) *result {
-		r := &result{name: name, proxies: name != "direct", l7: l7, base: phase{measured: true, p50: p99 / 2, p99: p99, perKAll: 0.5, perKL7: 0.2}}
+		r := &result{name: name, proxies: name != "direct", l7: l7, base: phase{measured: true, p50: p99 / 2, p99: p99, perKAll: 0.5, perKL7: 0.2, readsPerReq: 3, writesPerReq: 6.5}}
 		r.roundP99 = []time.Duration{p99, p99}
 		return r
 	}
@@ -187,6 +190,7 @@ func TestTable(t *testing.T) {
 		"| Added p99 vs direct (ms) | — | +1.000 | +1.500 | failed |",
 		"| Added p99 vs L4 only (ms) | — | — | +0.500 | failed |",
 		"| L7 proxy RSS idle / peak (MB) | — | — | 20.0 / 30.0 | failed |",
+		"| L7 proxy read / write system calls per request @ 1000 req/s | — | — | 3.0 / 6.5 | failed |",
 		"| Highest rate held (req/s; no errors, p99 ≤ 20ms) | — | — | 4000 | failed |",
 		"| Proxy CPU per 1000 requests at the highest rate (CPU s, all / L7 proxy) | — | — | 0.4000 / 0.1500 | failed |",
 	} {

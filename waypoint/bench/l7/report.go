@@ -49,6 +49,9 @@ func rows(cfg config) []row {
 		{"L7 proxy CPU per 1000 requests " + at + " (CPU s, waypoint / HAProxy L7 only)", func(r, _, _ *result) string {
 			return when(r.l7 && r.base.measured, fmt.Sprintf("%.4f", r.base.perKL7))
 		}},
+		{"L7 proxy read / write system calls per request " + at, func(r, _, _ *result) string {
+			return when(r.l7 && r.base.measured, fmt.Sprintf("%.1f / %.1f", r.base.readsPerReq, r.base.writesPerReq))
+		}},
 		{"L7 proxy RSS idle / peak (MB)", func(r, _, _ *result) string {
 			return when(r.l7 && r.rssIdle > 0, mb(r.rssIdle)+" / "+mb(max(r.rssIdle, r.rssPeak)))
 		}},

@@ -33,14 +33,16 @@ type result struct {
 
 // phase is one load phase's outcome.
 type phase struct {
-	rate            int
-	samples         []time.Duration // sorted
-	errs            int
-	cpuAll, cpuL7   float64 // CPU seconds
-	elapsed         time.Duration
-	measured        bool
-	p50, p99        time.Duration
-	perKAll, perKL7 float64 // CPU seconds per 1000 requests
+	rate                      int
+	samples                   []time.Duration // sorted
+	errs                      int
+	cpuAll, cpuL7             float64 // CPU seconds
+	readsL7, writesL7         uint64  // system calls of the L7 proxy
+	elapsed                   time.Duration
+	measured                  bool
+	p50, p99                  time.Duration
+	perKAll, perKL7           float64 // CPU seconds per 1000 requests
+	readsPerReq, writesPerReq float64 // L7 proxy system calls per request
 }
 
 func (p *phase) finish() {
@@ -52,6 +54,8 @@ func (p *phase) finish() {
 	p.p50, p.p99 = benchkit.Percentile(p.samples, 0.50), benchkit.Percentile(p.samples, 0.99)
 	k := float64(len(p.samples)) / 1000
 	p.perKAll, p.perKL7 = p.cpuAll/k, p.cpuL7/k
+	n := float64(len(p.samples))
+	p.readsPerReq, p.writesPerReq = float64(p.readsL7)/n, float64(p.writesL7)/n
 }
 
 func (r *result) notef(format string, args ...any) {
@@ -186,6 +190,8 @@ func (l *lane) segment(ctx context.Context, ph *phase, conns, rate int, d time.D
 		ph.cpuAll += mt.Total()
 		if l.p.l7 >= 0 {
 			ph.cpuL7 += mt.CPU[l.p.l7]
+			ph.readsL7 += mt.Reads[l.p.l7]
+			ph.writesL7 += mt.Writes[l.p.l7]
 			l.r.rssPeak = max(l.r.rssPeak, mt.Peak[l.p.l7])
 		}
 	}
@@ -303,6 +309,8 @@ func (p *phase) merge(o phase) {
 	p.errs += o.errs
 	p.cpuAll += o.cpuAll
 	p.cpuL7 += o.cpuL7
+	p.readsL7 += o.readsL7
+	p.writesL7 += o.writesL7
 	p.elapsed += o.elapsed
 }
 

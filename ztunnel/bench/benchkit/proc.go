@@ -269,7 +269,10 @@ type Meter struct {
 	PIDs []int
 	CPU  []float64 // CPU seconds per pid, summed over segments
 	Peak []uint64  // peak RSS per pid, sampled every 100 ms
-	Err  error     // a pid could not be read (it exited)
+	// Reads and Writes are the read and write system calls per pid
+	// (syscr, syscw of /proc/<pid>/io), summed over segments.
+	Reads, Writes []uint64
+	Err           error // a pid could not be read (it exited)
 }
 
 // Segment runs fn while measuring.
@@ -279,20 +282,25 @@ func (m *Meter) Segment(fn func()) {
 		return
 	}
 	sampler := StartRSSPeak(m.PIDs, 100*time.Millisecond)
+	io0, errIO0 := syscallsEach(m.PIDs)
 	c0, err0 := cpuEach(m.PIDs)
 	fn()
 	c1, err1 := cpuEach(m.PIDs)
+	io1, errIO1 := syscallsEach(m.PIDs)
 	peak := sampler.Stop()
-	if err := errors.Join(err0, err1); err != nil {
+	if err := errors.Join(err0, err1, errIO0, errIO1); err != nil {
 		m.Err = err
 		return
 	}
 	if m.CPU == nil {
-		m.CPU, m.Peak = make([]float64, len(m.PIDs)), make([]uint64, len(m.PIDs))
+		n := len(m.PIDs)
+		m.CPU, m.Peak, m.Reads, m.Writes = make([]float64, n), make([]uint64, n), make([]uint64, n), make([]uint64, n)
 	}
 	for i := range m.PIDs {
 		m.CPU[i] += c1[i] - c0[i]
 		m.Peak[i] = max(m.Peak[i], peak[i])
+		m.Reads[i] += io1[i][0] - io0[i][0]
+		m.Writes[i] += io1[i][1] - io0[i][1]
 	}
 }
 
@@ -313,6 +321,45 @@ func cpuEach(pids []int) ([]float64, error) {
 			return nil, err
 		}
 		out[i] = c
+	}
+	return out, nil
+}
+
+// ParseIOSyscalls returns syscr and syscw (read and write system calls)
+// from the contents of /proc/<pid>/io.
+func ParseIOSyscalls(io string) (reads, writes uint64, err error) {
+	var haveR, haveW bool
+	for line := range strings.Lines(io) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (k != "syscr" && k != "syscw") {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s %q: %w", k, v, err)
+		}
+		if k == "syscr" {
+			reads, haveR = n, true
+		} else {
+			writes, haveW = n, true
+		}
+	}
+	if !haveR || !haveW {
+		return 0, 0, fmt.Errorf("no syscr/syscw lines in %q", io)
+	}
+	return reads, writes, nil
+}
+
+func syscallsEach(pids []int) ([][2]uint64, error) {
+	out := make([][2]uint64, len(pids))
+	for i, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+		if err != nil {
+			return nil, fmt.Errorf("read system call counts of proxy pid %d (did it exit?): %w", pid, err)
+		}
+		if out[i][0], out[i][1], err = ParseIOSyscalls(string(b)); err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pid, err)
+		}
 	}
 	return out, nil
 }

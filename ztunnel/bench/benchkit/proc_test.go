@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"os"
 	"testing"
 	"time"
 )
@@ -98,5 +99,55 @@ func TestMedian(t *testing.T) {
 				t.Errorf("Median(%v) = %v, want %v", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestParseIOSyscalls(t *testing.T) {
+	tests := []struct {
+		name         string
+		io           string
+		wantR, wantW uint64
+		wantErr      bool
+	}{
+		{"proc format", "rchar: 6976\nwchar: 10\nsyscr: 10\nsyscw: 3\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n", 10, 3, false},
+		{"missing syscw", "rchar: 1\nsyscr: 10\n", 0, 0, true},
+		{"garbage value", "syscr: x\nsyscw: 1\n", 0, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w, err := ParseIOSyscalls(tc.io)
+			if (err != nil) != tc.wantErr || r != tc.wantR || w != tc.wantW {
+				t.Errorf("ParseIOSyscalls = %d, %d, %v; want %d, %d, error %v", r, w, err, tc.wantR, tc.wantW, tc.wantErr)
+			}
+		})
+	}
+}
+
+// Meter reads this very process: CPU, RSS and system calls all move.
+func TestMeterSelf(t *testing.T) {
+	m := &Meter{PIDs: []int{os.Getpid()}}
+	m.Segment(func() {
+		f, err := os.CreateTemp(t.TempDir(), "m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 50 {
+			_, _ = f.Write([]byte("x"))
+		}
+		f.Close()
+		for end := time.Now().Add(30 * time.Millisecond); time.Now().Before(end); {
+		}
+	})
+	if m.Err != nil {
+		t.Fatal(m.Err)
+	}
+	if m.Writes[0] < 50 {
+		t.Errorf("%d write system calls counted, want at least the 50 made", m.Writes[0])
+	}
+	if m.Peak[0] == 0 {
+		t.Error("no RSS sampled")
+	}
+	if m.Total() != m.CPU[0] {
+		t.Errorf("Total %v != CPU of the one pid %v", m.Total(), m.CPU[0])
 	}
 }
