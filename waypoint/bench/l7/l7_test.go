@@ -190,7 +190,7 @@ func TestTable(t *testing.T) {
 		"| Added p99 vs direct (ms) | — | +1.000 | +1.500 | failed |",
 		"| Added p99 vs L4 only (ms) | — | — | +0.500 | failed |",
 		"| L7 proxy RSS idle / peak (MB) | — | — | 20.0 / 30.0 | failed |",
-		"| L7 proxy read / write system calls per request @ 1000 req/s | — | — | 3.0 / 6.5 | failed |",
+		"| L7 proxy read(2) / write(2) calls per request @ 1000 req/s (/proc/<pid>/io; recv/send not counted) | — | — | 3.0 / 6.5 | failed |",
 		"| Highest rate held (req/s; no errors, p99 ≤ 20ms) | — | — | 4000 | failed |",
 		"| Proxy CPU per 1000 requests at the highest rate (CPU s, all / L7 proxy) | — | — | 0.4000 / 0.1500 | failed |",
 	} {

@@ -49,8 +49,10 @@ func rows(cfg config) []row {
 		{"L7 proxy CPU per 1000 requests " + at + " (CPU s, waypoint / HAProxy L7 only)", func(r, _, _ *result) string {
 			return when(r.l7 && r.base.measured, fmt.Sprintf("%.4f", r.base.perKL7))
 		}},
-		{"L7 proxy read / write system calls per request " + at, func(r, _, _ *result) string {
-			return when(r.l7 && r.base.measured, fmt.Sprintf("%.1f / %.1f", r.base.readsPerReq, r.base.writesPerReq))
+		{"L7 proxy read(2) / write(2) calls per request " + at + " (/proc/<pid>/io; recv/send not counted)", func(r, _, _ *result) string {
+			// HAProxy uses recv/send, which /proc/<pid>/io does not count.
+			return when(r.l7 && r.base.measured && r.base.readsPerReq+r.base.writesPerReq > 0,
+				fmt.Sprintf("%.1f / %.1f", r.base.readsPerReq, r.base.writesPerReq))
 		}},
 		{"L7 proxy RSS idle / peak (MB)", func(r, _, _ *result) string {
 			return when(r.l7 && r.rssIdle > 0, mb(r.rssIdle)+" / "+mb(max(r.rssIdle, r.rssPeak)))
