@@ -50,8 +50,9 @@ func rows(cfg config) []row {
 			return when(r.l7 && r.base.measured, fmt.Sprintf("%.4f", r.base.perKL7))
 		}},
 		{"L7 proxy read(2) / write(2) calls per request " + at + " (/proc/<pid>/io; recv/send not counted)", func(r, _, _ *result) string {
-			// HAProxy uses recv/send, which /proc/<pid>/io does not count.
-			return when(r.l7 && r.base.measured && r.base.readsPerReq+r.base.writesPerReq > 0,
+			// HAProxy moves data with recv/send, which /proc/<pid>/io does
+			// not count (its few read(2) calls are not per request).
+			return when(r.l7 && r.base.measured && r.base.readsPerReq+r.base.writesPerReq >= 0.5,
 				fmt.Sprintf("%.1f / %.1f", r.base.readsPerReq, r.base.writesPerReq))
 		}},
 		{"L7 proxy RSS idle / peak (MB)", func(r, _, _ *result) string {
