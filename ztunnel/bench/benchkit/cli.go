@@ -68,19 +68,33 @@ func WriteHeader(w io.Writer, cmdline string, facts []string) {
 	}
 }
 
-// WriteTable writes a markdown table: a header row of "Metric" and the
-// column names, then per row its label and one cell per column, from
-// cell(row, column); a failed column shows "failed".
-func WriteTable(w io.Writer, columns []string, failed []bool, labels []string, cell func(row, col int) string) {
-	fmt.Fprintf(w, "| Metric | %s |\n|%s\n", strings.Join(columns, " | "), strings.Repeat("---|", len(columns)+1))
-	for i, label := range labels {
-		cells := []string{label}
-		for j := range columns {
-			if failed[j] {
+// Column is one column of a report table (a path under test).
+type Column interface {
+	ColumnName() string
+	// ColumnFailed reports that the path could not be measured: its cells
+	// show "failed".
+	ColumnFailed() bool
+}
+
+// Row is one metric of a report table.
+type Row interface{ RowLabel() string }
+
+// WriteTable writes a markdown table: a header of "Metric" and the column
+// names, then per row its label and cell(row, column) for each column.
+func WriteTable[R Row, C Column](w io.Writer, rows []R, cols []C, cell func(R, C) string) {
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.ColumnName()
+	}
+	fmt.Fprintf(w, "| Metric | %s |\n|%s\n", strings.Join(names, " | "), strings.Repeat("---|", len(cols)+1))
+	for _, r := range rows {
+		cells := []string{r.RowLabel()}
+		for _, c := range cols {
+			if c.ColumnFailed() {
 				cells = append(cells, "failed")
 				continue
 			}
-			cells = append(cells, cell(i, j))
+			cells = append(cells, cell(r, c))
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}

@@ -6,11 +6,23 @@ import (
 	"testing"
 )
 
+type testCol struct {
+	name   string
+	failed bool
+}
+
+func (c testCol) ColumnName() string { return c.name }
+func (c testCol) ColumnFailed() bool { return c.failed }
+
+type testRow string
+
+func (r testRow) RowLabel() string { return string(r) }
+
 func TestWriteTable(t *testing.T) {
 	var b strings.Builder
-	WriteTable(&b, []string{"direct", "proxy", "broken"}, []bool{false, false, true}, []string{"p99 (ms)", "CPU"},
-		func(row, col int) string { return fmt.Sprintf("r%dc%d", row, col) })
-	want := "| Metric | direct | proxy | broken |\n|---|---|---|---|\n| p99 (ms) | r0c0 | r0c1 | failed |\n| CPU | r1c0 | r1c1 | failed |\n"
+	WriteTable(&b, []testRow{"p99 (ms)", "CPU"}, []testCol{{"direct", false}, {"proxy", false}, {"broken", true}},
+		func(r testRow, c testCol) string { return fmt.Sprintf("%s@%s", c.name, r[:3]) })
+	want := "| Metric | direct | proxy | broken |\n|---|---|---|---|\n| p99 (ms) | direct@p99 | proxy@p99 | failed |\n| CPU | direct@CPU | proxy@CPU | failed |\n"
 	if b.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
 	}

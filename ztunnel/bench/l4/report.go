@@ -17,6 +17,10 @@ type row struct {
 	cell  func(r, direct *result) string
 }
 
+func (rw row) RowLabel() string      { return rw.label }
+func (r *result) ColumnName() string { return r.name }
+func (r *result) ColumnFailed() bool { return r.err != nil }
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()*1000) }
 
 func mb(b uint64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
@@ -134,18 +138,7 @@ func printReport(w io.Writer, cfg config, cmdline string, facts []string, haprox
 			direct = r
 		}
 	}
-	var names []string
-	failed := make([]bool, len(results))
-	for i, r := range results {
-		names = append(names, r.name)
-		failed[i] = r.err != nil
-	}
-	rs := rows(cfg)
-	labels := make([]string, len(rs))
-	for i, rw := range rs {
-		labels[i] = rw.label
-	}
-	benchkit.WriteTable(w, names, failed, labels, func(i, j int) string { return rs[i].cell(results[j], direct) })
+	benchkit.WriteTable(w, rows(cfg), results, func(rw row, r *result) string { return rw.cell(r, direct) })
 	fmt.Fprintln(w)
 	for _, r := range results {
 		if r.err != nil {
