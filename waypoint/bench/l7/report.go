@@ -140,18 +140,12 @@ func targetChecks(cfg config, results []*result) []string {
 	if wp == nil || !wp.base.measured {
 		return nil
 	}
-	verdict := func(ok bool) string {
-		if ok {
-			return "MET"
-		}
-		return "NOT MET"
-	}
 	var out []string
 	if l4 != nil && l4.base.measured {
 		added := wp.base.p99 - l4.base.p99
 		addedMed := benchkit.Median(wp.roundP99) - benchkit.Median(l4.roundP99)
 		line := fmt.Sprintf("waypoint added p99 (L4 + waypoint − L4 only) ≤ 1 ms at %d req/s: %s (%+.3f ms; median of rounds %+.3f ms)",
-			cfg.rate, verdict(added <= time.Millisecond), added.Seconds()*1000, addedMed.Seconds()*1000)
+			cfg.rate, benchkit.Verdict(added <= time.Millisecond), added.Seconds()*1000, addedMed.Seconds()*1000)
 		if d := find(results, "direct"); d != nil && d.base.p99 > time.Millisecond {
 			line += fmt.Sprintf(" — INCONCLUSIVE: the direct path's own p99 is %.3f ms, the machine was busy", d.base.p99.Seconds()*1000)
 		}
@@ -159,10 +153,10 @@ func targetChecks(cfg config, results []*result) []string {
 	}
 	if ref != nil && ref.base.measured {
 		out = append(out, fmt.Sprintf("waypoint CPU per 1000 req ≤ the reference L7 proxy's: %s (waypoint %.4f, HAProxy L7 %.4f CPU s; whole paths %.4f vs %.4f)",
-			verdict(wp.base.perKL7 <= ref.base.perKL7), wp.base.perKL7, ref.base.perKL7, wp.base.perKAll, ref.base.perKAll))
+			benchkit.Verdict(wp.base.perKL7 <= ref.base.perKL7), wp.base.perKL7, ref.base.perKL7, wp.base.perKAll, ref.base.perKAll))
 	}
 	if wp.rssPeak > 0 {
-		out = append(out, fmt.Sprintf("waypoint RSS < 40 MB: %s (idle %s MB, peak %s MB)", verdict(wp.rssPeak < 40<<20), mb(wp.rssIdle), mb(wp.rssPeak)))
+		out = append(out, fmt.Sprintf("waypoint RSS < 40 MB: %s (idle %s MB, peak %s MB)", benchkit.Verdict(wp.rssPeak < 40<<20), mb(wp.rssIdle), mb(wp.rssPeak)))
 	}
 	return out
 }

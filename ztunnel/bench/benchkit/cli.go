@@ -99,3 +99,11 @@ func WriteTable[R Row, C Column](w io.Writer, rows []R, cols []C, cell func(R, C
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
 }
+
+// Verdict is how a report states a target: MET or NOT MET.
+func Verdict(met bool) string {
+	if met {
+		return "MET"
+	}
+	return "NOT MET"
+}

@@ -36,3 +36,9 @@ func TestWriteHeader(t *testing.T) {
 		t.Errorf("header:\n%q\nwant\n%q", b.String(), want)
 	}
 }
+
+func TestVerdict(t *testing.T) {
+	if Verdict(true) != "MET" || Verdict(false) != "NOT MET" {
+		t.Errorf("Verdict(true), Verdict(false) = %q, %q", Verdict(true), Verdict(false))
+	}
+}

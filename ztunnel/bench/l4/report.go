@@ -167,25 +167,19 @@ func targetChecks(cfg config, results []*result, direct *result) []string {
 	if amb == nil || amb.err != nil {
 		return nil
 	}
-	verdict := func(ok bool) string {
-		if ok {
-			return "MET"
-		}
-		return "NOT MET"
-	}
 	var out []string
 	if hap != nil && hap.err == nil && amb.measuredThroughput && hap.measuredThroughput {
 		out = append(out, fmt.Sprintf("throughput >= HAProxy pair: %s (1 stream %.0f vs %.0f MB/s, %d streams %.0f vs %.0f MB/s)",
-			verdict(amb.tput1 >= hap.tput1 && amb.tput8 >= hap.tput8), amb.tput1, hap.tput1, cfg.streams, amb.tput8, hap.tput8))
+			benchkit.Verdict(amb.tput1 >= hap.tput1 && amb.tput8 >= hap.tput8), amb.tput1, hap.tput1, cfg.streams, amb.tput8, hap.tput8))
 	}
 	if direct != nil && direct.measuredLatency && amb.measuredLatency {
 		added := amb.p99 - direct.p99
 		addedMed := benchkit.Median(amb.roundP99) - benchkit.Median(direct.roundP99)
 		line := fmt.Sprintf("added p99 of both ztunnels <= 0.20 ms: %s (%+.3f ms; median of rounds %+.3f ms)",
-			verdict(added <= 200*time.Microsecond), added.Seconds()*1000, addedMed.Seconds()*1000)
+			benchkit.Verdict(added <= 200*time.Microsecond), added.Seconds()*1000, addedMed.Seconds()*1000)
 		if hap != nil && hap.measuredLatency {
 			hadded := hap.p99 - direct.p99
-			line += fmt.Sprintf("; <= HAProxy's: %s (HAProxy %+.3f ms; median of rounds %+.3f ms)", verdict(added <= hadded),
+			line += fmt.Sprintf("; <= HAProxy's: %s (HAProxy %+.3f ms; median of rounds %+.3f ms)", benchkit.Verdict(added <= hadded),
 				hadded.Seconds()*1000, (benchkit.Median(hap.roundP99)-benchkit.Median(direct.roundP99)).Seconds()*1000)
 		}
 		if direct.p99 > time.Millisecond {
@@ -198,17 +192,17 @@ func targetChecks(cfg config, results []*result, direct *result) []string {
 		vcpuEach := amb.vcpuAtRate / float64(len(amb.rssRate)) / perK
 		maxRSS := max(amb.rssRate[0], amb.rssRate[len(amb.rssRate)-1])
 		out = append(out, fmt.Sprintf("<= 0.06 vCPU per 1000 req/s per ztunnel: %s (%.3f; both together %.3f)",
-			verdict(vcpuEach <= 0.06), vcpuEach, amb.vcpuAtRate/perK))
+			benchkit.Verdict(vcpuEach <= 0.06), vcpuEach, amb.vcpuAtRate/perK))
 		out = append(out, fmt.Sprintf("<= 12 MB per 1000 req/s per ztunnel (RSS at that rate): %s (%.1f MB peak per ztunnel)",
-			verdict(float64(maxRSS)/perK <= 12<<20), float64(maxRSS)/perK/(1<<20)))
+			benchkit.Verdict(float64(maxRSS)/perK <= 12<<20), float64(maxRSS)/perK/(1<<20)))
 	}
 	if len(amb.perConn) > 0 {
 		worst := max(amb.perConn[0], amb.perConn[len(amb.perConn)-1])
 		out = append(out, fmt.Sprintf("<= 8 KB per idle connection per ztunnel: %s (worst side %.1f KB; both together %.1f KB)",
-			verdict(worst <= 8*1024), worst/1024, (amb.perConn[0]+amb.perConn[len(amb.perConn)-1])/1024))
+			benchkit.Verdict(worst <= 8*1024), worst/1024, (amb.perConn[0]+amb.perConn[len(amb.perConn)-1])/1024))
 	}
 	if amb.podsRSS > 0 {
-		line := fmt.Sprintf("RSS < 30 MB with %d pods: %s (%.1f MB)", cfg.pods, verdict(amb.podsRSS < 30<<20), float64(amb.podsRSS)/(1<<20))
+		line := fmt.Sprintf("RSS < 30 MB with %d pods: %s (%.1f MB)", cfg.pods, benchkit.Verdict(amb.podsRSS < 30<<20), float64(amb.podsRSS)/(1<<20))
 		if cfg.pods != 100 {
 			line += " — measured with fewer than the target's 100 pods"
 		}
