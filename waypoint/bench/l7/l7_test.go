@@ -207,3 +207,34 @@ func TestTable(t *testing.T) {
 }
 
 func podAt(ip string) *benchkit.Pod { return &benchkit.Pod{IP: netip.MustParseAddr(ip)} }
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		check   func(config) bool
+		wantErr bool
+	}{
+		{"defaults", nil, func(c config) bool { return c.rate == 1000 && c.duration == 10*time.Second && c.rounds == 5 && c.maxRate == 32000 }, false},
+		{"quick keeps what is set", []string{"-quick", "-rounds", "4"}, func(c config) bool {
+			return c.duration == 4*time.Second && c.rounds == 4 && c.maxRate == 8000
+		}, false},
+		{"waypoint environment", []string{"-waypoint-env", "GOMEMLIMIT=24MiB", "-waypoint-env", "GOGC=50"}, func(c config) bool {
+			return slices.Equal(c.waypointEnv, []string{"GOMEMLIMIT=24MiB", "GOGC=50"})
+		}, false},
+		{"environment without =", []string{"-waypoint-env", "GOGC"}, nil, true},
+		{"segments too short", []string{"-duration", "1s", "-rounds", "5"}, nil, true},
+		{"max rate below the rate", []string{"-rate", "2000", "-max-rate", "1000"}, nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseFlags(tc.args)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseFlags(%q) error = %v, want error %v", tc.args, err, tc.wantErr)
+			}
+			if err == nil && !tc.check(c) {
+				t.Errorf("parseFlags(%q) = %+v", tc.args, c)
+			}
+		})
+	}
+}

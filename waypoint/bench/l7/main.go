@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"ambit.dev/ztunnel/bench/benchkit"
@@ -36,6 +37,7 @@ type config struct {
 	wLogLevel     string
 	cpuProfile    string
 	memProfile    string
+	waypointEnv   []string
 	nice          int
 	verbose       bool
 }
@@ -62,6 +64,13 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.wLogLevel, "waypoint-log-level", "info", "waypoint --log-level")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the waypoint (its /debug/pprof/profile) taken during its fixed-rate segments to this file")
 	fs.StringVar(&c.memProfile, "memprofile", "", "write the waypoint's heap profile (its /debug/pprof/heap) at the end of the fixed-rate phase to this file")
+	fs.Func("waypoint-env", "KEY=VALUE added to the waypoint's environment (repeatable), e.g. GOMEMLIMIT=24MiB or GOGC=50", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, not %q", v)
+		}
+		c.waypointEnv = append(c.waypointEnv, v)
+		return nil
+	})
 	fs.IntVar(&c.nice, "nice", -10, "run the bench and the proxies at this nice value (-20..19); 0 leaves it")
 	fs.BoolVar(&c.verbose, "v", false, "log progress to stderr")
 	if err := fs.Parse(args); err != nil {

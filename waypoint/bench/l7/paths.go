@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"text/template"
@@ -104,7 +105,7 @@ func (m *mesh) workloads(node *benchkit.Node) string {
 		Ports: map[uint16]uint16{servicePort: waypointPort}, Waypoint: tp.waypointPod.IP}})
 }
 
-func (m *mesh) start(ctx context.Context, ztunnelBin, waypointBin, zLogLevel, wLogLevel string) error {
+func (m *mesh) start(ctx context.Context, ztunnelBin, waypointBin, zLogLevel, wLogLevel string, wEnv []string) error {
 	tp := m.tp
 	caCert, caKey, err := benchkit.WriteCARoot(tp.dir)
 	if err != nil {
@@ -147,7 +148,7 @@ func (m *mesh) start(ctx context.Context, ztunnelBin, waypointBin, zLogLevel, wL
 		return err
 	}
 	cpAddr := fmt.Sprintf("127.0.0.1:%d", xdsPort)
-	m.waypoint, err = tp.t.Start(ctx, tp.waypointPod.NetnsPath, waypointBin,
+	cmd := exec.Command(waypointBin,
 		"--xds-address", cpAddr, "--ca-address", cpAddr,
 		"--root-cert-file", rootFile, "--token-file", tokenFile,
 		"--trust-domain", identity.DefaultTrustDomain,
@@ -155,6 +156,8 @@ func (m *mesh) start(ctx context.Context, ztunnelBin, waypointBin, zLogLevel, wL
 		"--pod-ips", tp.waypointPod.IP.String(), "--gateway", gatewayKey,
 		"--hbone-addr", ":15008", "--ready-addr", ":15021", "--metrics-addr", ":15020", "--admin-addr", "127.0.0.1:15000",
 		"--drain-period", "1s", "--log-level", wLogLevel, "--log-format", "text")
+	cmd.Env = append(os.Environ(), wEnv...)
+	m.waypoint, err = tp.t.StartCmd(ctx, tp.waypointPod.NetnsPath, cmd)
 	if err != nil {
 		return err
 	}

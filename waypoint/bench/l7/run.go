@@ -100,6 +100,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) erro
 		}
 	}
 	facts := append(benchkit.MachineFacts(), fmt.Sprintf("nice: %d (bench and proxies)", benchkit.CurrentNice()))
+	if len(cfg.waypointEnv) > 0 {
+		facts = append(facts, "waypoint environment: "+strings.Join(cfg.waypointEnv, " "))
+	}
 	if !cfg.skipRef {
 		if out, err := exec.Command(haproxyBin, "-v").Output(); err == nil {
 			line, _, _ := strings.Cut(string(out), "\n")
@@ -130,7 +133,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) erro
 	m := &mesh{tp: tp}
 	var extraNotes []string
 	defer func() { _ = m.stop(context.WithoutCancel(ctx)) }()
-	if err := m.start(ctx, zBin, wBin, cfg.zLogLevel, cfg.wLogLevel); err != nil {
+	if err := m.start(ctx, zBin, wBin, cfg.zLogLevel, cfg.wLogLevel, cfg.waypointEnv); err != nil {
 		return fmt.Errorf("start the mesh: %w", err)
 	}
 	ref := &reference{tp: tp, bin: haproxyBin}
