@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"ambit.dev/pkg/hbone"
+	"ambit.dev/pkg/netcopy"
 	"ambit.dev/waypoint/internal/model"
 )
 
@@ -117,6 +118,7 @@ func (p *Proxy) newHTTPServer() *http.Server {
 		Rewrite:        rewrite,
 		Transport:      &retryTransport{p: p},
 		FlushInterval:  -1, // stream (gRPC, server-sent events)
+		BufferPool:     netcopy.BufferPool{},
 		ModifyResponse: modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
