@@ -1,10 +1,7 @@
 package app
 
 import (
-	"context"
-	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -20,8 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"ambit.dev/pkg/hbone"
-	"ambit.dev/pkg/identity"
 	"ambit.dev/waypoint/internal/xdstest"
 )
 
@@ -84,7 +79,6 @@ func TestBackendPolicyEndToEnd(t *testing.T) {
 		slowHold.open()
 		lrHold.open()
 	}
-	t.Cleanup(release)
 
 	svc := func(name, vip string, eps ...*ztunnel) xdstest.Service {
 		s := xdstest.Service{Name: name, Namespace: "demo", Port: 80, Protocol: "http", VIPs: []netip.Addr{netip.MustParseAddr(vip)}}
@@ -126,35 +120,10 @@ func TestBackendPolicyEndToEnd(t *testing.T) {
 		}
 	})
 
-	a, err := New(waypointConfig(t, m, cp), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		release()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	<-a.Bound()
+	a := runWaypoint(t, m, cp)
+	t.Cleanup(release) // before the waypoint stops: held requests end
 	eventually(t, "ready", a.Ready)
-	srcCert, err := m.cert(clientID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := hbone.NewDialer(hbone.DialerConfig{
-		Certificate: func(context.Context, identity.ID) (*tls.Certificate, error) { return srcCert, nil },
-		Roots:       m.ca.Roots, Logger: quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	src := &source{d: d, id: clientID, wpID: wpID, wp: a.Addrs().HBONE.(*net.TCPAddr).AddrPort(), clientAddr: netip.MustParseAddrPort("10.244.3.3:41000")}
+	src := newSource(t, m, a, clientID, wpID)
 
 	t.Run("outlier detection ejects, within max_ejection_percent", func(t *testing.T) {
 		cluster := map[string]string{"cluster": flaky.ClusterName()}

@@ -136,19 +136,30 @@ func TestParseClusterBackendPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseCluster(roundTrip(t, tt.c))
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("ParseCluster error = %v, want one containing %q", err, tt.err)
-				}
+			got := parseClusterCase(t, tt.c, tt.err)
+			if got == nil {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !tt.check(got.Cluster) {
-				t.Fatalf("got limits %+v, per connection %d, lb %+v, outlier %+v", got.Cluster.Limits, got.Cluster.MaxRequestsPerConnection, got.Cluster.LB, got.Cluster.Outlier)
+			if !tt.check(got) {
+				t.Fatalf("got limits %+v, per connection %d, lb %+v, outlier %+v", got.Limits, got.MaxRequestsPerConnection, got.LB, got.Outlier)
 			}
 		})
 	}
+}
+
+// parseClusterCase parses c: with wantErr, it checks the error contains
+// it and returns nil; else it fails on an error.
+func parseClusterCase(t *testing.T, c *clusterv3.Cluster, wantErr string) *model.Cluster {
+	t.Helper()
+	got, err := ParseCluster(roundTrip(t, c))
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("ParseCluster error = %v, want one containing %q", err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got.Cluster
 }

@@ -488,18 +488,12 @@ func TestParseClusterRetryBudget(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseCluster(roundTrip(t, tt.c))
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("ParseCluster error = %v, want one containing %q", err, tt.err)
-				}
+			got := parseClusterCase(t, tt.c, tt.err)
+			if got == nil {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got.Cluster.RetryBudget, tt.want) {
-				t.Fatalf("retry budget %+v, want %+v", got.Cluster.RetryBudget, tt.want)
+			if !reflect.DeepEqual(got.RetryBudget, tt.want) {
+				t.Fatalf("retry budget %+v, want %+v", got.RetryBudget, tt.want)
 			}
 		})
 	}
