@@ -77,6 +77,8 @@ type backend struct {
 	addr netip.AddrPort // the HBONE address
 	id   identity.ID
 	hits atomic.Int64
+	// conns counts the HBONE streams (upstream connections) opened to it.
+	conns atomic.Int64
 }
 
 type backendKey struct{}
@@ -105,6 +107,7 @@ func startBackend(t *testing.T, m *testMesh, ip, name string, id identity.ID, h 
 		TLS:       tlsCfg,
 		Authorize: func(context.Context, hbone.Request) error { return nil },
 		Dial: func(ctx context.Context, r hbone.Request) (net.Conn, error) {
+			b.conns.Add(1)
 			ours, theirs := net.Pipe()
 			select {
 			case conns <- theirs:
@@ -237,7 +240,10 @@ type client struct {
 	tr *http.Transport
 }
 
-func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort) *client {
+// newClient returns a source sending HTTP/1.1, one HBONE stream per
+// connection (kept alive); with h2c, HTTP/2 with prior knowledge, all
+// its requests multiplexed on one stream.
+func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, h2c ...bool) *client {
 	t.Helper()
 	src := mustID(t, "spiffe://cluster.local/ns/demo/sa/client")
 	d, err := hbone.NewDialer(hbone.DialerConfig{
@@ -253,6 +259,11 @@ func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort) *cl
 				Forwarded: []hbone.ForwardedElement{hbone.ForwardedFor(netip.MustParseAddrPort("10.244.3.3:41000"), "")}})
 		},
 		MaxIdleConnsPerHost: 64,
+	}
+	if len(h2c) > 0 && h2c[0] {
+		var ps http.Protocols
+		ps.SetUnencryptedHTTP2(true)
+		tr.Protocols = &ps
 	}
 	c := &client{d: d, tr: tr, hc: &http.Client{Transport: tr, Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
