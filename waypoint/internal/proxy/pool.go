@@ -112,8 +112,9 @@ type poolConn struct {
 }
 
 type waitResult struct {
-	cc  *http.ClientConn
-	err error
+	cc     *http.ClientConn
+	reused bool
+	err    error
 }
 
 // pool returns the stream's pool for ep of cl.
@@ -135,22 +136,22 @@ func (st *httpStream) pool(cl *model.Cluster, ep model.Endpoint) (*connPool, err
 
 // acquire returns a connection with a slot reserved for one request, the
 // request counted in the cluster's requests in flight (released by
-// done); or an *overflowError, a *connectError, errStreamClosed or
-// ctx's error.
-func (p *connPool) acquire(ctx context.Context, cl *model.Cluster, ep model.Endpoint) (*http.ClientConn, error) {
+// done), and whether the connection served requests before; or an
+// *overflowError, a *connectError, errStreamClosed or ctx's error.
+func (p *connPool) acquire(ctx context.Context, cl *model.Cluster, ep model.Endpoint) (*http.ClientConn, bool, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return nil, errStreamClosed
+		return nil, false, errStreamClosed
 	}
 	p.cl, p.ep = cl, ep
-	if cc, err, ok := p.takeReadyLocked(); ok {
+	if r, ok := p.takeReadyLocked(); ok {
 		p.mu.Unlock()
-		return cc, err
+		return r.cc, r.reused, r.err
 	}
 	if !tryAcquire(&p.cs.pending, cl.Limit(model.LimitPending)) {
 		p.mu.Unlock()
-		return nil, &overflowError{model.LimitPending}
+		return nil, false, &overflowError{model.LimitPending}
 	}
 	w := make(chan waitResult, 1)
 	p.waiters = append(p.waiters, w)
@@ -158,7 +159,7 @@ func (p *connPool) acquire(ctx context.Context, cl *model.Cluster, ep model.Endp
 	p.mu.Unlock()
 	select {
 	case r := <-w:
-		return r.cc, r.err
+		return r.cc, r.reused, r.err
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
@@ -166,14 +167,14 @@ func (p *connPool) acquire(ctx context.Context, cl *model.Cluster, ep model.Endp
 		p.waiters = slices.Delete(p.waiters, i, i+1)
 		p.cs.pending.Add(-1)
 		p.mu.Unlock()
-		return nil, ctx.Err()
+		return nil, false, ctx.Err()
 	}
 	p.mu.Unlock()
 	if r := <-w; r.cc != nil { // handed over meanwhile: give it back
 		r.cc.Release()
 		p.done()
 	}
-	return nil, ctx.Err()
+	return nil, false, ctx.Err()
 }
 
 // done ends one request of the pool (max_requests).
@@ -181,15 +182,16 @@ func (p *connPool) done() { p.cs.active.Add(-1) }
 
 // takeReadyLocked reserves a slot on a pooled connection; ok is false
 // when none has one.
-func (p *connPool) takeReadyLocked() (*http.ClientConn, error, bool) {
+func (p *connPool) takeReadyLocked() (r waitResult, ok bool) {
 	for _, c := range p.conns {
 		if c.draining || c.cc.Reserve() != nil {
 			continue
 		}
 		if !tryAcquire(&p.cs.active, p.cl.Limit(model.LimitRequests)) {
 			c.cc.Release()
-			return nil, &overflowError{model.LimitRequests}, true
+			return waitResult{err: &overflowError{model.LimitRequests}}, true
 		}
+		r = waitResult{cc: c.cc, reused: c.served > 0}
 		c.served++
 		if n := p.cl.MaxRequestsPerConnection; n > 0 && c.served >= n {
 			c.draining = true
@@ -198,9 +200,9 @@ func (p *connPool) takeReadyLocked() (*http.ClientConn, error, bool) {
 			c.idle.Stop()
 			c.idle = nil
 		}
-		return c.cc, nil, true
+		return r, true
 	}
-	return nil, nil, false
+	return waitResult{}, false
 }
 
 // connectLocked opens connections for the pending requests that the
@@ -295,14 +297,14 @@ func (p *connPool) dispatchLocked() {
 	clear(p.conns[len(alive):])
 	p.conns = alive
 	for len(p.waiters) > 0 {
-		cc, err, ok := p.takeReadyLocked()
+		r, ok := p.takeReadyLocked()
 		if !ok {
 			break
 		}
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
 		p.cs.pending.Add(-1)
-		w <- waitResult{cc: cc, err: err}
+		w <- r
 	}
 	for _, c := range p.conns {
 		if c.idle == nil && !c.draining && c.cc.InFlight() == 0 {

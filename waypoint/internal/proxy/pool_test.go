@@ -167,3 +167,36 @@ func eventuallyProxy(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestStaleConnection: a request whose kept-alive upstream connection
+// the endpoint closes under it is sent once more on a new connection,
+// not failed (net/http's Transport rule), and not counted as a retry.
+func TestStaleConnection(t *testing.T) {
+	m := newTestMesh(t)
+	var died atomic.Bool
+	b := startBackend(t, m, "127.0.0.1", "b", mustID(t, "spiffe://cluster.local/ns/demo/sa/web"), func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/die" && died.CompareAndSwap(false, true) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				c.Close() // no answer: the connection just closes
+			}
+			return
+		}
+		w.Write([]byte("ok"))
+	})
+	web := cluster("web", b)
+	routes := []model.Route{{Name: "r", Match: model.RouteMatch{Path: "/"}, Cluster: "web"}}
+	tp := startProxy(t, m, httpConfig(routes, web))
+	c := newClient(t, m, tp, vip)
+	for _, path := range []string{"/", "/die", "/"} {
+		if r := c.get(t, "http://web"+path); r.code != http.StatusOK || r.body != "ok" {
+			t.Fatalf("GET %s: %d %q", path, r.code, r.body)
+		}
+	}
+	if !died.Load() || b.conns.Load() != 2 {
+		t.Fatalf("died %v, %d upstream connections; want the second request's connection replaced", died.Load(), b.conns.Load())
+	}
+	if got := tp.metric(t, "ambit_waypoint_upstream_retries_total", nil); got != 0 {
+		t.Fatalf("%v retries", got)
+	}
+}

@@ -177,9 +177,10 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 	}
 	// The circuit breakers and the connection pool: the per-try timeout
 	// starts once the attempt has a connection (Envoy's onPoolReady).
+	var reused bool
 	pool, err := ex.st.pool(ex.cluster, ep)
 	if err == nil {
-		cc, err = pool.acquire(ctx, ex.cluster, ep)
+		cc, reused, err = pool.acquire(ctx, ex.cluster, ep)
 	}
 	if err != nil {
 		var ce *connectError
@@ -233,6 +234,15 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 	}
 
 	resp, err := cc.RoundTrip(req)
+	if err != nil && reused && body == nil && replayable(out) && ctx.Err() == nil {
+		// A kept-alive connection the endpoint closed as the request
+		// went out: once more on another connection, as net/http's
+		// Transport does (not an attempt of the retry policy).
+		pool.done()
+		if cc, _, err = pool.acquire(ctx, ex.cluster, ep); err == nil {
+			resp, err = cc.RoundTrip(req)
+		}
+	}
 	headersFirst := timeout.CompareAndSwap(0, 2)
 	timerMu.Lock()
 	if timer != nil {
@@ -251,7 +261,10 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 	if err != nil {
 		end()
 		a := model.Attempt{Failure: failureOf(err)}
-		report(a)
+		var overflow *overflowError
+		if !errors.As(err, &overflow) {
+			report(a)
+		}
 		return nil, a, err
 	}
 	a := model.Attempt{Status: resp.StatusCode, GRPCStatus: resp.Header.Get("Grpc-Status")}
@@ -421,4 +434,14 @@ func (r *bodyReader) Close() error {
 	r.abandoned = true
 	r.b.mu.Unlock()
 	return nil
+}
+
+// replayable reports whether a bodiless request may be sent again after
+// its connection failed under it (net/http's rule).
+func replayable(r *http.Request) bool {
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
 }
