@@ -128,3 +128,18 @@ func (p *Proxy) result(cl *model.Cluster, ep model.Endpoint, h *hostState, code 
 		p.log.Debug("outlier detection: not ejecting, max_ejection_percent reached", "cluster", cl.Name, "endpoint", ep.Destination)
 	}
 }
+
+// advanceOutliers runs the due interval ticks of every cluster's outlier
+// detector (before the ejected hosts gauge is scraped).
+func (p *Proxy) advanceOutliers() {
+	now := p.now()
+	p.clusters.Range(func(_, v any) bool {
+		cs := v.(*clusterState)
+		cs.mu.Lock()
+		if cs.outlier != nil && cs.synced != nil {
+			cs.syncLocked(p, cs.synced, now)
+		}
+		cs.mu.Unlock()
+		return true
+	})
+}

@@ -173,6 +173,12 @@ type testProxy struct {
 
 func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	t.Helper()
+	return startProxyClock(t, m, cfg, nil)
+}
+
+// startProxyClock is startProxy with the clock of outlier detection.
+func startProxyClock(t *testing.T, m *testMesh, cfg *model.Config, now func() time.Time) *testProxy {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg)
 	if err != nil {
@@ -182,7 +188,7 @@ func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	p, err := New(Config{
 		Identity:    id,
 		Certificate: func(context.Context) (*tls.Certificate, error) { return m.cert(id) },
-		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(),
+		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(), Now: now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +211,7 @@ func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	return &testProxy{p: p, addr: ln.Addr().(*net.TCPAddr).AddrPort(), reg: reg, id: id}
 }
 
-// metric sums the counter samples of name whose labels include want.
+// metric sums the counter or gauge samples of name whose labels include want.
 func (tp *testProxy) metric(t *testing.T, name string, want map[string]string) float64 {
 	t.Helper()
 	fams, err := tp.reg.Gather()
@@ -224,8 +230,11 @@ func (tp *testProxy) metric(t *testing.T, name string, want map[string]string) f
 					continue samples
 				}
 			}
-			if f.GetType() == dto.MetricType_COUNTER {
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
 				sum += s.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				sum += s.GetGauge().GetValue()
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"ambit.dev/waypoint/internal/model"
 
@@ -36,7 +37,22 @@ type Metrics struct {
 	// circuit breakers and outlier detection
 	upstreamOverflows *prometheus.CounterVec
 	ejections         *prometheus.CounterVec
-	ejected           *prometheus.GaugeVec
+	ejected           *refreshingGauge
+}
+
+// refreshingGauge is a gauge vector brought up to date by refresh before
+// each collection (the ejected hosts: the outlier detectors run the
+// interval ticks that are due, without waiting for traffic).
+type refreshingGauge struct {
+	*prometheus.GaugeVec
+	refresh atomic.Pointer[func()]
+}
+
+func (g *refreshingGauge) Collect(ch chan<- prometheus.Metric) {
+	if f := g.refresh.Load(); f != nil {
+		(*f)()
+	}
+	g.GaugeVec.Collect(ch)
 }
 
 // NewMetrics registers the metrics on reg.
@@ -62,8 +78,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Circuit breaker overflows by limit: max_pending_requests and max_requests refuse the request (503, Envoy's upstream_rq_pending_overflow), max_connections makes it wait for a connection (Envoy's upstream_cx_overflow)."}, []string{"cluster", "limit"}),
 		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_outlier_ejections_total",
 			Help: "Endpoints ejected by outlier detection (Envoy's outlier_detection.ejections_enforced_total)."}, []string{"cluster"}),
-		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambit_waypoint_outlier_ejected_hosts",
-			Help: "Endpoints currently ejected by outlier detection (Envoy's outlier_detection.ejections_active)."}, []string{"cluster"}),
+		ejected: &refreshingGauge{GaugeVec: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambit_waypoint_outlier_ejected_hosts",
+			Help: "Endpoints currently ejected by outlier detection (Envoy's outlier_detection.ejections_active)."}, []string{"cluster"})},
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows,
@@ -131,6 +147,9 @@ func (m *Metrics) ejection(cluster string) { m.ejections.WithLabelValues(cluster
 func (m *Metrics) ejectedHosts(cluster string, n int) {
 	m.ejected.WithLabelValues(cluster).Set(float64(n))
 }
+
+// onCollect makes f run before the ejected hosts gauge is collected.
+func (m *Metrics) onCollect(f func()) { m.ejected.refresh.Store(&f) }
 
 // forgetCluster drops the gauges of a cluster that is gone.
 func (m *Metrics) forgetCluster(cluster string) { m.ejected.DeleteLabelValues(cluster) }

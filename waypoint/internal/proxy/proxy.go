@@ -119,6 +119,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	p.http = p.newHTTPServer()
+	cfg.Metrics.onCollect(p.advanceOutliers)
 	return p, nil
 }
 

@@ -25,12 +25,14 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 	if !ok {
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "no healthy upstream for " + cl.Service.Hostname}
 	}
-	// max_connections: a tcp_proxy connection is refused rather than
-	// queued (Envoy would hold it pending).
+	// max_connections: each tcp stream is its own pool (Envoy's pools
+	// keyed by the downstream's filter state), and a pool without a
+	// connection always opens one: beyond the limit it is only counted
+	// as an overflow, as Envoy's upstream_cx_overflow.
 	cs := p.clusterState(cl.Name)
 	if !tryAcquire(&cs.connections, cl.Limit(model.LimitConnections)) {
 		p.cfg.Metrics.overflow(cl.Name, model.LimitConnections)
-		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "upstream overflow: max_connections of " + cl.Name}
+		cs.connections.Add(1)
 	}
 	host.active.Add(1)
 	start := time.Now()
