@@ -42,7 +42,9 @@ func TestOutlierEjection(t *testing.T) {
 			routes := []model.Route{{Name: "r", Match: model.RouteMatch{Path: "/"}, Cluster: "web"}}
 			tp := startProxyClock(t, m, httpConfig(routes, web), now)
 			c := newClient(t, m, tp, vip)
-			gauge := func() float64 { return tp.metric(t, "ambit_waypoint_outlier_ejected_hosts", map[string]string{"cluster": "web"}) }
+			gauge := func() float64 {
+				return tp.metric(t, "ambit_waypoint_outlier_ejected_hosts", map[string]string{"cluster": "web"})
+			}
 			for range 4 { // round robin: bad answers 2 of them
 				c.get(t, "http://web/")
 			}
