@@ -105,6 +105,16 @@ func (p *Proxy) pickEndpoint(cl *model.Cluster, tried []netip.AddrPort) (model.E
 	return ep, cs.hosts[ep.Destination], true
 }
 
+// host returns the state of ep (a fresh one if ep is no longer known).
+func (b *upstreamState) host(ep model.Endpoint) *hostState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h := b.hosts[ep.Destination]; h != nil {
+		return h
+	}
+	return new(hostState)
+}
+
 // result tells the cluster's outlier detector and EWMA how an attempt to
 // ep went: code as model.OutlierCode gives it (0: nothing to count), rtt
 // from the attempt's start.

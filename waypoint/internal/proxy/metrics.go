@@ -27,6 +27,7 @@ var durationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500
 // Metrics are the waypoint's traffic metrics (see the README).
 type Metrics struct {
 	requests    *prometheus.CounterVec
+	upstream    upstreamMetrics
 	duration    *prometheus.HistogramVec
 	tcpOpened   *prometheus.CounterVec
 	tcpClosed   *prometheus.CounterVec
@@ -34,10 +35,63 @@ type Metrics struct {
 	tcpReceived *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	overflows   *prometheus.CounterVec
-	// circuit breakers and outlier detection
-	upstreamOverflows *prometheus.CounterVec
-	ejections         *prometheus.CounterVec
-	ejected           *refreshingGauge
+}
+
+// NewMetrics registers the metrics on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
+			Help: "HTTP requests handled by the waypoint."}, requestLabels),
+		upstream: newUpstreamMetrics(),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
+			Help: "Duration of HTTP requests through the waypoint, from request headers to the end of the response.", Buckets: durationBuckets}, requestLabels),
+		tcpOpened: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_opened_total",
+			Help: "TCP connections (HBONE streams of tcp services) opened to an endpoint."}, connLabels),
+		tcpClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_closed_total",
+			Help: "TCP connections (HBONE streams of tcp services) closed."}, connLabels),
+		tcpSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_sent_bytes_total",
+			Help: "Bytes sent to the source (the endpoint's responses) on tcp services."}, connLabels),
+		tcpReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_received_bytes_total",
+			Help: "Bytes received from the source (forwarded to the endpoint) on tcp services."}, connLabels),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retries_total",
+			Help: "Retries of upstream requests (Envoy's upstream_rq_retry)."}, []string{"cluster"}),
+		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retry_overflow_total",
+			Help: "Retries not made because the cluster's retry budget was exhausted (Envoy's upstream_rq_retry_overflow)."}, []string{"cluster"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+			}
+		}
+		for _, c := range m.upstream.collectors() {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// upstreamMetrics are the circuit breaker and outlier detection metrics.
+type upstreamMetrics struct {
+	overflows, ejections *prometheus.CounterVec
+	ejected              *refreshingGauge
+}
+
+func newUpstreamMetrics() upstreamMetrics {
+	return upstreamMetrics{
+		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_overflow_total",
+			Help: "Circuit breaker overflows by limit: max_pending_requests and max_requests refuse the request (503, Envoy's upstream_rq_pending_overflow), max_connections leaves it pending (Envoy's upstream_cx_overflow)."}, []string{"cluster", "limit"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_outlier_ejections_total",
+			Help: "Endpoints ejected by outlier detection (Envoy's outlier_detection.ejections_enforced_total)."}, []string{"cluster"}),
+		ejected: &refreshingGauge{GaugeVec: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambit_waypoint_outlier_ejected_hosts",
+			Help: "Endpoints currently ejected by outlier detection (Envoy's outlier_detection.ejections_active)."}, []string{"cluster"})},
+	}
+}
+
+func (u upstreamMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{u.overflows, u.ejections, u.ejected}
 }
 
 // refreshingGauge is a gauge vector brought up to date by refresh before
@@ -55,42 +109,24 @@ func (g *refreshingGauge) Collect(ch chan<- prometheus.Metric) {
 	g.GaugeVec.Collect(ch)
 }
 
-// NewMetrics registers the metrics on reg.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
-			Help: "HTTP requests handled by the waypoint."}, requestLabels),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
-			Help: "Duration of HTTP requests through the waypoint, from request headers to the end of the response.", Buckets: durationBuckets}, requestLabels),
-		tcpOpened: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_opened_total",
-			Help: "TCP connections (HBONE streams of tcp services) opened to an endpoint."}, connLabels),
-		tcpClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_closed_total",
-			Help: "TCP connections (HBONE streams of tcp services) closed."}, connLabels),
-		tcpSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_sent_bytes_total",
-			Help: "Bytes sent to the source (the endpoint's responses) on tcp services."}, connLabels),
-		tcpReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_received_bytes_total",
-			Help: "Bytes received from the source (forwarded to the endpoint) on tcp services."}, connLabels),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retries_total",
-			Help: "Retries of upstream requests (Envoy's upstream_rq_retry)."}, []string{"cluster"}),
-		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retry_overflow_total",
-			Help: "Retries not made because the cluster's retry budget was exhausted (Envoy's upstream_rq_retry_overflow)."}, []string{"cluster"}),
-		upstreamOverflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_overflow_total",
-			Help: "Circuit breaker overflows by limit: max_pending_requests and max_requests refuse the request (503, Envoy's upstream_rq_pending_overflow), max_connections makes it wait for a connection (Envoy's upstream_cx_overflow)."}, []string{"cluster", "limit"}),
-		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_outlier_ejections_total",
-			Help: "Endpoints ejected by outlier detection (Envoy's outlier_detection.ejections_enforced_total)."}, []string{"cluster"}),
-		ejected: &refreshingGauge{GaugeVec: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambit_waypoint_outlier_ejected_hosts",
-			Help: "Endpoints currently ejected by outlier detection (Envoy's outlier_detection.ejections_active)."}, []string{"cluster"})},
-	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows,
-			m.upstreamOverflows, m.ejections, m.ejected} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
-			}
-		}
-	}
-	return m, nil
+// overflow records a circuit breaker overflow of cluster.
+func (m *Metrics) overflow(cluster string, l model.Limit) {
+	m.upstream.overflows.WithLabelValues(cluster, string(l)).Inc()
 }
+
+// ejection records an outlier ejection in cluster.
+func (m *Metrics) ejection(cluster string) { m.upstream.ejections.WithLabelValues(cluster).Inc() }
+
+// ejectedHosts sets the number of ejected endpoints of cluster.
+func (m *Metrics) ejectedHosts(cluster string, n int) {
+	m.upstream.ejected.WithLabelValues(cluster).Set(float64(n))
+}
+
+// onCollect makes f run before the ejected hosts gauge is collected.
+func (m *Metrics) onCollect(f func()) { m.upstream.ejected.refresh.Store(&f) }
+
+// forgetCluster drops the gauges of a cluster that is gone.
+func (m *Metrics) forgetCluster(cluster string) { m.upstream.ejected.DeleteLabelValues(cluster) }
 
 // Labels are the labels of one request or connection.
 type Labels struct {
@@ -134,22 +170,3 @@ func (m *Metrics) retry(cluster string) { m.retries.WithLabelValues(cluster).Inc
 
 // retryOverflow records a retry the cluster's budget did not allow.
 func (m *Metrics) retryOverflow(cluster string) { m.overflows.WithLabelValues(cluster).Inc() }
-
-// overflow records a circuit breaker overflow of cluster.
-func (m *Metrics) overflow(cluster string, l model.Limit) {
-	m.upstreamOverflows.WithLabelValues(cluster, string(l)).Inc()
-}
-
-// ejection records an outlier ejection in cluster.
-func (m *Metrics) ejection(cluster string) { m.ejections.WithLabelValues(cluster).Inc() }
-
-// ejectedHosts sets the number of ejected endpoints of cluster.
-func (m *Metrics) ejectedHosts(cluster string, n int) {
-	m.ejected.WithLabelValues(cluster).Set(float64(n))
-}
-
-// onCollect makes f run before the ejected hosts gauge is collected.
-func (m *Metrics) onCollect(f func()) { m.ejected.refresh.Store(&f) }
-
-// forgetCluster drops the gauges of a cluster that is gone.
-func (m *Metrics) forgetCluster(cluster string) { m.ejected.DeleteLabelValues(cluster) }

@@ -49,13 +49,13 @@ type Config struct {
 	Metrics     *Metrics
 	// DrainTimeout bounds the graceful part of shutdown.
 	DrainTimeout time.Duration
+	// Now is the clock of outlier detection and EWMA (tests); nil is
+	// time.Now.
+	Now func() time.Time
 	// DialTCP replaces how HBONE connections to endpoints are opened
 	// (tests); nil dials t.HBONEAddr.
 	DialTCP func(ctx context.Context, t hbone.Target) (net.Conn, error)
-	// Now is the clock of outlier detection and EWMA (tests); nil is
-	// time.Now.
-	Now    func() time.Time
-	Logger *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Proxy is the data path. Build it with New, feed it configs with
@@ -81,11 +81,11 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener()}
 	tlsCfg, err := hbone.ServerTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -224,6 +224,12 @@ func sourceOf(r hbone.Request) source {
 
 func (s source) labels() Labels {
 	return Labels{SourceWorkload: s.workload, SourceNamespace: s.id.Namespace, SourcePrincipal: s.id.String()}
+}
+
+// pick chooses an endpoint of cl for a new stream (pickEndpoint).
+func (p *Proxy) pick(cl *model.Cluster) (model.Endpoint, bool) {
+	ep, _, ok := p.pickEndpoint(cl, nil)
+	return ep, ok
 }
 
 func (p *Proxy) now() time.Time { return p.cfg.Now() }

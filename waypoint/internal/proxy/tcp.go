@@ -21,7 +21,7 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable,
 			Reason: fmt.Sprintf("cluster %s of %s not received from the control plane yet", ch.Cluster, ch.Name)}
 	}
-	ep, host, ok := p.pickEndpoint(cl, nil)
+	ep, ok := p.pick(cl)
 	if !ok {
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "no healthy upstream for " + cl.Service.Hostname}
 	}
@@ -30,6 +30,7 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 	// connection always opens one: beyond the limit it is only counted
 	// as an overflow, as Envoy's upstream_cx_overflow.
 	cs := p.clusterState(cl.Name)
+	host := cs.host(ep)
 	if !tryAcquire(&cs.connections, cl.Limit(model.LimitConnections)) {
 		p.cfg.Metrics.overflow(cl.Name, model.LimitConnections)
 		cs.connections.Add(1)

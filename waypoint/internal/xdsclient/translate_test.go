@@ -556,6 +556,7 @@ func TestParseRoute(t *testing.T) {
 // TestSupportedFieldNames guards the allow-lists against typos.
 func TestSupportedFieldNames(t *testing.T) {
 	msgs := []proto.Message{&listenerv3.FilterChainMatch{}, &clusterv3.Cluster{}, &clusterv3.Cluster_CommonLbConfig{},
+		&clusterv3.Cluster_LeastRequestLbConfig{}, &clusterv3.OutlierDetection{}, &httpv3.HttpProtocolOptions{}, &corev3.HttpProtocolOptions{},
 		&hcmv3.HttpConnectionManager{}, &tcpproxyv3.TcpProxy{}, &routev3.RouteConfiguration{}, &routev3.VirtualHost{},
 		&routev3.Route{}, &routev3.RouteMatch{}, &routev3.RouteAction{}, &endpointv3.ClusterLoadAssignment{},
 		&endpointv3.LocalityLbEndpoints{}, &endpointv3.LbEndpoint{},
@@ -563,8 +564,7 @@ func TestSupportedFieldNames(t *testing.T) {
 		&matcherv3.RegexMatchAndSubstitute{}, &routev3.WeightedCluster{}, &routev3.WeightedCluster_ClusterWeight{},
 		&routev3.RetryPolicy{}, &routev3.RetryPolicy_RetryBackOff{}, &routev3.RedirectAction{}, &routev3.DirectResponseAction{},
 		&corev3.HeaderValueOption{}, &corev3.HeaderValue{}, &clusterv3.CircuitBreakers{}, &clusterv3.CircuitBreakers_Thresholds{},
-		&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}, &clusterv3.Cluster_LeastRequestLbConfig{}, &clusterv3.OutlierDetection{},
-		&httpv3.HttpProtocolOptions{}, &corev3.HttpProtocolOptions{}}
+		&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}}
 	if len(msgs) != len(supported) {
 		t.Fatalf("%d messages checked, %d in supported", len(msgs), len(supported))
 	}
