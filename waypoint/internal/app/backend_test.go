@@ -167,8 +167,15 @@ func TestBackendPolicyEndToEnd(t *testing.T) {
 		// One after the other: max_pending_requests 1 would refuse the
 		// second while the first waits for its connection.
 		results := make(chan string, 2)
+		var held sync.WaitGroup
+		defer func() { // also when the test fails: no request outlives it
+			slowHold.open()
+			held.Wait()
+		}()
 		for i := range int64(2) {
+			held.Add(1)
 			go func() {
+				defer held.Done()
 				code, body := src.get(t, busyVIP, "busy", "/hold", false)
 				results <- fmt.Sprint(code, " ", body)
 			}()
@@ -206,6 +213,12 @@ func TestBackendPolicyEndToEnd(t *testing.T) {
 			_, body := src.get(t, lrVIP, "lr", "/hold", false)
 			held <- body
 		}()
+		defer func() { // also when the test fails: no request outlives it
+			lrHold.open()
+			if body := <-held; body != "released" {
+				t.Errorf("held request: %q", body)
+			}
+		}()
 		eventually(t, "one request held", func() error {
 			if n := lrHold.inFlight.Load(); n != 1 {
 				return fmt.Errorf("%d in flight", n)
@@ -220,10 +233,6 @@ func TestBackendPolicyEndToEnd(t *testing.T) {
 			if _, body := src.get(t, lrVIP, "lr", "/", false); field(body, "endpoint") == busyEP {
 				t.Fatalf("request %d went to %s, which has a request in flight: %q", i, busyEP, body)
 			}
-		}
-		lrHold.open()
-		if body := <-held; body != "released" {
-			t.Fatalf("held request: %q", body)
 		}
 	})
 }

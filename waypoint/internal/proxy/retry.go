@@ -156,13 +156,20 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 	host.active.Add(1)
 	var cc *http.ClientConn
 	var pool *connPool
-	end := sync.OnceFunc(func() {
-		cancel(nil)
+	// done ends the attempt's share of the load (least request, EWMA,
+	// max_requests) when its response has been received — as Envoy's
+	// rq_active, before the source has read all of it; end also ends
+	// the attempt's context.
+	done := sync.OnceFunc(func() {
 		host.active.Add(-1)
 		if cc != nil {
 			pool.done()
 		}
 	})
+	end := func() {
+		done()
+		cancel(nil)
+	}
 	// report gives the attempt's result to outlier detection and EWMA;
 	// a request the source abandoned counts for neither.
 	report := func(a model.Attempt) {
@@ -269,14 +276,15 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 	}
 	a := model.Attempt{Status: resp.StatusCode, GRPCStatus: resp.Header.Get("Grpc-Status")}
 	report(a)
-	resp.Body = cancelOnClose(resp.Body, end)
+	resp.Body = cancelOnClose(resp.Body, end, done)
 	return resp, a, nil
 }
 
-// cancelOnClose calls cancel once body is closed, keeping the body
-// writable when it is (a 101 Switching Protocols response).
-func cancelOnClose(body io.ReadCloser, cancel func()) io.ReadCloser {
-	c := &closeHook{ReadCloser: body, cancel: cancel}
+// cancelOnClose calls cancel once body is closed, and done (also) when a
+// read of it ends it (EOF or error), keeping the body writable when it is
+// (a 101 Switching Protocols response).
+func cancelOnClose(body io.ReadCloser, cancel, done func()) io.ReadCloser {
+	c := &closeHook{ReadCloser: body, cancel: cancel, done: done}
 	if w, ok := body.(io.ReadWriteCloser); ok {
 		return &closeHookRW{closeHook: c, w: w}
 	}
@@ -285,8 +293,16 @@ func cancelOnClose(body io.ReadCloser, cancel func()) io.ReadCloser {
 
 type closeHook struct {
 	io.ReadCloser
-	cancel func()
-	once   sync.Once
+	cancel, done func()
+	once         sync.Once
+}
+
+func (c *closeHook) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	if err != nil {
+		c.done()
+	}
+	return n, err
 }
 
 func (c *closeHook) Close() error {
