@@ -76,3 +76,43 @@ func TestOutlierEjection(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadBalancers: sequential requests to a slow and a fast endpoint —
+// round robin shares them; least request too (nothing is in flight when
+// a request picks, so every draw ties); peak EWMA sends nearly all to the
+// fast one once the slow one answered once.
+func TestLoadBalancers(t *testing.T) {
+	tests := []struct {
+		name     string
+		policy   model.LBPolicy
+		min, max int64 // requests the slow endpoint gets, of 20
+	}{
+		{name: "round robin", policy: model.LBRoundRobin, min: 10, max: 10},
+		{name: "least request", policy: model.LBLeastRequest, min: 1, max: 19},
+		{name: "EWMA", policy: model.LBPeakEWMA, min: 0, max: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newTestMesh(t)
+			id := mustID(t, "spiffe://cluster.local/ns/demo/sa/web")
+			slow := startBackend(t, m, "127.0.0.1", "slow", id, func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(100 * time.Millisecond)
+				echo(w, r)
+			})
+			fast := startBackend(t, m, "127.0.0.1", "fast", id, echo)
+			web := cluster("web", slow, fast)
+			web.LB = model.LoadBalancing{Policy: tt.policy, ChoiceCount: 10}
+			routes := []model.Route{{Name: "r", Match: model.RouteMatch{Path: "/"}, Cluster: "web"}}
+			tp := startProxy(t, m, httpConfig(routes, web))
+			c := newClient(t, m, tp, vip)
+			for i := range 20 {
+				if r := c.get(t, "http://web/"); r.code != http.StatusOK {
+					t.Fatalf("request %d: %d", i, r.code)
+				}
+			}
+			if n := slow.hits.Load(); n < tt.min || n > tt.max || n+fast.hits.Load() != 20 {
+				t.Fatalf("slow endpoint got %d of 20 (fast %d), want %d..%d", n, fast.hits.Load(), tt.min, tt.max)
+			}
+		})
+	}
+}
