@@ -74,10 +74,11 @@ const (
 // use. Interval ticks are at start + k·Interval and are run by Advance
 // (each call runs the ticks that are due, in order).
 type OutlierDetector struct {
-	cfg     OutlierDetection
-	hosts   map[netip.AddrPort]*outlierHost
-	ejected int
-	next    time.Time
+	cfg      OutlierDetection
+	interval time.Duration
+	hosts    map[netip.AddrPort]*outlierHost
+	ejected  int
+	next     time.Time
 }
 
 type outlierHost struct {
@@ -94,15 +95,16 @@ type outlierHost struct {
 }
 
 // NewOutlierDetector returns a detector whose first tick is at
-// start + cfg.Interval.
+// start + cfg.Interval (DefaultOutlierDetection's when not positive).
 func NewOutlierDetector(cfg OutlierDetection, start time.Time) *OutlierDetector {
-	if cfg.Interval <= 0 {
-		cfg.Interval = DefaultOutlierDetection.Interval
+	interval := cfg.Interval
+	if interval <= 0 {
+		interval = DefaultOutlierDetection.Interval
 	}
-	return &OutlierDetector{cfg: cfg, hosts: map[netip.AddrPort]*outlierHost{}, next: start.Add(cfg.Interval)}
+	return &OutlierDetector{cfg: cfg, interval: interval, hosts: map[netip.AddrPort]*outlierHost{}, next: start.Add(interval)}
 }
 
-// Config returns the detector's configuration.
+// Config returns the detector's configuration, as given.
 func (d *OutlierDetector) Config() OutlierDetection { return d.cfg }
 
 // SetHosts makes hosts the cluster's hosts: new ones start clean, the
@@ -222,8 +224,8 @@ func (d *OutlierDetector) Advance(now time.Time) (unejected []netip.AddrPort) {
 	for !d.next.After(now) {
 		if d.idle() {
 			// Nothing can change at a tick: jump to the first one after now.
-			k := now.Sub(d.next)/d.cfg.Interval + 1
-			d.next = d.next.Add(k * d.cfg.Interval)
+			k := now.Sub(d.next)/d.interval + 1
+			d.next = d.next.Add(k * d.interval)
 			break
 		}
 		tick := d.next
@@ -236,11 +238,11 @@ func (d *OutlierDetector) Advance(now time.Time) (unejected []netip.AddrPort) {
 					d.ejected--
 					unejected = append(unejected, h)
 				}
-			case !s.unejectedAt.IsZero() && tick.Sub(s.unejectedAt) >= d.cfg.Interval && s.multiplier > 0:
+			case !s.unejectedAt.IsZero() && tick.Sub(s.unejectedAt) >= d.interval && s.multiplier > 0:
 				s.multiplier--
 			}
 		}
-		d.next = d.next.Add(d.cfg.Interval)
+		d.next = d.next.Add(d.interval)
 	}
 	return unejected
 }
