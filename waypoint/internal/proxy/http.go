@@ -58,7 +58,8 @@ func (p *Proxy) serveHTTPStream(ctx context.Context, dst netip.AddrPort, src sou
 	return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint is shutting down"}
 }
 
-// transport returns the stream's transport for an upstream protocol.
+// transport returns the stream's transport for an upstream protocol; the
+// stream's pools (pool.go) open their connections with it.
 func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -76,9 +77,7 @@ func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, err
 			}
 			return st.p.dialEndpoint(ctx, u.ep, u.cluster, st.src)
 		},
-		DisableCompression:  true,
-		MaxIdleConnsPerHost: 32,
-		IdleConnTimeout:     upstreamIdleTimeout,
+		DisableCompression: true,
 	}
 	if up == model.UpstreamHTTP2 {
 		var ps http.Protocols

@@ -467,8 +467,7 @@ func ParseCluster(c *clusterv3.Cluster) (Cluster, error) {
 	if ts := c.GetTransportSocket(); ts != nil && ts.GetName() != socketInternal {
 		return Cluster{}, fmt.Errorf("%s: transport_socket %q: the waypoint reaches endpoints through connect_originate (%s)", where, ts.GetName(), socketInternal)
 	}
-	mc := &model.Cluster{Name: c.GetName(), Upstream: model.UpstreamHTTP1, ConnectTimeout: DefaultConnectTimeout,
-		LB: lb}
+	mc := &model.Cluster{Name: c.GetName(), Upstream: model.UpstreamHTTP1, ConnectTimeout: DefaultConnectTimeout, LB: lb}
 	if cb := c.GetCircuitBreakers(); cb != nil {
 		b, err := parseCircuitBreakers(cb, where)
 		if err != nil {
