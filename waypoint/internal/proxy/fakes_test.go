@@ -77,6 +77,8 @@ type backend struct {
 	addr netip.AddrPort // the HBONE address
 	id   identity.ID
 	hits atomic.Int64
+	// conns counts the HBONE streams (upstream connections) opened to it.
+	conns atomic.Int64
 }
 
 type backendKey struct{}
@@ -105,6 +107,7 @@ func startBackend(t *testing.T, m *testMesh, ip, name string, id identity.ID, h 
 		TLS:       tlsCfg,
 		Authorize: func(context.Context, hbone.Request) error { return nil },
 		Dial: func(ctx context.Context, r hbone.Request) (net.Conn, error) {
+			b.conns.Add(1)
 			ours, theirs := net.Pipe()
 			select {
 			case conns <- theirs:
@@ -170,6 +173,12 @@ type testProxy struct {
 
 func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	t.Helper()
+	return startProxyClock(t, m, cfg, nil)
+}
+
+// startProxyClock is startProxy with the clock of outlier detection.
+func startProxyClock(t *testing.T, m *testMesh, cfg *model.Config, now func() time.Time) *testProxy {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg)
 	if err != nil {
@@ -179,7 +188,7 @@ func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	p, err := New(Config{
 		Identity:    id,
 		Certificate: func(context.Context) (*tls.Certificate, error) { return m.cert(id) },
-		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(),
+		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(), Now: now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +211,7 @@ func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	return &testProxy{p: p, addr: ln.Addr().(*net.TCPAddr).AddrPort(), reg: reg, id: id}
 }
 
-// metric sums the counter samples of name whose labels include want.
+// metric sums the counter or gauge samples of name whose labels include want.
 func (tp *testProxy) metric(t *testing.T, name string, want map[string]string) float64 {
 	t.Helper()
 	fams, err := tp.reg.Gather()
@@ -221,8 +230,11 @@ func (tp *testProxy) metric(t *testing.T, name string, want map[string]string) f
 					continue samples
 				}
 			}
-			if f.GetType() == dto.MetricType_COUNTER {
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
 				sum += s.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				sum += s.GetGauge().GetValue()
 			}
 		}
 	}
@@ -237,7 +249,10 @@ type client struct {
 	tr *http.Transport
 }
 
-func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort) *client {
+// newClient returns a source sending HTTP/1.1, one HBONE stream per
+// connection (kept alive); with h2c, HTTP/2 with prior knowledge, all
+// its requests multiplexed on one stream.
+func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, h2c ...bool) *client {
 	t.Helper()
 	src := mustID(t, "spiffe://cluster.local/ns/demo/sa/client")
 	d, err := hbone.NewDialer(hbone.DialerConfig{
@@ -253,6 +268,11 @@ func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort) *cl
 				Forwarded: []hbone.ForwardedElement{hbone.ForwardedFor(netip.MustParseAddrPort("10.244.3.3:41000"), "")}})
 		},
 		MaxIdleConnsPerHost: 64,
+	}
+	if len(h2c) > 0 && h2c[0] {
+		var ps http.Protocols
+		ps.SetUnencryptedHTTP2(true)
+		tr.Protocols = &ps
 	}
 	c := &client{d: d, tr: tr, hc: &http.Client{Transport: tr, Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}

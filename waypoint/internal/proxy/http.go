@@ -37,6 +37,7 @@ type httpStream struct {
 	mu         sync.Mutex
 	closed     bool
 	transports map[model.UpstreamProtocol]*http.Transport
+	pools      map[poolKey]*connPool // pool.go
 }
 
 type streamKey struct{}
@@ -45,7 +46,7 @@ type streamKey struct{}
 // other end of the in-memory connection, which the HBONE server splices
 // to the source.
 func (p *Proxy) serveHTTPStream(ctx context.Context, dst netip.AddrPort, src source) (net.Conn, error) {
-	st := &httpStream{p: p, dst: dst, src: src, transports: map[model.UpstreamProtocol]*http.Transport{}}
+	st := &httpStream{p: p, dst: dst, src: src, transports: map[model.UpstreamProtocol]*http.Transport{}, pools: map[poolKey]*connPool{}}
 	outer, inner := newPipe(net.TCPAddrFromAddrPort(dst), net.TCPAddrFromAddrPort(src.addr), st.close)
 	inner.stream = st
 	select {
@@ -59,7 +60,8 @@ func (p *Proxy) serveHTTPStream(ctx context.Context, dst netip.AddrPort, src sou
 	return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint is shutting down"}
 }
 
-// transport returns the stream's transport for an upstream protocol.
+// transport returns the stream's transport for an upstream protocol; the
+// stream's pools (pool.go) open their connections with it.
 func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -77,9 +79,7 @@ func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, err
 			}
 			return st.p.dialEndpoint(ctx, u.ep, u.cluster, st.src)
 		},
-		DisableCompression:  true,
-		MaxIdleConnsPerHost: 32,
-		IdleConnTimeout:     upstreamIdleTimeout,
+		DisableCompression: true,
 	}
 	if up == model.UpstreamHTTP2 {
 		var ps http.Protocols
@@ -94,9 +94,12 @@ func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, err
 func (st *httpStream) close() {
 	st.mu.Lock()
 	st.closed = true
-	ts := st.transports
-	st.transports = nil
+	ts, pools := st.transports, st.pools
+	st.transports, st.pools = nil, nil
 	st.mu.Unlock()
+	for _, p := range pools {
+		p.close()
+	}
 	for _, t := range ts {
 		t.CloseIdleConnections()
 	}
@@ -413,6 +416,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		panic(http.ErrAbortHandler)
 	case errors.Is(err, errNoHealthyUpstream):
 		localReply(w, route, http.StatusServiceUnavailable, "no healthy upstream")
+	case p.overflowed(w, r, err):
+		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
 	default:
 		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers: "+err.Error())
 	}
