@@ -120,6 +120,7 @@ func TestGolden(t *testing.T) {
 		{"example", exampleInput()},
 		{"mixed", mixedInput()},
 		{"httproute", httprouteInput()},
+		{"backendpolicy", backendPolicyInput()},
 		{"empty", Input{Waypoint: Waypoint{Namespace: "demo", Name: "idle"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -171,7 +172,7 @@ func firstDiff(want, got string) string {
 }
 
 func TestEveryResourceValidates(t *testing.T) {
-	for name, in := range map[string]Input{"example": exampleInput(), "mixed": mixedInput(), "httproute": httprouteInput()} {
+	for name, in := range map[string]Input{"example": exampleInput(), "mixed": mixedInput(), "httproute": httprouteInput(), "backendpolicy": backendPolicyInput()} {
 		t.Run(name, func(t *testing.T) {
 			r, err := Build(in)
 			if err != nil {
