@@ -48,6 +48,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
+	"ambit.dev/controlplane/internal/backendpolicy"
 	"ambit.dev/controlplane/internal/httproute"
 	"ambit.dev/controlplane/internal/model"
 	"ambit.dev/controlplane/internal/policy"
@@ -97,10 +98,11 @@ const (
 	kindPeerAuthentication
 	kindGateway
 	kindHTTPRoute
+	kindBackendPolicy
 )
 
 func (k kind) String() string {
-	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute"}[k]
+	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute", "backendpolicy"}[k]
 }
 
 // key is a workqueue item: one object, by kind, namespace and name.
@@ -150,6 +152,11 @@ type Controller struct {
 	routeFactory  dynamicinformer.DynamicSharedInformerFactory
 	routeInformer cache.SharedIndexInformer
 	httpRoutes    cache.SharedIndexInformer
+	// bpFactory and bpInformer watch BackendPolicies when the API server
+	// serves them; backendPolicies is set to bpInformer once it runs.
+	bpFactory       dynamicinformer.DynamicSharedInformerFactory
+	bpInformer      cache.SharedIndexInformer
+	backendPolicies cache.SharedIndexInformer
 
 	queue  workqueue.TypedRateLimitingInterface[key]
 	synced chan struct{}
@@ -189,6 +196,8 @@ type Controller struct {
 	// each Service, as parent or backend.
 	routes      map[httproute.Ref]httproute.Compiled
 	routesBySvc map[model.ObjectRef]map[httproute.Ref]bool
+	// backendPolicies is the last resolution of every BackendPolicy.
+	bpResult backendpolicy.Result
 
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
@@ -233,6 +242,7 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		gwFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		// HTTPRoutes have their own factory: started only when served.
 		routeFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		bpFactory:    dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		waypoints:    model.Waypoints{},
 		unusable:     map[string]unusableBinding{},
 
@@ -246,9 +256,10 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 	}
 	c.gatewayInformer = c.gwFactory.ForResource(GatewaysResource).Informer()
 	c.routeInformer = c.routeFactory.ForResource(HTTPRoutesResource).Informer()
+	c.bpInformer = c.bpFactory.ForResource(BackendPoliciesResource).Informer()
 	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
 	c.peerAuthns = c.dynFactory.ForResource(PeerAuthenticationsResource).Informer()
-	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer} {
+	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer, c.bpInformer} {
 		if err := inf.SetTransform(trimUnstructured); err != nil {
 			return nil, fmt.Errorf("kube: policy or gateway informer: %w", err)
 		}
@@ -311,6 +322,7 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		// An HTTPRoute matters when its spec changes; status-only updates
 		// (the status writer's own, other controllers') are ignored.
 		{c.routeInformer, c.handler(kindHTTPRoute, specChanged)},
+		{c.bpInformer, c.handler(kindBackendPolicy, specChanged)},
 		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(obj any, initial bool) {
 				if !initial {
@@ -471,6 +483,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.dynFactory.Shutdown()
 	defer c.gwFactory.Shutdown()
 	defer c.routeFactory.Shutdown()
+	defer c.bpFactory.Shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.queue.ShutDown()
@@ -501,6 +514,19 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.gwFactory.Start(ctx.Done())
 	} else {
 		c.log.Warn("the Gateway API (gateway.networking.k8s.io/v1 gateways) is not installed: no traffic is bound to a waypoint; install its CRDs (deploy/, gatewayAPI.installCRDs) and restart the control plane")
+	}
+	bpServed, err := resourcesServed(c.discovery, BackendPoliciesResource.GroupVersion())
+	if err != nil {
+		return err
+	}
+	if bpServed[BackendPoliciesResource.Resource] {
+		c.mu.Lock()
+		c.backendPolicies = c.bpInformer
+		c.mu.Unlock()
+		c.bpFactory.Start(ctx.Done())
+		syncs = append(syncs, c.bpInformer.HasSynced)
+	} else {
+		c.log.Warn("the API server serves no backendpolicies (networking.ambit.dev/v1alpha1): BackendPolicies are not applied; install the CRDs (deploy/manifests) and restart the control plane")
 	}
 	c.factory.Start(ctx.Done())
 	c.dynFactory.Start(ctx.Done())
@@ -567,6 +593,7 @@ func (c *Controller) resyncAll() error {
 	if err := c.loadHTTPRoutes(b); err != nil {
 		return err
 	}
+	c.resolveBackendPolicies(b)
 	c.markAllWaypoints(b)
 	if err := c.publish(b); err != nil {
 		return err
@@ -629,6 +656,8 @@ func (c *Controller) reconcile(k key) error {
 		if err := c.reconcilePolicy(policy.Ref{Kind: policyKind(k.kind), Namespace: k.namespace, Name: k.name}, b); err != nil {
 			return err
 		}
+	case kindBackendPolicy:
+		// Resolved below: policies compete for ports, so all together.
 	case kindNode:
 		objs, err := c.pods.GetIndexer().ByIndex(podsByNode, k.name)
 		if err != nil {
@@ -639,6 +668,11 @@ func (c *Controller) reconcile(k key) error {
 				c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
 			}
 		}
+	}
+	switch k.kind {
+	case kindBackendPolicy, kindService, kindNamespace, kindGateway:
+		// A policy, or a Service's ports or waypoint binding, changed.
+		c.resolveBackendPolicies(b)
 	}
 	if err := c.publish(b); err != nil {
 		for _, ref := range b.pods {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	securityv1alpha1 "ambit.dev/api/security/v1alpha1"
+	"ambit.dev/controlplane/internal/backendpolicy"
 	"ambit.dev/controlplane/internal/httproute"
 	"ambit.dev/controlplane/internal/policy"
 )
@@ -22,8 +23,8 @@ import (
 const fieldManager = "ambit-controlplane"
 
 // RunStatusWriter writes the Accepted condition of every AuthorizationPolicy
-// and PeerAuthentication, and the parent statuses of every HTTPRoute with a
-// Service parent, whose compiled outcome differs from its status, and
+// and PeerAuthentication, the parent statuses of every HTTPRoute with a
+// Service parent, and the ancestor statuses of every BackendPolicy, whose compiled outcome differs from its status, and
 // keeps doing so as policies change, until ctx ends. It is a leader-only
 // writer (internal/leader): only one replica writes status. It starts with
 // every known policy, so a new leader repairs what a previous one missed.
@@ -55,12 +56,16 @@ func (c *Controller) RunStatusWriter(ctx context.Context) error {
 	c.mu.Lock()
 	refs := c.policies.Refs()
 	routes := slices.Collect(maps.Keys(c.routes))
+	bps := c.backendPolicyRefs()
 	c.mu.Unlock()
 	for _, r := range refs {
 		q.Add(statusItem{policy: r})
 	}
 	for _, r := range routes {
 		q.Add(statusItem{route: r})
+	}
+	for _, r := range bps {
+		q.Add(statusItem{backendPolicy: r})
 	}
 	stop := context.AfterFunc(ctx, q.ShutDown)
 	defer stop()
@@ -70,9 +75,12 @@ func (c *Controller) RunStatusWriter(ctx context.Context) error {
 			return nil
 		}
 		var err error
-		if r.route.Name != "" {
+		switch {
+		case r.route.Name != "":
 			err = c.writeRouteStatus(ctx, r.route)
-		} else {
+		case r.backendPolicy.Name != "":
+			err = c.writeBackendPolicyStatus(ctx, r.backendPolicy)
+		default:
 			err = c.writeStatus(ctx, r.policy)
 		}
 		switch {
@@ -104,15 +112,19 @@ func (c *Controller) enqueueStatus(refs ...policy.Ref) {
 }
 
 // statusItem is one object whose status the writer keeps: a policy, or
-// (route set) an HTTPRoute.
+// (route set) an HTTPRoute, or (backendPolicy set) a BackendPolicy.
 type statusItem struct {
-	policy policy.Ref
-	route  httproute.Ref
+	policy        policy.Ref
+	route         httproute.Ref
+	backendPolicy backendpolicy.Ref
 }
 
 func (s statusItem) String() string {
 	if s.route.Name != "" {
 		return "httproute " + s.route.String()
+	}
+	if s.backendPolicy.Name != "" {
+		return "backendpolicy " + s.backendPolicy.String()
 	}
 	return s.policy.Kind.String() + " " + s.policy.Namespace + "/" + s.policy.Name
 }
