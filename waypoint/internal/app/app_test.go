@@ -123,7 +123,7 @@ func field(body, key string) string {
 	return ""
 }
 
-// metric sums the samples of a counter or histogram (its count) whose
+// metric sums the samples of a counter, gauge or histogram (its count) whose
 // labels include want.
 func (a *App) metric(t *testing.T, name string, want map[string]string) float64 {
 	t.Helper()
@@ -152,6 +152,8 @@ func (a *App) metric(t *testing.T, name string, want map[string]string) float64 
 				sum += m.GetCounter().GetValue()
 			case dto.MetricType_HISTOGRAM:
 				sum += float64(m.GetHistogram().GetSampleCount())
+			case dto.MetricType_GAUGE:
+				sum += m.GetGauge().GetValue()
 			}
 		}
 	}

@@ -35,6 +35,7 @@ type httpStream struct {
 	mu         sync.Mutex
 	closed     bool
 	transports map[model.UpstreamProtocol]*http.Transport
+	pools      map[poolKey]*connPool // pool.go
 }
 
 type streamKey struct{}
@@ -43,7 +44,7 @@ type streamKey struct{}
 // other end of the in-memory connection, which the HBONE server splices
 // to the source.
 func (p *Proxy) serveHTTPStream(ctx context.Context, dst netip.AddrPort, src source) (net.Conn, error) {
-	st := &httpStream{p: p, dst: dst, src: src, transports: map[model.UpstreamProtocol]*http.Transport{}}
+	st := &httpStream{p: p, dst: dst, src: src, transports: map[model.UpstreamProtocol]*http.Transport{}, pools: map[poolKey]*connPool{}}
 	outer, inner := newPipe(net.TCPAddrFromAddrPort(dst), net.TCPAddrFromAddrPort(src.addr), st.close)
 	inner.stream = st
 	select {
@@ -92,9 +93,12 @@ func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, err
 func (st *httpStream) close() {
 	st.mu.Lock()
 	st.closed = true
-	ts := st.transports
-	st.transports = nil
+	ts, pools := st.transports, st.pools
+	st.transports, st.pools = nil, nil
 	st.mu.Unlock()
+	for _, p := range pools {
+		p.close()
+	}
 	for _, t := range ts {
 		t.CloseIdleConnections()
 	}
@@ -355,6 +359,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		panic(http.ErrAbortHandler)
 	case errors.Is(err, errNoHealthyUpstream):
 		localReply(w, route, http.StatusServiceUnavailable, "no healthy upstream")
+	case p.overflowed(w, r, err):
+		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
 	default:
 		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers: "+err.Error())
 	}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"fmt"
 
+	"ambit.dev/waypoint/internal/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,6 +33,10 @@ type Metrics struct {
 	tcpReceived *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	overflows   *prometheus.CounterVec
+	// circuit breakers and outlier detection
+	upstreamOverflows *prometheus.CounterVec
+	ejections         *prometheus.CounterVec
+	ejected           *prometheus.GaugeVec
 }
 
 // NewMetrics registers the metrics on reg.
@@ -52,9 +58,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Retries of upstream requests (Envoy's upstream_rq_retry)."}, []string{"cluster"}),
 		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retry_overflow_total",
 			Help: "Retries not made because the cluster's retry budget was exhausted (Envoy's upstream_rq_retry_overflow)."}, []string{"cluster"}),
+		upstreamOverflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_overflow_total",
+			Help: "Circuit breaker overflows by limit: max_pending_requests and max_requests refuse the request (503, Envoy's upstream_rq_pending_overflow), max_connections makes it wait for a connection (Envoy's upstream_cx_overflow)."}, []string{"cluster", "limit"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_outlier_ejections_total",
+			Help: "Endpoints ejected by outlier detection (Envoy's outlier_detection.ejections_enforced_total)."}, []string{"cluster"}),
+		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambit_waypoint_outlier_ejected_hosts",
+			Help: "Endpoints currently ejected by outlier detection (Envoy's outlier_detection.ejections_active)."}, []string{"cluster"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows,
+			m.upstreamOverflows, m.ejections, m.ejected} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 			}
@@ -105,3 +118,19 @@ func (m *Metrics) retry(cluster string) { m.retries.WithLabelValues(cluster).Inc
 
 // retryOverflow records a retry the cluster's budget did not allow.
 func (m *Metrics) retryOverflow(cluster string) { m.overflows.WithLabelValues(cluster).Inc() }
+
+// overflow records a circuit breaker overflow of cluster.
+func (m *Metrics) overflow(cluster string, l model.Limit) {
+	m.upstreamOverflows.WithLabelValues(cluster, string(l)).Inc()
+}
+
+// ejection records an outlier ejection in cluster.
+func (m *Metrics) ejection(cluster string) { m.ejections.WithLabelValues(cluster).Inc() }
+
+// ejectedHosts sets the number of ejected endpoints of cluster.
+func (m *Metrics) ejectedHosts(cluster string, n int) {
+	m.ejected.WithLabelValues(cluster).Set(float64(n))
+}
+
+// forgetCluster drops the gauges of a cluster that is gone.
+func (m *Metrics) forgetCluster(cluster string) { m.ejected.DeleteLabelValues(cluster) }

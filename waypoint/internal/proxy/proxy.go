@@ -52,7 +52,10 @@ type Config struct {
 	// DialTCP replaces how HBONE connections to endpoints are opened
 	// (tests); nil dials t.HBONEAddr.
 	DialTCP func(ctx context.Context, t hbone.Target) (net.Conn, error)
-	Logger  *slog.Logger
+	// Now is the clock of outlier detection and EWMA (tests); nil is
+	// time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Proxy is the data path. Build it with New, feed it configs with
@@ -80,6 +83,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener()}
 	tlsCfg, err := hbone.ServerTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -122,6 +128,7 @@ func (p *Proxy) SetConfig(c *model.Config) {
 	p.clusters.Range(func(name, _ any) bool {
 		if c == nil || c.Clusters[name.(string)] == nil {
 			p.clusters.Delete(name)
+			p.cfg.Metrics.forgetCluster(name.(string))
 		}
 		return true
 	})
@@ -218,10 +225,7 @@ func (s source) labels() Labels {
 	return Labels{SourceWorkload: s.workload, SourceNamespace: s.id.Namespace, SourcePrincipal: s.id.String()}
 }
 
-// pick chooses the next healthy endpoint of cl, round robin.
-func (p *Proxy) pick(cl *model.Cluster) (model.Endpoint, bool) {
-	return model.Pick(cl.Endpoints, p.clusterState(cl.Name).rr.Add(1)-1)
-}
+func (p *Proxy) now() time.Time { return p.cfg.Now() }
 
 // dialEndpoint opens an HBONE stream to ep's ztunnel presenting the
 // waypoint's certificate; the server must prove ep's identity.

@@ -32,6 +32,7 @@ var (
 type clusterState struct {
 	rr                atomic.Uint64
 	requests, retries atomic.Int64
+	upstreamState
 }
 
 // clusterState returns the state of the named cluster.
@@ -101,16 +102,19 @@ func (t *retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	}
 	defer release()
 	for attempt := 0; ; attempt++ {
-		n := ex.state.rr.Add(1) - 1
-		ep, ok := model.PickOther(ex.cluster.Endpoints, n, tried)
+		ep, host, ok := t.p.pickEndpoint(ex.cluster, tried)
 		if !ok {
 			return nil, errNoHealthyUpstream
 		}
 		tried = append(tried, ep.Destination)
 		ex.ep, ex.hasEP = ep, true
-		resp, outcome, err := t.attempt(out, ex, ep, body, policy)
+		resp, outcome, err := t.attempt(out, ex, ep, host, body, policy)
 		release()
+		var overflow *overflowError
 		switch {
+		case errors.As(err, &overflow):
+			// A circuit breaker refused the attempt: not retried (Envoy).
+			return nil, err
 		case ctx.Err() != nil:
 			// Route timeout or the source left: no more attempts.
 			if resp != nil {
@@ -146,9 +150,47 @@ func (t *retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 // the end of the request body (at once when there is none, as Envoy
 // starts it when the downstream request is complete) until the response
 // headers; the attempt's context lives until the response body is closed.
-func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpoint, body *replayBody, policy *model.RetryPolicy) (*http.Response, model.Attempt, error) {
+func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpoint, host *hostState, body *replayBody, policy *model.RetryPolicy) (*http.Response, model.Attempt, error) {
+	start := time.Now()
 	ctx, cancel := context.WithCancelCause(out.Context())
-	ctx = context.WithValue(ctx, upstreamKey{}, &upstream{ep: ep, cluster: ex.cluster})
+	host.active.Add(1)
+	var cc *http.ClientConn
+	var pool *connPool
+	end := sync.OnceFunc(func() {
+		cancel(nil)
+		host.active.Add(-1)
+		if cc != nil {
+			pool.done()
+		}
+	})
+	// report gives the attempt's result to outlier detection and EWMA;
+	// a request the source abandoned counts for neither.
+	report := func(a model.Attempt) {
+		code := model.OutlierCode(a)
+		switch {
+		case errors.Is(out.Context().Err(), context.DeadlineExceeded):
+			code = http.StatusGatewayTimeout // the route timeout
+		case out.Context().Err() != nil:
+			return
+		}
+		t.p.result(ex.cluster, ep, host, code, time.Since(start))
+	}
+	// The circuit breakers and the connection pool: the per-try timeout
+	// starts once the attempt has a connection (Envoy's onPoolReady).
+	pool, err := ex.st.pool(ex.cluster, ep)
+	if err == nil {
+		cc, err = pool.acquire(ctx, ex.cluster, ep)
+	}
+	if err != nil {
+		var ce *connectError
+		a := model.Attempt{Failure: model.FailureReset}
+		if errors.As(err, &ce) {
+			a.Failure = model.FailureConnect
+			report(a)
+		}
+		end()
+		return nil, a, err
+	}
 	req := out.WithContext(ctx)
 	u := *out.URL
 	u.Host = ep.Destination.String()
@@ -190,7 +232,7 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 		arm()
 	}
 
-	resp, err := t.roundTrip(req, ex)
+	resp, err := cc.RoundTrip(req)
 	headersFirst := timeout.CompareAndSwap(0, 2)
 	timerMu.Lock()
 	if timer != nil {
@@ -201,25 +243,21 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 		if resp != nil {
 			resp.Body.Close()
 		}
-		cancel(nil)
-		return nil, model.Attempt{Failure: model.FailurePerTryTimeout}, errPerTryTimeout
+		end()
+		a := model.Attempt{Failure: model.FailurePerTryTimeout}
+		report(a)
+		return nil, a, errPerTryTimeout
 	}
 	if err != nil {
-		cancel(nil)
-		return nil, model.Attempt{Failure: failureOf(err)}, err
+		end()
+		a := model.Attempt{Failure: failureOf(err)}
+		report(a)
+		return nil, a, err
 	}
-	resp.Body = cancelOnClose(resp.Body, func() { cancel(nil) })
-	return resp, model.Attempt{Status: resp.StatusCode, GRPCStatus: resp.Header.Get("Grpc-Status")}, nil
-}
-
-// roundTrip sends req with the transport of its stream and the cluster's
-// upstream protocol.
-func (t *retryTransport) roundTrip(req *http.Request, ex *exchange) (*http.Response, error) {
-	tr, err := ex.st.transport(ex.cluster.Upstream)
-	if err != nil {
-		return nil, err
-	}
-	return tr.RoundTrip(req)
+	a := model.Attempt{Status: resp.StatusCode, GRPCStatus: resp.Header.Get("Grpc-Status")}
+	report(a)
+	resp.Body = cancelOnClose(resp.Body, end)
+	return resp, a, nil
 }
 
 // cancelOnClose calls cancel once body is closed, keeping the body

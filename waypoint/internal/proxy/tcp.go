@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"ambit.dev/pkg/hbone"
 	"ambit.dev/waypoint/internal/model"
@@ -20,18 +21,35 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable,
 			Reason: fmt.Sprintf("cluster %s of %s not received from the control plane yet", ch.Cluster, ch.Name)}
 	}
-	ep, ok := p.pick(cl)
+	ep, host, ok := p.pickEndpoint(cl, nil)
 	if !ok {
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "no healthy upstream for " + cl.Service.Hostname}
 	}
+	// max_connections: a tcp_proxy connection is refused rather than
+	// queued (Envoy would hold it pending).
+	cs := p.clusterState(cl.Name)
+	if !tryAcquire(&cs.connections, cl.Limit(model.LimitConnections)) {
+		p.cfg.Metrics.overflow(cl.Name, model.LimitConnections)
+		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "upstream overflow: max_connections of " + cl.Name}
+	}
+	host.active.Add(1)
+	start := time.Now()
 	up, err := p.dialEndpoint(ctx, ep, cl, src)
 	if err != nil {
+		cs.connections.Add(-1)
+		host.active.Add(-1)
+		p.result(cl, ep, host, http.StatusServiceUnavailable, time.Since(start))
 		return nil, err
+	}
+	p.result(cl, ep, host, http.StatusOK, time.Since(start))
+	release := func() {
+		cs.connections.Add(-1)
+		host.active.Add(-1)
 	}
 	l := src.labels()
 	l.DestinationService = cl.Service.Hostname
 	m := p.cfg.Metrics.openTCP(endpointLabels(l, ep))
-	return &countingConn{Conn: up, m: m}, nil
+	return &countingConn{Conn: up, m: m, release: release}, nil
 }
 
 // countingConn is the upstream side of a TCP stream: what the HBONE
@@ -39,8 +57,9 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 // from the source.
 type countingConn struct {
 	*hbone.Conn
-	m    tcpConn
-	once sync.Once
+	m       tcpConn
+	release func()
+	once    sync.Once
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
@@ -60,6 +79,9 @@ func (c *countingConn) Write(b []byte) (int, error) {
 }
 
 func (c *countingConn) Close() error {
-	c.once.Do(c.m.closed.Inc)
+	c.once.Do(func() {
+		c.m.closed.Inc()
+		c.release()
+	})
 	return c.Conn.Close()
 }
