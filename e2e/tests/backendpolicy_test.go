@@ -26,8 +26,8 @@ import (
 var backendPolicyGVR = schema.GroupVersionResource{Group: "networking.ambit.dev", Version: "v1alpha1", Resource: "backendpolicies"}
 
 // ejectedMetric is the waypoint gauge of the endpoints outlier detection
-// has ejected now, per cluster (waypoint/README.md).
-const ejectedMetric = "ambit_waypoint_outlier_ejected_endpoints"
+// has ejected now, per cluster (XDS.md §14).
+const ejectedMetric = "ambit_waypoint_outlier_ejected_hosts"
 
 // answers is what a batch of requests got.
 type answers struct {
