@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
@@ -85,6 +84,11 @@ func tryAnswers(f *framework.Framework, ns, client, url string, n int) (answers,
 		return a, fmt.Errorf("GET %s x%d: no summary line (exec error %v); stderr: %s", url, n, err, excerptLines(stderr, 5))
 	}
 	for _, line := range strings.Split(stderr, "\n") {
+		// With n > 1 each failed request has a "request i/n failed:" line,
+		// and the last one is repeated in the exit error.
+		if n > 1 && !strings.HasPrefix(line, "request ") {
+			continue
+		}
 		m := failedAnswer.FindStringSubmatch(line)
 		if m == nil {
 			continue
@@ -212,12 +216,7 @@ func TestBackendPolicy(t *testing.T) {
 	limitedURL := fmt.Sprintf("http://%s/delay/400", limited.Spec.ClusterIP)
 
 	createWaypoint(t, f, dyn, ns, "waypoint")
-	for _, svc := range []string{"backend", "limited"} {
-		patch := `{"metadata":{"labels":{"ambit.dev/use-waypoint":"waypoint"}}}`
-		if _, err := f.Client.CoreV1().Services(ns).Patch(f.Ctx(), svc, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	useWaypoint(t, f, ns, "waypoint", "backend", "limited")
 	applyYAML(t, f, dyn, httpRouteGVR, ns, fmt.Sprintf(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -264,12 +263,7 @@ spec:
 		err := f.Eventually(time.Minute, func() error {
 			// Enough requests for a bad backend to fail 3 times in a row.
 			getAnswers(t, f, ns, client.Name, backendURL, 40)
-			ejected = 0
-			eachWaypointSample(t, f, ns, "waypoint", ejectedMetric, func(l map[string]string, v float64) {
-				if strings.Contains(l["cluster"], host) {
-					ejected += v
-				}
-			})
+			ejected = waypointMetric(t, f, ns, "waypoint", ejectedMetric, host)
 			if ejected != 1 {
 				return fmt.Errorf("%s for %s is %v, want 1", ejectedMetric, host, ejected)
 			}
@@ -301,13 +295,7 @@ spec:
 			t.Fatalf("success rate %.2f with outlier detection, %.2f without: want at least 0.6 and 0.1 better", afterRate, beforeRate)
 		}
 		// Still ejected: the gauge has not moved.
-		ejected = 0
-		eachWaypointSample(t, f, ns, "waypoint", ejectedMetric, func(l map[string]string, v float64) {
-			if strings.Contains(l["cluster"], host) {
-				ejected += v
-			}
-		})
-		if ejected != 1 {
+		if ejected = waypointMetric(t, f, ns, "waypoint", ejectedMetric, host); ejected != 1 {
 			t.Fatalf("%s for %s is %v after 300 more requests, want 1 (the cap)", ejectedMetric, host, ejected)
 		}
 	})
@@ -371,8 +359,8 @@ spec:
 				return err
 			}
 			t.Logf("30 concurrent requests: %d ok, %d answered 503 x-envoy-overloaded", total.okCount(), total.overloaded)
-			if total.overloaded == 0 || total.okCount() == 0 {
-				return fmt.Errorf("%d ok, %d overloaded of 30: want some of each", total.okCount(), total.overloaded)
+			if total.overloaded == 0 || total.okCount() == 0 || total.overloaded+total.okCount() != total.total {
+				return fmt.Errorf("%d ok, %d overloaded of %d: want some of each and nothing else", total.okCount(), total.overloaded, total.total)
 			}
 			if n := sum(total.failed); n > 0 {
 				return fmt.Errorf("%d answers from a server failed: %v", n, total.failed)

@@ -225,12 +225,7 @@ func TestHTTPRoute(t *testing.T) {
 	flakyURL := fmt.Sprintf("http://%s/", flaky.Spec.ClusterIP)
 
 	createWaypoint(t, f, dyn, ns, "waypoint")
-	for _, svc := range []string{"reviews", "flaky"} {
-		patch := `{"metadata":{"labels":{"ambit.dev/use-waypoint":"waypoint"}}}`
-		if _, err := f.Client.CoreV1().Services(ns).Patch(f.Ctx(), svc, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	useWaypoint(t, f, ns, "waypoint", "reviews", "flaky")
 
 	applyYAML(t, f, dyn, httpRouteGVR, ns, fmt.Sprintf(`
 apiVersion: gateway.networking.k8s.io/v1

@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"slices"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -166,23 +165,9 @@ func (c *Controller) writeBackendPolicyStatus(ctx context.Context, r backendpoli
 	if !changed {
 		return nil
 	}
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&next)
-	if err != nil {
-		return fmt.Errorf("encoding status: %w", err)
+	if written, err := c.putStatus(ctx, BackendPoliciesResource, u, &next); err != nil || !written {
+		return err
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	upd := u.DeepCopy()
-	upd.Object["status"] = raw
-	_, err = c.dyn.Resource(BackendPoliciesResource).Namespace(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		return fmt.Errorf("updating the status of backendpolicy %s (RBAC: the control plane needs update on backendpolicies/status): %w", r, err)
-	}
-	c.metrics.statusWrites.WithLabelValues("success").Inc()
 	for _, a := range want {
 		c.log.Info("BackendPolicy status updated", "policy", r.String(), "target", a.Ref.Name, "sectionName", a.Ref.SectionName,
 			"accepted", a.Accepted.Status, "reason", a.Accepted.Reason, "message", a.Accepted.Message)

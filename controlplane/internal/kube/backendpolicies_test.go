@@ -86,15 +86,7 @@ func TestBackendPolicyFeed(t *testing.T) {
 		gateway(t, "demo", "wp", "service", true))...)
 	web := webFor(webEndpoint("p1", "10.244.1.10", true))
 	e.expectWaypointUpdate(web)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.ctrl.RunStatusWriter(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("RunStatusWriter: %v", err)
-		}
-	})
+	e.runStatusWriter()
 	target := networkingv1alpha1.BackendPolicyTargetRef{Kind: "Service", Name: "web"}
 
 	e.putBackendPolicy("old", 0, 1, target)

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -266,23 +265,9 @@ func (c *Controller) writeRouteStatus(ctx context.Context, r httproute.Ref) erro
 	if !changed {
 		return nil
 	}
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&next)
-	if err != nil {
-		return fmt.Errorf("encoding status: %w", err)
+	if written, err := c.putStatus(ctx, HTTPRoutesResource, u, &next); err != nil || !written {
+		return err
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	upd := u.DeepCopy()
-	upd.Object["status"] = raw
-	_, err = c.dyn.Resource(HTTPRoutesResource).Namespace(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		return fmt.Errorf("updating the status of httproute %s (RBAC: the control plane needs update on httproutes/status): %w", r, err)
-	}
-	c.metrics.statusWrites.WithLabelValues("success").Inc()
 	for _, p := range compiled.Parents {
 		c.log.Info("HTTPRoute status updated", "route", r.String(), "parent", p.Service.String(),
 			"accepted", p.Accepted.Status, "reason", p.Accepted.Reason, "resolvedRefs", p.ResolvedRefs.Reason, "message", p.Accepted.Message)

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/util/workqueue"
 
 	securityv1alpha1 "ambit.dev/api/security/v1alpha1"
@@ -155,29 +156,39 @@ func (c *Controller) writeStatus(ctx context.Context, r policy.Ref) error {
 	if !changed {
 		return nil
 	}
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&next)
-	if err != nil {
-		return fmt.Errorf("encoding status: %w", err)
+	if written, err := c.putStatus(ctx, policyResource(r.Kind), u, &next); err != nil || !written {
+		return err
 	}
-	if ctx.Err() != nil {
-		return ctx.Err() // no longer leading: do not write
-	}
-	upd := u.DeepCopy()
-	upd.Object["status"] = raw
-	_, err = c.dyn.Resource(policyResource(r.Kind)).Namespace(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil // deleted meanwhile
-	case err != nil:
-		// A conflict means the cache is behind; the retry reads the newer
-		// object.
-		return fmt.Errorf("updating the status of %s %s/%s (RBAC: the control plane needs update on %s/status): %w",
-			policyResource(r.Kind).Resource, r.Namespace, r.Name, policyResource(r.Kind).Resource, err)
-	}
-	c.metrics.statusWrites.WithLabelValues("success").Inc()
 	c.log.Info("policy status updated", "kind", r.Kind.String(), "namespace", r.Namespace, "name", r.Name,
 		"accepted", want.Status, "reason", want.Reason, "message", want.Message)
 	return nil
+}
+
+// putStatus writes status (a typed status struct) as the status of u, a
+// cached object of resource gvr, through its status subresource, unless
+// ctx is done (no longer leading). written is false when it did not write:
+// ctx done, or the object gone meanwhile. A conflict means the cache is
+// behind; the caller's retry reads the newer object.
+func (c *Controller) putStatus(ctx context.Context, gvr schema.GroupVersionResource, u *unstructured.Unstructured, status any) (written bool, err error) {
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(status)
+	if err != nil {
+		return false, fmt.Errorf("encoding status: %w", err)
+	}
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	upd := u.DeepCopy()
+	upd.Object["status"] = raw
+	_, err = c.dyn.Resource(gvr).Namespace(u.GetNamespace()).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("updating the status of %s %s/%s (RBAC: the control plane needs update on %s/status): %w",
+			gvr.Resource, u.GetNamespace(), u.GetName(), gvr.Resource, err)
+	}
+	c.metrics.statusWrites.WithLabelValues("success").Inc()
+	return true, nil
 }
 
 // NextStatus returns cur with its Accepted condition set to want (keeping
