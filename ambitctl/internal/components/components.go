@@ -30,6 +30,7 @@ const (
 // the chart unless gatewayAPI.installCRDs=false; waypoints need them.
 var CRDs = []string{
 	"authorizationpolicies.security.ambit.dev",
+	"backendpolicies.networking.ambit.dev",
 	"gatewayclasses.gateway.networking.k8s.io",
 	"gateways.gateway.networking.k8s.io",
 	"grpcroutes.gateway.networking.k8s.io",
