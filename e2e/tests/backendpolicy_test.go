@@ -209,8 +209,10 @@ func TestBackendPolicy(t *testing.T) {
 	client := f.TestApp(ns, "client", framework.AppOptions{Node: nodes[1], ServiceAccount: "client", Args: []string{"sleep"}})
 	backend := selectorService(t, f, ns, "backend", map[string]string{"app": "backend"})
 	limited := selectorService(t, f, ns, "limited", map[string]string{"app": "backend", "health": "good"})
+	solo := selectorService(t, f, ns, "solo", map[string]string{"app": "backend", "health": "good"})
 	f.WaitEndpoints(ns, "backend", 4)
 	f.WaitEndpoints(ns, "limited", 2)
+	f.WaitEndpoints(ns, "solo", 2)
 	waitRedirection(t, f, ns, client.Name, "enabled")
 	backendURL := fmt.Sprintf("http://%s/", backend.Spec.ClusterIP)
 	limitedURL := fmt.Sprintf("http://%s/delay/400", limited.Spec.ClusterIP)
@@ -364,6 +366,40 @@ spec:
 			}
 			if n := sum(total.failed); n > 0 {
 				return fmt.Errorf("%d answers from a server failed: %v", n, total.failed)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("a policy on a Service without a waypoint provisions one", func(t *testing.T) {
+		applyYAML(t, f, dyn, backendPolicyGVR, ns, fmt.Sprintf(`
+apiVersion: networking.ambit.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: solo, namespace: %s}
+spec:
+  targetRefs: [{group: "", kind: Service, name: solo}]
+  loadBalancer: {algorithm: EWMA, choiceCount: 2}
+`, ns))
+		start := time.Now()
+		msgs := waitBackendPolicy(t, f, dyn, ns, "solo", "Accepted")
+		t.Logf("policy applied -> waypoint provisioned and Service bound: %v (%s)", time.Since(start).Round(100*time.Millisecond), msgs[0])
+		if l, a := serviceWaypointLabel(t, f, ns, "solo"); l != autoGateway || a != autoGateway {
+			t.Fatalf("Service solo: use-waypoint=%q auto-waypoint=%q, want both %q", l, a, autoGateway)
+		}
+		soloHost := "solo." + ns + ".svc"
+		err := f.Eventually(time.Minute, func() error {
+			a, err := tryAnswers(f, ns, client.Name, fmt.Sprintf("http://%s/", solo.Spec.ClusterIP), 20)
+			if err != nil {
+				return err
+			}
+			if a.okCount() != 20 {
+				return fmt.Errorf("answers %+v, want 20 ok", a)
+			}
+			if n := waypointRequests(t, f, ns, autoGateway, soloHost); n < 20 {
+				return fmt.Errorf("the provisioned waypoint counted %v requests to %s, want at least 20", n, soloHost)
 			}
 			return nil
 		})
