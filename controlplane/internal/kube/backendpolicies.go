@@ -3,7 +3,6 @@ package kube
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -140,26 +139,12 @@ func (c *Controller) backendPolicyRefs() []backendpolicy.Ref {
 func (c *Controller) writeBackendPolicyStatus(ctx context.Context, r backendpolicy.Ref) error {
 	c.mu.Lock()
 	want, known := c.bpResult.Status[r]
-	var obj any
-	exists := false
-	var err error
-	if c.backendPolicies != nil {
-		obj, exists, err = c.backendPolicies.GetIndexer().GetByKey(r.String())
-	}
+	inf := c.backendPolicies
 	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if !known || !exists {
-		return nil
-	}
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return fmt.Errorf("a BackendPolicy in the cache is a %T, not unstructured", obj)
-	}
 	var cur networkingv1alpha1.BackendPolicyStatus
-	if raw, ok := u.Object["status"].(map[string]any); ok {
-		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &cur)
+	u, err := cachedWithStatus(inf, r.String(), &cur)
+	if err != nil || !known || u == nil {
+		return err
 	}
 	next, changed := NextBackendPolicyStatus(cur, want)
 	if !changed {

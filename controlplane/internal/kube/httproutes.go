@@ -240,26 +240,12 @@ func (c *Controller) enqueueRouteStatus(refs ...httproute.Ref) {
 func (c *Controller) writeRouteStatus(ctx context.Context, r httproute.Ref) error {
 	c.mu.Lock()
 	compiled, known := c.routes[r]
-	var obj any
-	exists := false
-	var err error
-	if c.httpRoutes != nil {
-		obj, exists, err = c.httpRoutes.GetIndexer().GetByKey(r.String())
-	}
+	inf := c.httpRoutes
 	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if !known || !exists {
-		return nil
-	}
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return fmt.Errorf("an HTTPRoute in the cache is a %T, not unstructured", obj)
-	}
 	var cur gwapiv1.RouteStatus
-	if raw, ok := u.Object["status"].(map[string]any); ok {
-		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &cur)
+	u, err := cachedWithStatus(inf, r.String(), &cur)
+	if err != nil || !known || u == nil {
+		return err
 	}
 	next, changed := NextRouteStatus(cur, compiled)
 	if !changed {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
 	securityv1alpha1 "ambit.dev/api/security/v1alpha1"
@@ -162,6 +163,28 @@ func (c *Controller) writeStatus(ctx context.Context, r policy.Ref) error {
 	c.log.Info("policy status updated", "kind", r.Kind.String(), "namespace", r.Namespace, "name", r.Name,
 		"accepted", want.Status, "reason", want.Reason, "message", want.Message)
 	return nil
+}
+
+// cachedWithStatus returns the object key ("<namespace>/<name>") of the
+// cache of inf, nil when inf is nil or the object is not there, and decodes
+// its status into status (a status the control plane cannot read is left
+// zero: it is overwritten).
+func cachedWithStatus(inf cache.SharedIndexInformer, key string, status any) (*unstructured.Unstructured, error) {
+	if inf == nil {
+		return nil, nil
+	}
+	obj, exists, err := inf.GetIndexer().GetByKey(key)
+	if err != nil || !exists {
+		return nil, err
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, fmt.Errorf("%s in the cache is a %T, not unstructured", key, obj)
+	}
+	if raw, ok := u.Object["status"].(map[string]any); ok {
+		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, status)
+	}
+	return u, nil
 }
 
 // putStatus writes status (a typed status struct) as the status of u, a
