@@ -1,6 +1,7 @@
-// Package httproute compiles Gateway API HTTPRoutes attached to Services
-// (GAMMA: a parentRef of kind Service) into the waypoint route input of
-// internal/waypointxds (XDS.md §7.1), with the status conditions each
+// Package httproute compiles Gateway API HTTPRoutes and GRPCRoutes
+// attached to Services (GAMMA: a parentRef of kind Service) into the
+// waypoint route input of internal/waypointxds (XDS.md §7.1, §7.2; a
+// GRPCRoute is compiled as the HTTPRoute it means), with the status conditions each
 // parent gets. It is pure: the caller passes the route and a lookup of the
 // Services it names, and gets back what to send to waypoints and what to
 // write in the route's status.
@@ -30,10 +31,39 @@ const ControllerName = "ambit.dev/waypoint-controller"
 // route until one is.
 const ReasonWaypointRequired = "WaypointRequired"
 
-// Ref names an HTTPRoute.
-type Ref struct{ Namespace, Name string }
+// Kind is the kind of a route.
+type Kind string
 
-func (r Ref) String() string { return r.Namespace + "/" + r.Name }
+// The route kinds compiled here.
+const (
+	KindHTTPRoute Kind = "" // the zero Kind
+	KindGRPCRoute Kind = "GRPCRoute"
+)
+
+// String returns the kind's name ("HTTPRoute" for the zero Kind).
+func (k Kind) String() string {
+	if k == KindHTTPRoute {
+		return "HTTPRoute"
+	}
+	return string(k)
+}
+
+// Ref names a route: an HTTPRoute, or a GRPCRoute (compiled as the
+// HTTPRoute it means). The zero Kind is an HTTPRoute.
+type Ref struct {
+	Kind            Kind
+	Namespace, Name string
+}
+
+// Key is the namespace/name cache key of the route.
+func (r Ref) Key() string { return r.Namespace + "/" + r.Name }
+
+func (r Ref) String() string {
+	if r.Kind == KindGRPCRoute {
+		return "grpcroute " + r.Key()
+	}
+	return r.Key()
+}
 
 // ServiceRef names a Service.
 type ServiceRef struct{ Namespace, Name string }
@@ -165,7 +195,7 @@ func Routes(rules []Rule) []waypointxds.Route {
 // left out: they are not Ambit's to program or report on.
 func Compile(rt *gwapiv1.HTTPRoute, lookup Lookup) Compiled {
 	c := Compiled{
-		Ref:        Ref{rt.Namespace, rt.Name},
+		Ref:        Ref{Namespace: rt.Namespace, Name: rt.Name},
 		Generation: rt.Generation,
 		Created:    rt.CreationTimestamp.Time,
 	}

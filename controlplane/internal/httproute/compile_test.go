@@ -28,13 +28,22 @@ func services() Lookup {
 // route parses an HTTPRoute spec given in YAML, in namespace demo.
 func route(t *testing.T, name, spec string) *gwapiv1.HTTPRoute {
 	t.Helper()
-	var rt gwapiv1.HTTPRoute
-	if err := yaml.UnmarshalStrict([]byte(spec), &rt.Spec); err != nil {
+	rt := &gwapiv1.HTTPRoute{ObjectMeta: testMeta(name, 3)}
+	decodeSpec(t, spec, &rt.Spec)
+	return rt
+}
+
+// testMeta is the metadata of a test route in namespace demo.
+func testMeta(name string, gen int64) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: "demo", Name: name, Generation: gen,
+		CreationTimestamp: metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
+}
+
+func decodeSpec(t *testing.T, spec string, into any) {
+	t.Helper()
+	if err := yaml.UnmarshalStrict([]byte(spec), into); err != nil {
 		t.Fatalf("spec: %v", err)
 	}
-	rt.Namespace, rt.Name, rt.Generation = "demo", name, 3
-	rt.CreationTimestamp = metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	return &rt
 }
 
 const parent = "parentRefs: [{group: \"\", kind: Service, name: reviews, port: 80}]\n"

@@ -34,6 +34,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -98,11 +99,12 @@ const (
 	kindPeerAuthentication
 	kindGateway
 	kindHTTPRoute
+	kindGRPCRoute
 	kindBackendPolicy
 )
 
 func (k kind) String() string {
-	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute", "backendpolicy"}[k]
+	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute", "grpcroute", "backendpolicy"}[k]
 }
 
 // key is a workqueue item: one object, by kind, namespace and name.
@@ -147,11 +149,14 @@ type Controller struct {
 	gatewayInformer cache.SharedIndexInformer
 	gateways        cache.SharedIndexInformer
 	// routeFactory and routeInformer watch HTTPRoutes when the Gateway
-	// API serves them;
-	// httpRoutes is set to it once it runs.
-	routeFactory  dynamicinformer.DynamicSharedInformerFactory
-	routeInformer cache.SharedIndexInformer
-	httpRoutes    cache.SharedIndexInformer
+	// API serves them; httpRoutes is set to it once it runs. The same for
+	// GRPCRoutes, with their own factory (either may be served alone).
+	routeFactory      dynamicinformer.DynamicSharedInformerFactory
+	routeInformer     cache.SharedIndexInformer
+	httpRoutes        cache.SharedIndexInformer
+	grpcRouteFactory  dynamicinformer.DynamicSharedInformerFactory
+	grpcRouteInformer cache.SharedIndexInformer
+	grpcRoutes        cache.SharedIndexInformer
 	// bpFactory and bpInformer watch BackendPolicies when the API server
 	// serves them; backendPolicies is set to bpInformer once it runs.
 	bpFactory       dynamicinformer.DynamicSharedInformerFactory
@@ -241,10 +246,11 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		discovery: client.Discovery(),
 		gwFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		// HTTPRoutes have their own factory: started only when served.
-		routeFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
-		bpFactory:    dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
-		waypoints:    model.Waypoints{},
-		unusable:     map[string]unusableBinding{},
+		routeFactory:     dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		grpcRouteFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		bpFactory:        dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		waypoints:        model.Waypoints{},
+		unusable:         map[string]unusableBinding{},
 
 		waypointSink:      cfg.Waypoints,
 		svcWaypoint:       map[model.ObjectRef]model.ObjectRef{},
@@ -256,10 +262,11 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 	}
 	c.gatewayInformer = c.gwFactory.ForResource(GatewaysResource).Informer()
 	c.routeInformer = c.routeFactory.ForResource(HTTPRoutesResource).Informer()
+	c.grpcRouteInformer = c.grpcRouteFactory.ForResource(GRPCRoutesResource).Informer()
 	c.bpInformer = c.bpFactory.ForResource(BackendPoliciesResource).Informer()
 	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
 	c.peerAuthns = c.dynFactory.ForResource(PeerAuthenticationsResource).Informer()
-	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer, c.bpInformer} {
+	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer, c.grpcRouteInformer, c.bpInformer} {
 		if err := inf.SetTransform(trimUnstructured); err != nil {
 			return nil, fmt.Errorf("kube: policy or gateway informer: %w", err)
 		}
@@ -322,6 +329,7 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		// An HTTPRoute matters when its spec changes; status-only updates
 		// (the status writer's own, other controllers') are ignored.
 		{c.routeInformer, c.handler(kindHTTPRoute, specChanged)},
+		{c.grpcRouteInformer, c.handler(kindGRPCRoute, specChanged)},
 		{c.bpInformer, c.handler(kindBackendPolicy, specChanged)},
 		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(obj any, initial bool) {
@@ -502,14 +510,26 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.gateways = c.gatewayInformer
 		c.mu.Unlock()
 		syncs = append(syncs, c.gatewayInformer.HasSynced)
-		if served[HTTPRoutesResource.Resource] {
+		// Each route kind starts once its resource is served (bound
+		// informers stay nil otherwise: no routes of that kind).
+		for _, r := range []struct {
+			res     schema.GroupVersionResource
+			factory dynamicinformer.DynamicSharedInformerFactory
+			inf     cache.SharedIndexInformer
+			set     *cache.SharedIndexInformer
+		}{
+			{HTTPRoutesResource, c.routeFactory, c.routeInformer, &c.httpRoutes},
+			{GRPCRoutesResource, c.grpcRouteFactory, c.grpcRouteInformer, &c.grpcRoutes},
+		} {
+			if !served[r.res.Resource] {
+				c.log.Warn("the Gateway API does not serve this route kind: waypoints get no such routes; install its CRDs and restart the control plane", "resource", r.res.String())
+				continue
+			}
 			c.mu.Lock()
-			c.httpRoutes = c.routeInformer
+			*r.set = r.inf
 			c.mu.Unlock()
-			c.routeFactory.Start(ctx.Done())
-			syncs = append(syncs, c.routeInformer.HasSynced)
-		} else {
-			c.log.Warn("the Gateway API serves no httproutes (gateway.networking.k8s.io/v1): waypoints get no routes; install its CRDs and restart the control plane")
+			r.factory.Start(ctx.Done())
+			syncs = append(syncs, r.inf.HasSynced)
 		}
 		c.gwFactory.Start(ctx.Done())
 	} else {
@@ -590,7 +610,7 @@ func (c *Controller) resyncAll() error {
 	for _, p := range pods {
 		c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
 	}
-	if err := c.loadHTTPRoutes(b); err != nil {
+	if err := c.loadRoutes(b); err != nil {
 		return err
 	}
 	c.resolveBackendPolicies(b)
@@ -649,7 +669,11 @@ func (c *Controller) reconcile(k key) error {
 			return err
 		}
 	case kindHTTPRoute:
-		if err := c.reconcileHTTPRoute(httproute.Ref{Namespace: k.namespace, Name: k.name}, b); err != nil {
+		if err := c.reconcileRoute(httproute.Ref{Namespace: k.namespace, Name: k.name}, b); err != nil {
+			return err
+		}
+	case kindGRPCRoute:
+		if err := c.reconcileRoute(httproute.Ref{Kind: httproute.KindGRPCRoute, Namespace: k.namespace, Name: k.name}, b); err != nil {
 			return err
 		}
 	case kindAuthorizationPolicy, kindPeerAuthentication:

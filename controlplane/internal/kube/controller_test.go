@@ -158,12 +158,12 @@ func startWith(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *env {
 	if gatewayAPI {
 		client.Resources = []*metav1.APIResourceList{{
 			GroupVersion: GatewaysResource.GroupVersion().String(),
-			APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}, {Name: "httproutes", Namespaced: true, Kind: "HTTPRoute"}},
+			APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}, {Name: "httproutes", Namespaced: true, Kind: "HTTPRoute"}, {Name: "grpcroutes", Namespaced: true, Kind: "GRPCRoute"}},
 		}, {
 			GroupVersion: BackendPoliciesResource.GroupVersion().String(),
 			APIResources: []metav1.APIResource{{Name: "backendpolicies", Namespaced: true, Kind: "BackendPolicy"}},
 		}}
-		watched += 3
+		watched += 4 // gateways, httproutes, grpcroutes, backendpolicies
 	}
 	listKinds := PolicyListKinds()
 	maps.Copy(listKinds, GatewayListKinds())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -114,7 +115,8 @@ func (c *Controller) enqueueStatus(refs ...policy.Ref) {
 }
 
 // statusItem is one object whose status the writer keeps: a policy, or
-// (route set) an HTTPRoute, or (backendPolicy set) a BackendPolicy.
+// (route set) an HTTPRoute or GRPCRoute, or (backendPolicy set) a
+// BackendPolicy.
 type statusItem struct {
 	policy        policy.Ref
 	route         httproute.Ref
@@ -123,7 +125,7 @@ type statusItem struct {
 
 func (s statusItem) String() string {
 	if s.route.Name != "" {
-		return "httproute " + s.route.String()
+		return strings.ToLower(s.route.Kind.String()) + " " + s.route.Key()
 	}
 	if s.backendPolicy.Name != "" {
 		return "backendpolicy " + s.backendPolicy.String()
