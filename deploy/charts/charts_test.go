@@ -137,6 +137,7 @@ func TestRenderDefaults(t *testing.T) {
 		got = append(got, o.String())
 	}
 	want := []string{
+		"CustomResourceDefinition backendpolicies.networking.ambit.dev",
 		"CustomResourceDefinition httpfaults.networking.ambit.dev",
 		"CustomResourceDefinition authorizationpolicies.security.ambit.dev",
 		"CustomResourceDefinition peerauthentications.security.ambit.dev",
@@ -210,6 +211,8 @@ func TestRenderDefaults(t *testing.T) {
 			{APIGroups: []string{"security.ambit.dev"}, Resources: []string{"authorizationpolicies", "peerauthentications"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"security.ambit.dev"}, Resources: []string{"authorizationpolicies/status", "peerauthentications/status"}, Verbs: []string{"get", "update", "patch"}},
 			{APIGroups: []string{"networking.ambit.dev"}, Resources: []string{"httpfaults"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"networking.ambit.dev"}, Resources: []string{"backendpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"networking.ambit.dev"}, Resources: []string{"backendpolicies/status"}, Verbs: []string{"get", "update", "patch"}},
 		} {
 			if !slices.ContainsFunc(cr.Rules, func(r rbacv1.PolicyRule) bool { return reflect.DeepEqual(r, want) }) {
 				t.Errorf("ClusterRole ambit-controlplane lacks rule %+v; has %+v", want, cr.Rules)
@@ -519,7 +522,7 @@ func TestRenderValues(t *testing.T) {
 			values: map[string]any{"gatewayAPI": map[string]any{"installCRDs": false}},
 			check: func(t *testing.T, objs []object) {
 				if got := crdGroups(objs); !slices.Equal(got, []string{"networking.ambit.dev", "security.ambit.dev"}) {
-					t.Errorf("CRD groups %v, want only Ambit's (networking and security.ambit.dev)", got)
+					t.Errorf("CRD groups %v, want only networking.ambit.dev and security.ambit.dev", got)
 				}
 			},
 		},

@@ -173,17 +173,13 @@ func excerptLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// TestHTTPRoute programs a waypoint with Gateway API HTTPRoutes attached
-// to Services (GAMMA): a 90/10 canary split and a header match, retries
-// that turn a backend failing 30% of requests with 503 into success, and
-// an invalid route that gets a status condition without disturbing the
-// running routes.
-func TestHTTPRoute(t *testing.T) {
-	f := framework.New(t)
-	nodes, dyn := installMesh(t, f)
-	// HTTPRoute rules[].retry is an experimental-channel field: install
-	// that CRD, as gatewayAPI.channel=experimental does (install's cleanup
-	// deletes the CRD it applied, this one included).
+// installExperimentalHTTPRoute applies the HTTPRoute CRD of the Gateway
+// API experimental channel, as gatewayAPI.channel=experimental does
+// (rules[].retry is an experimental field), and waits until it is
+// Established. install's cleanup deletes the CRD it applied, this one
+// included.
+func installExperimentalHTTPRoute(t *testing.T, f *framework.Framework, dyn dynamic.Interface) {
+	t.Helper()
 	raw, err := os.ReadFile(experimentalHTTPRouteCRD)
 	if err != nil {
 		t.Fatal(err)
@@ -208,6 +204,17 @@ func TestHTTPRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestHTTPRoute programs a waypoint with Gateway API HTTPRoutes attached
+// to Services (GAMMA): a 90/10 canary split and a header match, retries
+// that turn a backend failing 30% of requests with 503 into success, and
+// an invalid route that gets a status condition without disturbing the
+// running routes.
+func TestHTTPRoute(t *testing.T) {
+	f := framework.New(t)
+	nodes, dyn := installMesh(t, f)
+	installExperimentalHTTPRoute(t, f, dyn)
 
 	ns := f.Namespace("route", map[string]string{labelMode: "ambient"})
 	for _, sa := range []string{"reviews", "client"} {
@@ -231,12 +238,7 @@ func TestHTTPRoute(t *testing.T) {
 	flakyURL := fmt.Sprintf("http://%s/", flaky.Spec.ClusterIP)
 
 	createWaypoint(t, f, dyn, ns, "waypoint")
-	for _, svc := range []string{"reviews", "flaky"} {
-		patch := `{"metadata":{"labels":{"ambit.dev/use-waypoint":"waypoint"}}}`
-		if _, err := f.Client.CoreV1().Services(ns).Patch(f.Ctx(), svc, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	useWaypoint(t, f, ns, "waypoint", "reviews", "flaky")
 
 	applyYAML(t, f, dyn, httpRouteGVR, ns, fmt.Sprintf(`
 apiVersion: gateway.networking.k8s.io/v1

@@ -76,6 +76,17 @@ func eachWaypointSample(t *testing.T, f *framework.Framework, ns, gw, name strin
 	}
 }
 
+// useWaypoint labels the Services svcs of ns ambit.dev/use-waypoint=gw.
+func useWaypoint(t *testing.T, f *framework.Framework, ns, gw string, svcs ...string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{"ambit.dev/use-waypoint":%q}}}`, gw)
+	for _, svc := range svcs {
+		if _, err := f.Client.CoreV1().Services(ns).Patch(f.Ctx(), svc, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatalf("label service %s/%s to use waypoint %s: %v", ns, svc, gw, err)
+		}
+	}
+}
+
 // createWaypoint creates the waypoint Gateway name in ns and waits until it
 // is Programmed.
 func createWaypoint(t *testing.T, f *framework.Framework, dyn dynamic.Interface, ns, name string) {

@@ -243,7 +243,7 @@ func TestPostInstall(t *testing.T) {
 		{"nothing installed", func(in *Install) {
 			in.CRDs, in.ControlPlane, in.DaemonSets, in.Pods, in.RootCert = nil, nil, nil, nil, nil
 		}, []string{
-			"FAIL  CRDs missing: authorizationpolicies.security.ambit.dev, gatewayclasses.gateway.networking.k8s.io",
+			"FAIL  CRDs missing: authorizationpolicies.security.ambit.dev, backendpolicies.networking.ambit.dev, gatewayclasses.gateway.networking.k8s.io",
 			"FAIL  control plane Deployment ambit-system/ambit-controlplane not found: run ambitctl install -n ambit-system",
 			"FAIL  ztunnel DaemonSet ambit-system/ztunnel not found",
 			"FAIL  node agent DaemonSet ambit-system/ambit-node-agent not found",

@@ -30,9 +30,11 @@ const (
 // the chart unless gatewayAPI.installCRDs=false; waypoints need them.
 var CRDs = []string{
 	"authorizationpolicies.security.ambit.dev",
+	"backendpolicies.networking.ambit.dev",
 	"gatewayclasses.gateway.networking.k8s.io",
 	"gateways.gateway.networking.k8s.io",
 	"grpcroutes.gateway.networking.k8s.io",
+	"httpfaults.networking.ambit.dev",
 	"httproutes.gateway.networking.k8s.io",
 	"peerauthentications.security.ambit.dev",
 	"referencegrants.gateway.networking.k8s.io",

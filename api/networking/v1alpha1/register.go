@@ -16,19 +16,27 @@ var (
 	// SchemeBuilder collects the functions that register this package's
 	// types.
 	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
-	// AddToScheme registers the package's types in a runtime.Scheme.
+	// AddToScheme registers the types of this package and their lists in
+	// a runtime.Scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
 
-// Resource returns the GroupResource of a resource of this group.
+// Resource returns the GroupResource of a resource of this group, e.g.
+// Resource("backendpolicies").
 func Resource(resource string) schema.GroupResource {
 	return SchemeGroupVersion.WithResource(resource).GroupResource()
 }
 
+// knownTypes are the top-level types of the package, one line per type.
+var knownTypes = []runtime.Object{
+	&BackendPolicy{},
+	&BackendPolicyList{},
+	&HTTPFault{},
+	&HTTPFaultList{},
+}
+
 func addKnownTypes(scheme *runtime.Scheme) error {
-	scheme.AddKnownTypes(SchemeGroupVersion,
-		&HTTPFault{}, &HTTPFaultList{},
-	)
+	scheme.AddKnownTypes(SchemeGroupVersion, knownTypes...)
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil
 }

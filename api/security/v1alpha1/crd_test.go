@@ -1,76 +1,13 @@
 package securityv1alpha1
 
 import (
-	"os"
-	"path/filepath"
 	"reflect"
-	"slices"
-	"sort"
-	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
+
+	"ambit.dev/api/internal/crdtest"
 )
-
-// crdDir holds the CRDs' single source, in the Helm chart
-// (deploy/charts/ambit/files/crds of the repository), relative to this
-// package.
-var crdDir = filepath.Join("..", "..", "..", "deploy", "charts", "ambit", "files", "crds")
-
-// crd is the part of an apiextensions.k8s.io/v1 CustomResourceDefinition
-// these tests read (so that the API module does not depend on
-// k8s.io/apiextensions-apiserver). Decoded strictly: a misspelt field fails.
-type crd struct {
-	APIVersion string         `json:"apiVersion"`
-	Kind       string         `json:"kind"`
-	Metadata   map[string]any `json:"metadata"`
-	Spec       crdSpec        `json:"spec"`
-}
-
-type crdSpec struct {
-	Group string `json:"group"`
-	Names struct {
-		Kind       string   `json:"kind"`
-		ListKind   string   `json:"listKind"`
-		Plural     string   `json:"plural"`
-		Singular   string   `json:"singular"`
-		Categories []string `json:"categories"`
-	} `json:"names"`
-	Scope    string       `json:"scope"`
-	Versions []crdVersion `json:"versions"`
-}
-
-type crdVersion struct {
-	Name         string `json:"name"`
-	Served       bool   `json:"served"`
-	Storage      bool   `json:"storage"`
-	Subresources struct {
-		Status *struct{} `json:"status"`
-	} `json:"subresources"`
-	AdditionalPrinterColumns []struct {
-		Name        string `json:"name"`
-		Type        string `json:"type"`
-		Description string `json:"description"`
-		JSONPath    string `json:"jsonPath"`
-	} `json:"additionalPrinterColumns"`
-	Schema struct {
-		OpenAPIV3Schema map[string]any `json:"openAPIV3Schema"`
-	} `json:"schema"`
-}
-
-func loadCRD(t *testing.T, file string) crd {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(crdDir, file))
-	if err != nil {
-		t.Fatalf("read CRD: %v", err)
-	}
-	var c crd
-	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
-		t.Fatalf("decode %s as a CustomResourceDefinition: %v", file, err)
-	}
-	return c
-}
 
 // enums are the allowed values of the Go string types the schemas restrict
 // with an enum.
@@ -98,224 +35,16 @@ func TestCRDs(t *testing.T) {
 		},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
-			c := loadCRD(t, tc.file)
-			if c.APIVersion != "apiextensions.k8s.io/v1" || c.Kind != "CustomResourceDefinition" {
-				t.Errorf("apiVersion/kind = %s/%s, want apiextensions.k8s.io/v1/CustomResourceDefinition", c.APIVersion, c.Kind)
-			}
-			if want := tc.plural + "." + GroupName; c.Metadata["name"] != want {
-				t.Errorf("metadata.name = %v, want %s", c.Metadata["name"], want)
-			}
-			if c.Spec.Group != GroupName {
-				t.Errorf("group = %q, want %q", c.Spec.Group, GroupName)
-			}
-			if c.Spec.Names.Kind != tc.kind || c.Spec.Names.ListKind != tc.listKind || c.Spec.Names.Plural != tc.plural ||
-				c.Spec.Names.Singular != strings.ToLower(tc.kind) {
-				t.Errorf("names = %+v, want kind %s, listKind %s, plural %s", c.Spec.Names, tc.kind, tc.listKind, tc.plural)
-			}
-			// The list type must be registered under the listKind.
-			if got := reflect.TypeOf(tc.obj).Name() + "List"; got != tc.listKind {
-				t.Errorf("Go list type %s, CRD listKind %s", got, tc.listKind)
-			}
-			if c.Spec.Scope != "Namespaced" {
-				t.Errorf("scope = %q, want Namespaced", c.Spec.Scope)
-			}
-			if len(c.Spec.Versions) != 1 {
-				t.Fatalf("%d versions, want exactly %s", len(c.Spec.Versions), SchemeGroupVersion.Version)
-			}
-			v := c.Spec.Versions[0]
-			if v.Name != SchemeGroupVersion.Version || !v.Served || !v.Storage {
-				t.Errorf("version %q served=%v storage=%v, want %s served and stored", v.Name, v.Served, v.Storage, SchemeGroupVersion.Version)
-			}
-			if v.Subresources.Status == nil {
-				t.Error("no status subresource: the control plane writes status through /status")
-			}
-			gotColumns := map[string]string{}
-			for _, col := range v.AdditionalPrinterColumns {
-				gotColumns[col.Name] = col.JSONPath
-			}
-			for name, path := range tc.columns {
-				if gotColumns[name] != path {
-					t.Errorf("printer column %s has jsonPath %q, want %q", name, gotColumns[name], path)
-				}
-			}
-			root := v.Schema.OpenAPIV3Schema
-			if root == nil {
-				t.Fatal("no openAPIV3Schema")
-			}
-			compareSchema(t, "", reflect.TypeOf(tc.obj), root)
-			checkRules(t, "", root)
+			root := crdtest.Check(t, crdtest.Want{
+				File: tc.file, Group: GroupName, Version: SchemeGroupVersion.Version,
+				Kind: tc.kind, ListKind: tc.listKind, Plural: tc.plural, Obj: tc.obj, Columns: tc.columns, Enums: enums,
+			})
 			if tc.kind == "AuthorizationPolicy" {
-				action := lookup(t, root, "spec", "action")
+				action := crdtest.Lookup(t, root, "spec", "action")
 				if action["default"] != string(ActionAllow) {
 					t.Errorf("spec.action default = %v, want %s (Istio's default)", action["default"], ActionAllow)
 				}
 			}
 		})
-	}
-}
-
-// lookup follows properties by name from schema s.
-func lookup(t *testing.T, s map[string]any, names ...string) map[string]any {
-	t.Helper()
-	for _, n := range names {
-		props, _ := s["properties"].(map[string]any)
-		next, ok := props[n].(map[string]any)
-		if !ok {
-			t.Fatalf("schema has no property %s", strings.Join(names, "."))
-		}
-		s = next
-	}
-	return s
-}
-
-// compareSchema checks that schema s describes Go type typ: the same JSON
-// property names at every level (both ways), matching OpenAPI types, and
-// enums equal to the Go constants.
-func compareSchema(t *testing.T, path string, typ reflect.Type, s map[string]any) {
-	t.Helper()
-	for typ.Kind() == reflect.Pointer {
-		typ = typ.Elem()
-	}
-	wantType := func(want string) {
-		t.Helper()
-		if s["type"] != want {
-			t.Errorf("%s: schema type %v, Go type %s wants %s", path, s["type"], typ, want)
-		}
-	}
-	if values, ok := enums[typ]; ok {
-		got, _ := s["enum"].([]any)
-		var gotS []string
-		for _, v := range got {
-			gotS = append(gotS, v.(string))
-		}
-		if !slices.Equal(gotS, values) {
-			t.Errorf("%s: enum %v, Go constants of %s are %v", path, gotS, typ, values)
-		}
-	} else if _, ok := s["enum"]; ok {
-		t.Errorf("%s: schema has an enum but Go type %s has no constants listed in the test", path, typ)
-	}
-	switch {
-	case typ == reflect.TypeFor[metav1.Time]():
-		wantType("string")
-		if s["format"] != "date-time" {
-			t.Errorf("%s: format %v, want date-time", path, s["format"])
-		}
-		return
-	case typ == reflect.TypeFor[metav1.ObjectMeta]():
-		// Validated by the API server itself; the schema only says object.
-		wantType("object")
-		return
-	}
-	switch typ.Kind() {
-	case reflect.Struct:
-		wantType("object")
-		goFields := map[string]reflect.Type{}
-		jsonFields(typ, goFields)
-		props, _ := s["properties"].(map[string]any)
-		for name, ft := range goFields {
-			sub, ok := props[name].(map[string]any)
-			if !ok {
-				t.Errorf("%s: Go field %q (%s) is missing from the schema", path, name, ft)
-				continue
-			}
-			compareSchema(t, path+"."+name, ft, sub)
-		}
-		for name := range props {
-			if _, ok := goFields[name]; !ok {
-				t.Errorf("%s: schema property %q has no Go field in %s", path, name, typ)
-			}
-		}
-	case reflect.Slice:
-		wantType("array")
-		items, ok := s["items"].(map[string]any)
-		if !ok {
-			t.Errorf("%s: array without items", path)
-			return
-		}
-		compareSchema(t, path+"[]", typ.Elem(), items)
-	case reflect.Map:
-		wantType("object")
-		if _, ok := s["properties"]; ok {
-			t.Errorf("%s: a Go map must be additionalProperties, not properties", path)
-		}
-		switch typ.Key().Kind() {
-		case reflect.String:
-		case reflect.Uint32:
-			// JSON object keys are strings: the schema must check they
-			// are numbers, or decoding into the Go map fails.
-			if _, ok := s["x-kubernetes-validations"]; !ok {
-				t.Errorf("%s: map keyed by %s needs an x-kubernetes-validations rule on its keys", path, typ.Key())
-			}
-		default:
-			t.Errorf("%s: map key type %s not handled by the test", path, typ.Key())
-		}
-		values, ok := s["additionalProperties"].(map[string]any)
-		if !ok {
-			t.Errorf("%s: map without additionalProperties", path)
-			return
-		}
-		compareSchema(t, path+"{}", typ.Elem(), values)
-	case reflect.String:
-		wantType("string")
-	case reflect.Int32, reflect.Int64, reflect.Uint32:
-		wantType("integer")
-	case reflect.Bool:
-		wantType("boolean")
-	default:
-		t.Errorf("%s: Go kind %s not handled by the test", path, typ.Kind())
-	}
-}
-
-// jsonFields adds the JSON property names of struct typ to out, flattening
-// inline embedded structs.
-func jsonFields(typ reflect.Type, out map[string]reflect.Type) {
-	for f := range typ.Fields() {
-		if !f.IsExported() {
-			continue
-		}
-		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
-		if name == "" && (f.Anonymous || strings.Contains(opts, "inline")) {
-			jsonFields(f.Type, out)
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		out[name] = f.Type
-	}
-}
-
-// checkRules fails for CEL rules without a message: the API server would
-// answer with the rule text, which users cannot act on.
-func checkRules(t *testing.T, path string, node any) {
-	t.Helper()
-	switch n := node.(type) {
-	case map[string]any:
-		if rules, ok := n["x-kubernetes-validations"].([]any); ok {
-			for i, r := range rules {
-				rule, _ := r.(map[string]any)
-				if s, _ := rule["rule"].(string); strings.TrimSpace(s) == "" {
-					t.Errorf("%s: x-kubernetes-validations[%d] has no rule", path, i)
-				}
-				if s, _ := rule["message"].(string); strings.TrimSpace(s) == "" {
-					t.Errorf("%s: x-kubernetes-validations[%d] (%v) has no message", path, i, rule["rule"])
-				}
-			}
-		}
-		keys := make([]string, 0, len(n))
-		for k := range n {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			checkRules(t, path+"/"+k, n[k])
-		}
-	case []any:
-		for _, v := range n {
-			checkRules(t, path, v)
-		}
 	}
 }

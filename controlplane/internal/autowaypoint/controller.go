@@ -1,6 +1,7 @@
 // Package autowaypoint provisions waypoints on demand (beyond Istio): when
 // an L7 object — an HTTPRoute or GRPCRoute whose parentRef is a Service, or
-// an AuthorizationPolicy with HTTP rules whose targetRef is a Service —
+// an AuthorizationPolicy with HTTP rules or a BackendPolicy whose targetRef
+// is a Service —
 // attaches to a Service that has no waypoint, it creates the waypoint
 // Gateway GatewayName (class ambit-waypoint, for service traffic, labelled
 // LabelAutoProvisioned) in the Service's namespace, and once the waypoint
@@ -70,6 +71,7 @@ var (
 	HTTPRoutesResource            = gwapiv1.SchemeGroupVersion.WithResource("httproutes")
 	GRPCRoutesResource            = gwapiv1.SchemeGroupVersion.WithResource("grpcroutes")
 	AuthorizationPoliciesResource = schema.GroupVersionResource{Group: "security.ambit.dev", Version: "v1alpha1", Resource: "authorizationpolicies"}
+	BackendPoliciesResource       = schema.GroupVersionResource{Group: "networking.ambit.dev", Version: "v1alpha1", Resource: "backendpolicies"}
 )
 
 // ListKinds maps the resources the controller lists through the dynamic
@@ -80,6 +82,7 @@ func ListKinds() map[schema.GroupVersionResource]string {
 		HTTPRoutesResource:            "HTTPRouteList",
 		GRPCRoutesResource:            "GRPCRouteList",
 		AuthorizationPoliciesResource: "AuthorizationPolicyList",
+		BackendPoliciesResource:       "BackendPolicyList",
 	}
 }
 
@@ -156,7 +159,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		services:   factory.Core().V1().Services().Lister(),
 		gateways:   gwFactory.ForResource(waypoint.GatewaysResource).Informer(),
 	}
-	for _, r := range []schema.GroupVersionResource{HTTPRoutesResource, GRPCRoutesResource, AuthorizationPoliciesResource} {
+	for _, r := range []schema.GroupVersionResource{HTTPRoutesResource, GRPCRoutesResource, AuthorizationPoliciesResource, BackendPoliciesResource} {
 		ok, err := waypoint.Served(c.client.Discovery(), r)
 		if err != nil {
 			return fmt.Errorf("autowaypoint: %w", err)

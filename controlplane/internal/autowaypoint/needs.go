@@ -9,6 +9,7 @@ const (
 	KindHTTPRoute           = "HTTPRoute"
 	KindGRPCRoute           = "GRPCRoute"
 	KindAuthorizationPolicy = "AuthorizationPolicy"
+	KindBackendPolicy       = "BackendPolicy"
 )
 
 // httpOperationFields are the fields of an AuthorizationPolicy operation
@@ -16,8 +17,8 @@ const (
 var httpOperationFields = []string{"methods", "notMethods", "paths", "notPaths", "hosts", "notHosts"}
 
 // AddNeeds adds to needs (Service name → objects) the Services of
-// namespace ns that obj, an HTTPRoute, GRPCRoute or AuthorizationPolicy of
-// that namespace, needs a waypoint for:
+// namespace ns that obj, an HTTPRoute, GRPCRoute, AuthorizationPolicy or
+// BackendPolicy of that namespace, needs a waypoint for:
 //
 //   - a route: each parentRef of kind Service (core group) in the route's
 //     own namespace (consumer routes, in another namespace, are not
@@ -25,7 +26,10 @@ var httpOperationFields = []string{"methods", "notMethods", "paths", "notPaths",
 //   - an AuthorizationPolicy: each targetRef of kind Service (core group),
 //     when a rule uses HTTP fields (an operation's methods, paths or hosts,
 //     or a `when` condition). A policy with L4 rules only is enforced by
-//     ztunnel and needs no waypoint.
+//     ztunnel and needs no waypoint;
+//   - a BackendPolicy: each targetRef of kind Service (core group): only a
+//     waypoint applies connection pools, outlier detection and load
+//     balancing.
 func AddNeeds(needs map[string][]string, ns string, obj *unstructured.Unstructured) {
 	if obj.GetNamespace() != ns || obj.GetDeletionTimestamp() != nil {
 		return
@@ -40,6 +44,8 @@ func AddNeeds(needs map[string][]string, ns string, obj *unstructured.Unstructur
 		if !usesHTTP(obj) {
 			return
 		}
+		refs, _, _ = unstructured.NestedSlice(obj.Object, "spec", "targetRefs")
+	case KindBackendPolicy:
 		refs, _, _ = unstructured.NestedSlice(obj.Object, "spec", "targetRefs")
 	default:
 		return

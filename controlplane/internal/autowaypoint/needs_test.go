@@ -63,6 +63,11 @@ func TestAddNeeds(t *testing.T) {
 		obj: `{kind: AuthorizationPolicy, metadata: {namespace: shop, name: gw},
   spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp}], rules: [{to: [{operation: {paths: [/a]}}]}]}}`,
 	}, {
+		name: "BackendPolicy: its Service targets, port or not",
+		obj: `{kind: BackendPolicy, metadata: {namespace: shop, name: bp},
+  spec: {targetRefs: [{group: "", kind: Service, name: web, sectionName: http}, {group: "", kind: Service, name: api}], loadBalancer: {algorithm: EWMA}}}`,
+		want: map[string][]string{"web": {"BackendPolicy shop/bp"}, "api": {"BackendPolicy shop/bp"}},
+	}, {
 		name: "object of another namespace: nothing",
 		obj:  `{kind: HTTPRoute, metadata: {namespace: other, name: r}, spec: {parentRefs: [{kind: Service, name: web}]}}`,
 	}} {

@@ -49,6 +49,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
+	"ambit.dev/controlplane/internal/backendpolicy"
 	"ambit.dev/controlplane/internal/httproute"
 	"ambit.dev/controlplane/internal/model"
 	"ambit.dev/controlplane/internal/policy"
@@ -100,10 +101,11 @@ const (
 	kindHTTPRoute
 	kindGRPCRoute
 	kindHTTPFault
+	kindBackendPolicy
 )
 
 func (k kind) String() string {
-	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute", "grpcroute", "httpfault"}[k]
+	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute", "grpcroute", "httpfault", "backendpolicy"}[k]
 }
 
 // key is a workqueue item: one object, by kind, namespace and name.
@@ -161,6 +163,11 @@ type Controller struct {
 	faultFactory  dynamicinformer.DynamicSharedInformerFactory
 	faultInformer cache.SharedIndexInformer
 	faults        cache.SharedIndexInformer
+	// bpFactory and bpInformer watch BackendPolicies when the API server
+	// serves them; backendPolicies is set to bpInformer once it runs.
+	bpFactory       dynamicinformer.DynamicSharedInformerFactory
+	bpInformer      cache.SharedIndexInformer
+	backendPolicies cache.SharedIndexInformer
 
 	queue  workqueue.TypedRateLimitingInterface[key]
 	synced chan struct{}
@@ -202,6 +209,8 @@ type Controller struct {
 	routesBySvc map[model.ObjectRef]map[httproute.Ref]bool
 	// routesByFault are the routes naming each HTTPFault.
 	routesByFault map[httproute.FaultRef]map[httproute.Ref]bool
+	// backendPolicies is the last resolution of every BackendPolicy.
+	bpResult backendpolicy.Result
 
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
@@ -247,6 +256,7 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		// HTTPRoutes have their own factory: started only when served.
 		routeFactory:     dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		grpcRouteFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		bpFactory:        dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		waypoints:        model.Waypoints{},
 		unusable:         map[string]unusableBinding{},
 
@@ -264,9 +274,10 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 	c.routeInformer = c.routeFactory.ForResource(HTTPRoutesResource).Informer()
 	c.grpcRouteInformer = c.grpcRouteFactory.ForResource(GRPCRoutesResource).Informer()
 	c.faultInformer = c.faultFactory.ForResource(HTTPFaultsResource).Informer()
+	c.bpInformer = c.bpFactory.ForResource(BackendPoliciesResource).Informer()
 	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
 	c.peerAuthns = c.dynFactory.ForResource(PeerAuthenticationsResource).Informer()
-	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer, c.grpcRouteInformer, c.faultInformer} {
+	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer, c.grpcRouteInformer, c.faultInformer, c.bpInformer} {
 		if err := inf.SetTransform(trimUnstructured); err != nil {
 			return nil, fmt.Errorf("kube: policy or gateway informer: %w", err)
 		}
@@ -332,6 +343,7 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		{c.grpcRouteInformer, c.handler(kindGRPCRoute, specChanged)},
 		// An HTTPFault matters when its spec changes.
 		{c.faultInformer, c.handler(kindHTTPFault, specChanged)},
+		{c.bpInformer, c.handler(kindBackendPolicy, specChanged)},
 		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(obj any, initial bool) {
 				if !initial {
@@ -492,7 +504,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.dynFactory.Shutdown()
 	defer c.gwFactory.Shutdown()
 	defer c.routeFactory.Shutdown()
+	defer c.grpcRouteFactory.Shutdown()
 	defer c.faultFactory.Shutdown()
+	defer c.bpFactory.Shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.queue.ShutDown()
@@ -528,18 +542,27 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			syncs = append(syncs, c.startServed(ctx, r.set, r.inf, r.factory))
 		}
-		faultsServed, err := httpFaultsServed(c.discovery)
-		if err != nil {
-			return err
-		}
-		if faultsServed {
-			syncs = append(syncs, c.startServed(ctx, &c.faults, c.faultInformer, c.faultFactory))
-		} else {
-			c.log.Warn("networking.ambit.dev/v1alpha1 httpfaults are not served: HTTPRoute rules naming an HTTPFault answer 500; install the CRDs (deploy/manifests) and restart the control plane")
-		}
 		c.gwFactory.Start(ctx.Done())
 	} else {
 		c.log.Warn("the Gateway API (gateway.networking.k8s.io/v1 gateways) is not installed: no traffic is bound to a waypoint; install its CRDs (deploy/, gatewayAPI.installCRDs) and restart the control plane")
+	}
+	// Ambit's networking CRDs: HTTPFaults (only routes name them) and
+	// BackendPolicies.
+	netServed, err := resourcesServed(c.discovery, BackendPoliciesResource.GroupVersion())
+	if err != nil {
+		return err
+	}
+	switch {
+	case !gatewayAPI:
+	case netServed[HTTPFaultsResource.Resource]:
+		syncs = append(syncs, c.startServed(ctx, &c.faults, c.faultInformer, c.faultFactory))
+	default:
+		c.log.Warn("networking.ambit.dev/v1alpha1 httpfaults are not served: HTTPRoute rules naming an HTTPFault answer 500; install the CRDs (deploy/manifests) and restart the control plane")
+	}
+	if netServed[BackendPoliciesResource.Resource] {
+		syncs = append(syncs, c.startServed(ctx, &c.backendPolicies, c.bpInformer, c.bpFactory))
+	} else {
+		c.log.Warn("the API server serves no backendpolicies (networking.ambit.dev/v1alpha1): BackendPolicies are not applied; install the CRDs (deploy/manifests) and restart the control plane")
 	}
 	c.factory.Start(ctx.Done())
 	c.dynFactory.Start(ctx.Done())
@@ -617,6 +640,7 @@ func (c *Controller) resyncAll() error {
 	if err := c.loadRoutes(b); err != nil {
 		return err
 	}
+	c.resolveBackendPolicies(b)
 	c.markAllWaypoints(b)
 	if err := c.publish(b); err != nil {
 		return err
@@ -687,6 +711,8 @@ func (c *Controller) reconcile(k key) error {
 		if err := c.reconcilePolicy(policy.Ref{Kind: policyKind(k.kind), Namespace: k.namespace, Name: k.name}, b); err != nil {
 			return err
 		}
+	case kindBackendPolicy:
+		// Resolved below: policies compete for ports, so all together.
 	case kindNode:
 		objs, err := c.pods.GetIndexer().ByIndex(podsByNode, k.name)
 		if err != nil {
@@ -697,6 +723,11 @@ func (c *Controller) reconcile(k key) error {
 				c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
 			}
 		}
+	}
+	switch k.kind {
+	case kindBackendPolicy, kindService, kindNamespace, kindGateway:
+		// A policy, or a Service's ports or waypoint binding, changed.
+		c.resolveBackendPolicies(b)
 	}
 	if err := c.publish(b); err != nil {
 		for _, ref := range b.pods {

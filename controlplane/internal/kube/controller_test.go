@@ -134,13 +134,13 @@ func fixture() []runtime.Object {
 
 // start runs a controller on fake clients holding objs: policies and
 // Gateways (*unstructured.Unstructured) in the dynamic client, the rest in
-// the clientset. The API server serves the Gateway API.
+// the clientset. The API server serves the Gateway API and BackendPolicies.
 func start(t *testing.T, objs ...runtime.Object) *env {
 	t.Helper()
 	return startWith(t, true, objs...)
 }
 
-// startWith is start with or without the Gateway API.
+// startWith is start with or without the Gateway API (and BackendPolicies).
 func startWith(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *env {
 	t.Helper()
 	var core, policies, gateways []runtime.Object
@@ -161,9 +161,9 @@ func startWith(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *env {
 			APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}, {Name: "httproutes", Namespaced: true, Kind: "HTTPRoute"}, {Name: "grpcroutes", Namespaced: true, Kind: "GRPCRoute"}},
 		}, {
 			GroupVersion: HTTPFaultsResource.GroupVersion().String(),
-			APIResources: []metav1.APIResource{{Name: "httpfaults", Namespaced: true, Kind: "HTTPFault"}},
+			APIResources: []metav1.APIResource{{Name: "httpfaults", Namespaced: true, Kind: "HTTPFault"}, {Name: "backendpolicies", Namespaced: true, Kind: "BackendPolicy"}},
 		}}
-		watched += 4 // gateways, httproutes, grpcroutes, httpfaults
+		watched += 5 // gateways, httproutes, grpcroutes, httpfaults, backendpolicies
 	}
 	listKinds := PolicyListKinds()
 	maps.Copy(listKinds, GatewayListKinds())

@@ -2,15 +2,11 @@ package kube
 
 import (
 	"cmp"
-	"fmt"
 	"maps"
 	"slices"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/discovery"
 
 	networkingv1alpha1 "ambit.dev/api/networking/v1alpha1"
 	"ambit.dev/controlplane/internal/httproute"
@@ -26,18 +22,6 @@ var HTTPFaultsResource = networkingv1alpha1.SchemeGroupVersion.WithResource("htt
 // missing and its rules answer 500), routesByFault the routes naming each
 // HTTPFault, so that an HTTPFault that appears, changes or goes away
 // re-compiles them (and rewrites their status).
-
-// httpFaultsServed reports whether the API server serves HTTPFaults.
-func httpFaultsServed(d discovery.DiscoveryInterface) (bool, error) {
-	list, err := d.ServerResourcesForGroupVersion(networkingv1alpha1.SchemeGroupVersion.String())
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("kube: discovering %s (can the control plane reach the API server?): %w", networkingv1alpha1.SchemeGroupVersion, err)
-	}
-	return slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == HTTPFaultsResource.Resource }), nil
-}
 
 // faultLookup is the HTTPFault lookup of httproute.Compile. Caller holds
 // c.mu.

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -288,49 +287,20 @@ func (c *Controller) enqueueRouteStatus(refs ...httproute.Ref) {
 func (c *Controller) writeRouteStatus(ctx context.Context, r httproute.Ref) error {
 	c.mu.Lock()
 	compiled, known := c.routes[r]
-	var obj any
-	exists := false
-	var err error
-	if inf := c.routeCache(r.Kind); inf != nil {
-		obj, exists, err = inf.GetIndexer().GetByKey(r.Key())
-	}
+	inf := c.routeCache(r.Kind)
 	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if !known || !exists {
-		return nil
-	}
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return fmt.Errorf("a %s in the cache is a %T, not unstructured", r.Kind, obj)
-	}
 	var cur gwapiv1.RouteStatus
-	if raw, ok := u.Object["status"].(map[string]any); ok {
-		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &cur)
+	u, err := cachedWithStatus(inf, r.Key(), &cur)
+	if err != nil || !known || u == nil {
+		return err
 	}
 	next, changed := NextRouteStatus(cur, compiled)
 	if !changed {
 		return nil
 	}
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&next)
-	if err != nil {
-		return fmt.Errorf("encoding status: %w", err)
+	if written, err := c.putStatus(ctx, routeResource(r.Kind), u, &next); err != nil || !written {
+		return err
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	upd := u.DeepCopy()
-	upd.Object["status"] = raw
-	res := routeResource(r.Kind)
-	_, err = c.dyn.Resource(res).Namespace(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		return fmt.Errorf("updating the status of %s %s (RBAC: the control plane needs update on %s/status): %w", r.Kind, r.Key(), res.Resource, err)
-	}
-	c.metrics.statusWrites.WithLabelValues("success").Inc()
 	for _, p := range compiled.Parents {
 		c.log.Info("route status updated", "kind", r.Kind.String(), "route", r.Key(), "parent", p.Service.String(),
 			"accepted", p.Accepted.Status, "reason", p.Accepted.Reason, "resolvedRefs", p.ResolvedRefs.Reason, "message", p.Accepted.Message)

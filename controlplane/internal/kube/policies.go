@@ -32,6 +32,7 @@ func PolicyListKinds() map[schema.GroupVersionResource]string {
 	return map[schema.GroupVersionResource]string{
 		AuthorizationPoliciesResource: "AuthorizationPolicyList",
 		PeerAuthenticationsResource:   "PeerAuthenticationList",
+		BackendPoliciesResource:       "BackendPolicyList",
 	}
 }
 

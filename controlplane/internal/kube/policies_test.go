@@ -166,15 +166,7 @@ func TestPoliciesPresentAtStartArePublishedBeforeWorkloads(t *testing.T) {
 
 func TestStatusWriterWritesAcceptedConditions(t *testing.T) {
 	e := start(t, fixture()...)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.ctrl.RunStatusWriter(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("RunStatusWriter: %v", err)
-		}
-	})
+	e.runStatusWriter()
 
 	bad := denyFromUntrusted()
 	bad.Rules[0].From[0].Source.IPBlocks = []string{"10.0.0.0/33"}
@@ -219,6 +211,19 @@ func TestStatusWriterWritesAcceptedConditions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runStatusWriter runs the controller's status writer until the test ends.
+func (e *env) runStatusWriter() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.ctrl.RunStatusWriter(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			e.t.Errorf("RunStatusWriter: %v", err)
+		}
+	})
 }
 
 func TestNextStatus(t *testing.T) {

@@ -12,9 +12,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
 	securityv1alpha1 "ambit.dev/api/security/v1alpha1"
+	"ambit.dev/controlplane/internal/backendpolicy"
 	"ambit.dev/controlplane/internal/httproute"
 	"ambit.dev/controlplane/internal/policy"
 )
@@ -23,8 +26,8 @@ import (
 const fieldManager = "ambit-controlplane"
 
 // RunStatusWriter writes the Accepted condition of every AuthorizationPolicy
-// and PeerAuthentication, and the parent statuses of every HTTPRoute with a
-// Service parent, whose compiled outcome differs from its status, and
+// and PeerAuthentication, the parent statuses of every HTTPRoute with a
+// Service parent, and the ancestor statuses of every BackendPolicy, whose compiled outcome differs from its status, and
 // keeps doing so as policies change, until ctx ends. It is a leader-only
 // writer (internal/leader): only one replica writes status. It starts with
 // every known policy, so a new leader repairs what a previous one missed.
@@ -56,12 +59,16 @@ func (c *Controller) RunStatusWriter(ctx context.Context) error {
 	c.mu.Lock()
 	refs := c.policies.Refs()
 	routes := slices.Collect(maps.Keys(c.routes))
+	bps := c.backendPolicyRefs()
 	c.mu.Unlock()
 	for _, r := range refs {
 		q.Add(statusItem{policy: r})
 	}
 	for _, r := range routes {
 		q.Add(statusItem{route: r})
+	}
+	for _, r := range bps {
+		q.Add(statusItem{backendPolicy: r})
 	}
 	stop := context.AfterFunc(ctx, q.ShutDown)
 	defer stop()
@@ -71,9 +78,12 @@ func (c *Controller) RunStatusWriter(ctx context.Context) error {
 			return nil
 		}
 		var err error
-		if r.route.Name != "" {
+		switch {
+		case r.route.Name != "":
 			err = c.writeRouteStatus(ctx, r.route)
-		} else {
+		case r.backendPolicy.Name != "":
+			err = c.writeBackendPolicyStatus(ctx, r.backendPolicy)
+		default:
 			err = c.writeStatus(ctx, r.policy)
 		}
 		switch {
@@ -105,15 +115,20 @@ func (c *Controller) enqueueStatus(refs ...policy.Ref) {
 }
 
 // statusItem is one object whose status the writer keeps: a policy, or
-// (route set) an HTTPRoute or GRPCRoute.
+// (route set) an HTTPRoute or GRPCRoute, or (backendPolicy set) a
+// BackendPolicy.
 type statusItem struct {
-	policy policy.Ref
-	route  httproute.Ref
+	policy        policy.Ref
+	route         httproute.Ref
+	backendPolicy backendpolicy.Ref
 }
 
 func (s statusItem) String() string {
 	if s.route.Name != "" {
 		return strings.ToLower(s.route.Kind.String()) + " " + s.route.Key()
+	}
+	if s.backendPolicy.Name != "" {
+		return "backendpolicy " + s.backendPolicy.String()
 	}
 	return s.policy.Kind.String() + " " + s.policy.Namespace + "/" + s.policy.Name
 }
@@ -144,29 +159,61 @@ func (c *Controller) writeStatus(ctx context.Context, r policy.Ref) error {
 	if !changed {
 		return nil
 	}
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&next)
-	if err != nil {
-		return fmt.Errorf("encoding status: %w", err)
+	if written, err := c.putStatus(ctx, policyResource(r.Kind), u, &next); err != nil || !written {
+		return err
 	}
-	if ctx.Err() != nil {
-		return ctx.Err() // no longer leading: do not write
-	}
-	upd := u.DeepCopy()
-	upd.Object["status"] = raw
-	_, err = c.dyn.Resource(policyResource(r.Kind)).Namespace(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil // deleted meanwhile
-	case err != nil:
-		// A conflict means the cache is behind; the retry reads the newer
-		// object.
-		return fmt.Errorf("updating the status of %s %s/%s (RBAC: the control plane needs update on %s/status): %w",
-			policyResource(r.Kind).Resource, r.Namespace, r.Name, policyResource(r.Kind).Resource, err)
-	}
-	c.metrics.statusWrites.WithLabelValues("success").Inc()
 	c.log.Info("policy status updated", "kind", r.Kind.String(), "namespace", r.Namespace, "name", r.Name,
 		"accepted", want.Status, "reason", want.Reason, "message", want.Message)
 	return nil
+}
+
+// cachedWithStatus returns the object key ("<namespace>/<name>") of the
+// cache of inf, nil when inf is nil or the object is not there, and decodes
+// its status into status (a status the control plane cannot read is left
+// zero: it is overwritten).
+func cachedWithStatus(inf cache.SharedIndexInformer, key string, status any) (*unstructured.Unstructured, error) {
+	if inf == nil {
+		return nil, nil
+	}
+	obj, exists, err := inf.GetIndexer().GetByKey(key)
+	if err != nil || !exists {
+		return nil, err
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, fmt.Errorf("%s in the cache is a %T, not unstructured", key, obj)
+	}
+	if raw, ok := u.Object["status"].(map[string]any); ok {
+		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, status)
+	}
+	return u, nil
+}
+
+// putStatus writes status (a typed status struct) as the status of u, a
+// cached object of resource gvr, through its status subresource, unless
+// ctx is done (no longer leading). written is false when it did not write:
+// ctx done, or the object gone meanwhile. A conflict means the cache is
+// behind; the caller's retry reads the newer object.
+func (c *Controller) putStatus(ctx context.Context, gvr schema.GroupVersionResource, u *unstructured.Unstructured, status any) (written bool, err error) {
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(status)
+	if err != nil {
+		return false, fmt.Errorf("encoding status: %w", err)
+	}
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	upd := u.DeepCopy()
+	upd.Object["status"] = raw
+	_, err = c.dyn.Resource(gvr).Namespace(u.GetNamespace()).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("updating the status of %s %s/%s (RBAC: the control plane needs update on %s/status): %w",
+			gvr.Resource, u.GetNamespace(), u.GetName(), gvr.Resource, err)
+	}
+	c.metrics.statusWrites.WithLabelValues("success").Inc()
+	return true, nil
 }
 
 // NextStatus returns cur with its Accepted condition set to want (keeping

@@ -166,6 +166,7 @@ func (c *Controller) waypointService(svc *corev1.Service, members map[model.Obje
 	ms := toService(svc, c.domain)
 	out := waypointxds.Service{Namespace: svc.Namespace, Name: svc.Name, Hostname: ms.Hostname, VIPs: ms.VIPs}
 	out.Ports = WaypointPorts(svc)
+	c.addBackendSettings(&out)
 	for _, podRef := range slices.SortedFunc(maps.Keys(members), compareRefs) {
 		p, err := c.podLister.Pods(podRef.Namespace).Get(podRef.Name)
 		if err != nil {

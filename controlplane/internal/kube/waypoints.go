@@ -63,12 +63,18 @@ func indexByWaypoint(obj any) ([]string, error) {
 // version of GatewaysResource the API server serves (none when the group
 // is not installed).
 func gatewayAPIServed(d discovery.DiscoveryInterface) (map[string]bool, error) {
-	list, err := d.ServerResourcesForGroupVersion(GatewaysResource.GroupVersion().String())
+	return resourcesServed(d, GatewaysResource.GroupVersion())
+}
+
+// resourcesServed returns which resources of group version gv the API
+// server serves (none when the group version is not installed).
+func resourcesServed(d discovery.DiscoveryInterface, gv schema.GroupVersion) (map[string]bool, error) {
+	list, err := d.ServerResourcesForGroupVersion(gv.String())
 	if apierrors.IsNotFound(err) {
 		return map[string]bool{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kube: discovering %s (can the control plane reach the API server?): %w", GatewaysResource.GroupVersion(), err)
+		return nil, fmt.Errorf("kube: discovering %s (can the control plane reach the API server?): %w", gv, err)
 	}
 	out := map[string]bool{}
 	for _, r := range list.APIResources {

@@ -263,6 +263,9 @@ func (b *builder) service(s Service) (service, error) {
 		if slices.ContainsFunc(out.ports, func(q Port) bool { return q.Port == p.Port }) {
 			return service{}, fmt.Errorf("waypointxds: service %s: port %d is listed twice", key, p.Port)
 		}
+		if err := p.Backend.validate(); err != nil {
+			return service{}, fmt.Errorf("waypointxds: service %s port %d: backend policy: %w", key, p.Port, err)
+		}
 		out.ports = append(out.ports, p)
 	}
 	slices.SortFunc(out.ports, func(a, c Port) int { return cmp.Compare(a.Port, c.Port) })
@@ -483,7 +486,7 @@ func (b *builder) connectOriginateCluster() *clusterv3.Cluster {
 		LbConfig: &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: &clusterv3.Cluster_OriginalDstLbConfig{
 			UpstreamPortOverride: wrapperspb.UInt32(HBONEPort),
 		}},
-		TypedExtensionProtocolOptions: httpOptions(ProtocolHTTP2),
+		TypedExtensionProtocolOptions: httpOptions(ProtocolHTTP2, 0),
 		TransportSocket: transportSocket(wellknown.TransportSocketTLS, &tlsv3.UpstreamTlsContext{
 			CommonTlsContext: commonTLS(b.wp.TrustDomain),
 		}),
@@ -501,6 +504,15 @@ func blackHoleCluster() *clusterv3.Cluster {
 
 func outboundCluster(s service, p Port) *clusterv3.Cluster {
 	name := ClusterName(s.Hostname, p.Port)
+	thresholds := &clusterv3.CircuitBreakers_Thresholds{
+		Priority: corev3.RoutingPriority_DEFAULT,
+		// The retry budget (XDS.md §5.2): retries in flight at most
+		// max(3, 20% of the requests in flight).
+		RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: retryBudgetPercent},
+			MinRetryConcurrency: wrapperspb.UInt32(retryBudgetMin),
+		},
+	}
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -509,17 +521,12 @@ func outboundCluster(s service, p Port) *clusterv3.Cluster {
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
 		// Never send to unhealthy endpoints, even when most are unhealthy
 		// (Envoy's default panic threshold, 50%, would): the Go waypoint
-		// behaves this way, and an Envoy must behave the same.
+		// behaves this way, and an Envoy must behave the same. With
+		// outlier detection this also keeps ejected endpoints out (as
+		// Istio does).
 		CommonLbConfig:  &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}},
 		TransportSocket: internalUpstreamSocket(MetadataOriginalDst, MetadataTunnel),
-		// The retry budget (XDS.md §5.2): retries in flight at most
-		// max(3, 20% of the requests in flight).
-		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-			RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
-				BudgetPercent:       &typev3.Percent{Value: retryBudgetPercent},
-				MinRetryConcurrency: wrapperspb.UInt32(retryBudgetMin),
-			},
-		}}},
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{thresholds}},
 		Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataAmbit: {Fields: map[string]*structpb.Value{
 			"service":   structpb.NewStringValue(s.Hostname),
 			"name":      structpb.NewStringValue(s.Name),
@@ -527,24 +534,125 @@ func outboundCluster(s service, p Port) *clusterv3.Cluster {
 			"port":      structpb.NewNumberValue(float64(p.Port)),
 		}}}},
 	}
+	if b := p.Backend; b != nil {
+		applyBackendSettings(c, thresholds, b)
+	}
 	if p.protocol().IsHTTP() {
-		c.TypedExtensionProtocolOptions = httpOptions(p.protocol())
+		var perConn uint32
+		if p.Backend != nil {
+			perConn = p.Backend.MaxRequestsPerConnection
+		}
+		c.TypedExtensionProtocolOptions = httpOptions(p.protocol(), perConn)
 	}
 	return c
 }
 
+// applyBackendSettings sets the fields of cluster c (and its circuit
+// breaker thresholds t) a BackendPolicy decides (XDS.md §14), except max
+// requests per connection (httpOptions).
+func applyBackendSettings(c *clusterv3.Cluster, t *clusterv3.CircuitBreakers_Thresholds, b *BackendSettings) {
+	optional := func(v uint32) *wrapperspb.UInt32Value {
+		if v == 0 {
+			return nil
+		}
+		return wrapperspb.UInt32(v)
+	}
+	t.MaxConnections = optional(b.MaxConnections)
+	t.MaxPendingRequests = optional(b.MaxPendingRequests)
+	t.MaxRequests = optional(b.MaxRequests)
+	if b.ConnectTimeout > 0 {
+		c.ConnectTimeout = durationpb.New(b.ConnectTimeout)
+	}
+	if o := b.Outlier; o != nil {
+		od := &clusterv3.OutlierDetection{
+			// Ejection on consecutive errors only, never on success rate.
+			EnforcingSuccessRate: wrapperspb.UInt32(0),
+			// Envoy counts consecutive 5xx by default (5, enforced): off
+			// unless asked for.
+			EnforcingConsecutive_5Xx: wrapperspb.UInt32(0),
+		}
+		if o.Consecutive5xx > 0 {
+			od.Consecutive_5Xx = wrapperspb.UInt32(o.Consecutive5xx)
+			od.EnforcingConsecutive_5Xx = wrapperspb.UInt32(100)
+		}
+		if o.ConsecutiveGatewayErrors > 0 {
+			od.ConsecutiveGatewayFailure = wrapperspb.UInt32(o.ConsecutiveGatewayErrors)
+			od.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(100)
+		}
+		if o.Interval > 0 {
+			od.Interval = durationpb.New(o.Interval)
+		}
+		if o.BaseEjectionTime > 0 {
+			od.BaseEjectionTime = durationpb.New(o.BaseEjectionTime)
+		}
+		if o.MaxEjectionPercent != nil {
+			od.MaxEjectionPercent = wrapperspb.UInt32(*o.MaxEjectionPercent)
+		}
+		c.OutlierDetection = od
+		c.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: 0}
+	}
+	switch b.LB {
+	case LBLeastRequest, LBEWMA:
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		if b.ChoiceCount > 0 {
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+				ChoiceCount: wrapperspb.UInt32(b.ChoiceCount),
+			}}
+		}
+		if b.LB == LBEWMA {
+			c.Metadata.FilterMetadata[MetadataAmbit].Fields[MetadataLBAlgorithm] = structpb.NewStringValue(string(LBEWMA))
+		}
+	}
+}
+
+// validate reports settings Envoy would refuse or that mean nothing (nil
+// is valid).
+func (b *BackendSettings) validate() error {
+	if b == nil {
+		return nil
+	}
+	switch b.LB {
+	case "", LBRoundRobin, LBLeastRequest, LBEWMA:
+	default:
+		return fmt.Errorf("unknown load-balancing algorithm %q (use RoundRobin, LeastRequest or EWMA)", b.LB)
+	}
+	if b.ChoiceCount > 0 && (b.LB != LBLeastRequest && b.LB != LBEWMA || b.ChoiceCount < 2) {
+		return fmt.Errorf("choice count %d needs LeastRequest or EWMA and at least 2", b.ChoiceCount)
+	}
+	if b.ConnectTimeout < 0 {
+		return errors.New("negative connect timeout")
+	}
+	if o := b.Outlier; o != nil {
+		if o.Consecutive5xx == 0 && o.ConsecutiveGatewayErrors == 0 {
+			return errors.New("outlier detection needs consecutive 5xx or gateway errors")
+		}
+		if o.Interval < 0 || o.BaseEjectionTime < 0 {
+			return errors.New("negative outlier detection interval or base ejection time")
+		}
+		if o.MaxEjectionPercent != nil && *o.MaxEjectionPercent > 100 {
+			return fmt.Errorf("max ejection percent %d is over 100", *o.MaxEjectionPercent)
+		}
+	}
+	return nil
+}
+
 // httpOptions returns the upstream HTTP protocol options for protocol p:
-// HTTP/1.1 for http, HTTP/2 otherwise.
-func httpOptions(p Protocol) map[string]*anypb.Any {
+// HTTP/1.1 for http, HTTP/2 otherwise; with maxPerConn > 0, at most that
+// many requests per upstream connection.
+func httpOptions(p Protocol, maxPerConn uint32) map[string]*anypb.Any {
 	e := &httpupv3.HttpProtocolOptions_ExplicitHttpConfig{}
 	if p == ProtocolHTTP {
 		e.ProtocolConfig = &httpupv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}}
 	} else {
 		e.ProtocolConfig = &httpupv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}
 	}
-	return map[string]*anypb.Any{httpOptionsKey: mustAny(&httpupv3.HttpProtocolOptions{
+	o := &httpupv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpupv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: e},
-	})}
+	}
+	if maxPerConn > 0 {
+		o.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(maxPerConn)}
+	}
+	return map[string]*anypb.Any{httpOptionsKey: mustAny(o)}
 }
 
 // --- endpoints ---

@@ -121,6 +121,7 @@ func TestGolden(t *testing.T) {
 		{"mixed", mixedInput()},
 		{"httproute", httprouteInput()},
 		{"fault", faultInput()},
+		{"backendpolicy", backendPolicyInput()},
 		{"empty", Input{Waypoint: Waypoint{Namespace: "demo", Name: "idle"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,7 +173,7 @@ func firstDiff(want, got string) string {
 }
 
 func TestEveryResourceValidates(t *testing.T) {
-	for name, in := range map[string]Input{"example": exampleInput(), "mixed": mixedInput(), "httproute": httprouteInput()} {
+	for name, in := range map[string]Input{"example": exampleInput(), "mixed": mixedInput(), "httproute": httprouteInput(), "backendpolicy": backendPolicyInput()} {
 		t.Run(name, func(t *testing.T) {
 			r, err := Build(in)
 			if err != nil {

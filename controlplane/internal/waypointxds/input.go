@@ -72,7 +72,57 @@ type Port struct {
 	// match), already in precedence order (XDS.md §7.1). Nil: the
 	// default route. Only used on HTTP ports.
 	Routes []Route
+	// Backend holds the settings of the BackendPolicy that applies to
+	// this port, for its cluster (XDS.md §14). Nil: the defaults.
+	Backend *BackendSettings
 }
+
+// BackendSettings are the cluster settings of a BackendPolicy for one
+// service port (XDS.md §14). A zero field keeps Envoy's (and the Go
+// waypoint's) default.
+type BackendSettings struct {
+	// MaxConnections, MaxPendingRequests and MaxRequests are the circuit
+	// breaker thresholds of the cluster; 0: Envoy's default, 1024.
+	MaxConnections, MaxPendingRequests, MaxRequests uint32
+	// MaxRequestsPerConnection closes an upstream connection after that
+	// many requests (HTTP ports); 0: no limit.
+	MaxRequestsPerConnection uint32
+	// ConnectTimeout bounds connecting to an endpoint; 0: 10s.
+	ConnectTimeout time.Duration
+	// Outlier enables outlier detection; nil: none.
+	Outlier *OutlierDetection
+	// LB is the load-balancing algorithm; empty: round robin.
+	LB LBAlgorithm
+	// ChoiceCount is the number of endpoints least request (and EWMA)
+	// compares; 0: Envoy's default, 2.
+	ChoiceCount uint32
+}
+
+// OutlierDetection is the outlier detection of a cluster (XDS.md §14).
+type OutlierDetection struct {
+	// Consecutive5xx and ConsecutiveGatewayErrors eject an endpoint after
+	// that many consecutive 5xx (gateway: 502, 503, 504) responses; 0:
+	// not on that kind of error. At least one is non-zero.
+	Consecutive5xx, ConsecutiveGatewayErrors uint32
+	// Interval between ejection sweeps and the base ejection time; 0:
+	// Envoy's defaults, 10s and 30s.
+	Interval, BaseEjectionTime time.Duration
+	// MaxEjectionPercent caps the ejected endpoints (0-100); nil: Envoy's
+	// default, 10.
+	MaxEjectionPercent *uint32
+}
+
+// LBAlgorithm is the load-balancing algorithm of a cluster.
+type LBAlgorithm string
+
+// The load-balancing algorithms of a BackendPolicy.
+const (
+	LBRoundRobin   LBAlgorithm = "RoundRobin"
+	LBLeastRequest LBAlgorithm = "LeastRequest"
+	// LBEWMA is least request in Envoy terms, marked in the cluster
+	// metadata (ambit.lb_algorithm) for Ambit's waypoint (XDS.md §14).
+	LBEWMA LBAlgorithm = "EWMA"
+)
 
 // Route is one (HTTPRoute rule, match) of a service port: one Envoy route.
 type Route struct {
@@ -336,6 +386,10 @@ const (
 	// MetadataAmbit is the endpoint and cluster metadata namespace with
 	// Ambit's own keys (identity, node, workload, service).
 	MetadataAmbit = "ambit"
+	// MetadataLBAlgorithm is the key of the cluster metadata namespace
+	// MetadataAmbit naming an algorithm Envoy does not have ("EWMA"; XDS.md
+	// §14).
+	MetadataLBAlgorithm = "lb_algorithm"
 )
 
 // ClusterName is the name of the cluster (and of its EDS resource) for a

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -97,9 +98,27 @@ func Fetch(ctx context.Context, client *http.Client, cfg GetConfig) (GetResult, 
 		return res, fmt.Errorf("%s %s: reading body after status %d: %w%s", method, cfg.URL, resp.StatusCode, err, hint(err, cfg.Timeout))
 	}
 	if resp.StatusCode != cfg.ExpectStatus {
-		return res, fmt.Errorf("%s %s: status %d, want %d; body: %s", method, cfg.URL, resp.StatusCode, cfg.ExpectStatus, strings.TrimSpace(excerpt(res.Body)))
+		return res, fmt.Errorf("%s %s: status %d, want %d%s; body: %s", method, cfg.URL, resp.StatusCode, cfg.ExpectStatus,
+			proxyHeaders(resp.Header), strings.TrimSpace(excerpt(res.Body)))
 	}
 	return res, nil
+}
+
+// proxyHeaders returns the x-envoy-* headers of a response as
+// "; x-envoy-overloaded: true" (sorted), or "": they say why a proxy
+// answered instead of the server (e.g. a circuit breaker).
+func proxyHeaders(h http.Header) string {
+	var out []string
+	for k, vs := range h {
+		if lk := strings.ToLower(k); strings.HasPrefix(lk, "x-envoy-") {
+			out = append(out, lk+": "+strings.Join(vs, ","))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	slices.Sort(out)
+	return "; " + strings.Join(out, "; ")
 }
 
 // Get sends cfg.Count requests and prints each body as one line to stdout and

@@ -485,3 +485,16 @@ func TestFailRate(t *testing.T) {
 		})
 	}
 }
+
+func TestProxyHeaders(t *testing.T) {
+	h := http.Header{}
+	if got := proxyHeaders(h); got != "" {
+		t.Errorf("no headers: %q", got)
+	}
+	h.Set("X-Envoy-Overloaded", "true")
+	h.Set("X-Envoy-Upstream-Service-Time", "3")
+	h.Set("Server", "x")
+	if got, want := proxyHeaders(h), "; x-envoy-overloaded: true; x-envoy-upstream-service-time: 3"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
