@@ -215,7 +215,9 @@ func TestParseFlags(t *testing.T) {
 		check   func(config) bool
 		wantErr bool
 	}{
-		{"defaults", nil, func(c config) bool { return c.rate == 1000 && c.duration == 10*time.Second && c.rounds == 5 && c.maxRate == 32000 }, false},
+		{"defaults", nil, func(c config) bool {
+			return c.rate == 1000 && c.duration == 10*time.Second && c.rounds == 5 && c.maxRate == 32000
+		}, false},
 		{"quick keeps what is set", []string{"-quick", "-rounds", "4"}, func(c config) bool {
 			return c.duration == 4*time.Second && c.rounds == 4 && c.maxRate == 8000
 		}, false},
