@@ -120,6 +120,7 @@ func TestGolden(t *testing.T) {
 		{"example", exampleInput()},
 		{"mixed", mixedInput()},
 		{"httproute", httprouteInput()},
+		{"authz", authzInput()},
 		{"empty", Input{Waypoint: Waypoint{Namespace: "demo", Name: "idle"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
