@@ -170,6 +170,12 @@ type testProxy struct {
 
 func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	t.Helper()
+	return startProxyLog(t, m, cfg, nil)
+}
+
+// startProxyLog is startProxy with the access log written to accessLog.
+func startProxyLog(t *testing.T, m *testMesh, cfg *model.Config, accessLog io.Writer) *testProxy {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg)
 	if err != nil {
@@ -180,6 +186,7 @@ func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 		Identity:    id,
 		Certificate: func(context.Context) (*tls.Certificate, error) { return m.cert(id) },
 		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(),
+		AccessLog: accessLog,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +246,12 @@ type client struct {
 
 func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort) *client {
 	t.Helper()
-	src := mustID(t, "spiffe://cluster.local/ns/demo/sa/client")
+	return newClientAs(t, m, tp, vip, mustID(t, "spiffe://cluster.local/ns/demo/sa/client"))
+}
+
+// newClientAs is newClient for the source identity src.
+func newClientAs(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, src identity.ID) *client {
+	t.Helper()
 	d, err := hbone.NewDialer(hbone.DialerConfig{
 		Certificate: func(context.Context, identity.ID) (*tls.Certificate, error) { return m.cert(src) },
 		Roots:       m.ca.Roots, Logger: quiet(),
