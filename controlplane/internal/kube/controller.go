@@ -189,6 +189,10 @@ type Controller struct {
 	// each Service, as parent or backend.
 	routes      map[httproute.Ref]httproute.Compiled
 	routesBySvc map[model.ObjectRef]map[httproute.Ref]bool
+	// svcTargetState is, per Service, what an AuthorizationPolicy
+	// targeting it resolves to (exists, selector, waypoint); a change
+	// recompiles the policies with targetRefs of its namespace.
+	svcTargetState map[model.ObjectRef]string
 
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
@@ -243,6 +247,7 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		wpSent:            map[model.ObjectRef]waypointxds.Input{},
 		routes:            map[httproute.Ref]httproute.Compiled{},
 		routesBySvc:       map[model.ObjectRef]map[httproute.Ref]bool{},
+		svcTargetState:    map[model.ObjectRef]string{},
 	}
 	c.gatewayInformer = c.gwFactory.ForResource(GatewaysResource).Informer()
 	c.routeInformer = c.routeFactory.ForResource(HTTPRoutesResource).Informer()
@@ -841,6 +846,11 @@ func (c *Controller) reconcileService(ref model.ObjectRef, b *batch) {
 		c.svcMembers[ref] = members
 	}
 	c.serviceRoutesChanged(ref, b)
+	state := ""
+	if svc != nil {
+		state = fmt.Sprintf("selector=%v waypoint=%s", svc.Spec.Selector, c.svcWaypoint[ref])
+	}
+	c.noteTargetState(ref, state)
 }
 
 func mergeKeys[V any](a, b map[model.ObjectRef]V) map[model.ObjectRef]struct{} {

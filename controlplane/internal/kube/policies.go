@@ -18,6 +18,7 @@ import (
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
 	"ambit.dev/controlplane/internal/model"
 	"ambit.dev/controlplane/internal/policy"
+	"ambit.dev/controlplane/internal/waypointxds"
 )
 
 // The security.ambit.dev resources the controller watches.
@@ -78,6 +79,9 @@ func (c *Controller) compile(k policy.Kind, obj any) (policy.Compiled, error) {
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ap); err != nil {
 			return policy.Compiled{}, fmt.Errorf("kube: AuthorizationPolicy %s/%s does not match its schema (is the CRD in deploy/ installed at the version the control plane expects?): %w", u.GetNamespace(), u.GetName(), err)
 		}
+		if len(ap.Spec.TargetRefs) > 0 {
+			return policy.CompileTargeted(&ap, c.rootNamespace, c.resolveTargets(&ap), waypointxds.ValidatePolicy(toWaypointPolicy(&ap))), nil
+		}
 		return policy.CompileAuthorizationPolicy(&ap, c.rootNamespace), nil
 	}
 }
@@ -119,6 +123,8 @@ func (c *Controller) reconcilePolicy(r policy.Ref, b *batch) error {
 		c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
 	}
 	c.enqueueStatus(changed...)
+	// Policies with targetRefs are enforced by waypoints too.
+	c.markAllWaypoints(b)
 	return nil
 }
 
