@@ -161,13 +161,6 @@ func (d AuthzDecision) ResponseCodeDetails() string {
 func Authorize(filters []RBAC, a Attributes) AuthzDecision {
 	d := AuthzDecision{Allowed: true}
 	for _, f := range filters {
-		matched := ""
-		for i := range f.Policies {
-			if f.Policies[i].matches(a) {
-				matched = f.Policies[i].Name
-				break
-			}
-		}
 		if f.Shadow || f.Action == RBACLog {
 			for i := range f.Policies {
 				if f.Policies[i].matches(a) {
@@ -175,6 +168,13 @@ func Authorize(filters []RBAC, a Attributes) AuthzDecision {
 				}
 			}
 			continue
+		}
+		matched := ""
+		for i := range f.Policies {
+			if f.Policies[i].matches(a) {
+				matched = f.Policies[i].Name
+				break
+			}
 		}
 		switch {
 		case f.Action == RBACDeny && matched != "":
@@ -189,18 +189,24 @@ func Authorize(filters []RBAC, a Attributes) AuthzDecision {
 }
 
 func (p *RBACPolicy) matches(a Attributes) bool {
-	perm := false
-	for i := range p.Permissions {
-		if p.Permissions[i].matches(a) {
-			perm = true
-			break
+	return anyMatch(p.Permissions, func(q *Permission) bool { return q.matches(a) }) &&
+		anyMatch(p.Principals, func(q *Principal) bool { return q.matches(a) })
+}
+
+// allMatch reports whether m holds for every element of xs.
+func allMatch[T any](xs []T, m func(*T) bool) bool {
+	for i := range xs {
+		if !m(&xs[i]) {
+			return false
 		}
 	}
-	if !perm {
-		return false
-	}
-	for i := range p.Principals {
-		if p.Principals[i].matches(a) {
+	return true
+}
+
+// anyMatch reports whether m holds for some element of xs.
+func anyMatch[T any](xs []T, m func(*T) bool) bool {
+	for i := range xs {
+		if m(&xs[i]) {
 			return true
 		}
 	}
@@ -212,19 +218,9 @@ func (p *Permission) matches(a Attributes) bool {
 	case p.Any:
 		return true
 	case p.And != nil:
-		for i := range p.And {
-			if !p.And[i].matches(a) {
-				return false
-			}
-		}
-		return true
+		return allMatch(p.And, func(q *Permission) bool { return q.matches(a) })
 	case p.Or != nil:
-		for i := range p.Or {
-			if p.Or[i].matches(a) {
-				return true
-			}
-		}
-		return false
+		return anyMatch(p.Or, func(q *Permission) bool { return q.matches(a) })
 	case p.Not != nil:
 		return !p.Not.matches(a)
 	case p.Port != 0:
@@ -242,19 +238,9 @@ func (p *Principal) matches(a Attributes) bool {
 	case p.Any:
 		return true
 	case p.And != nil:
-		for i := range p.And {
-			if !p.And[i].matches(a) {
-				return false
-			}
-		}
-		return true
+		return allMatch(p.And, func(q *Principal) bool { return q.matches(a) })
 	case p.Or != nil:
-		for i := range p.Or {
-			if p.Or[i].matches(a) {
-				return true
-			}
-		}
-		return false
+		return anyMatch(p.Or, func(q *Principal) bool { return q.matches(a) })
 	case p.Not != nil:
 		return !p.Not.matches(a)
 	case p.PeerPrincipal != nil:
