@@ -19,15 +19,21 @@ import (
 // status runs one request from client and returns nil when the answer has
 // status want.
 func status(f *framework.Framework, ns, client, method, url string, want int, headers ...string) error {
+	_, err := request(f, ns, client, method, url, want, headers...)
+	return err
+}
+
+// request is status returning the response body.
+func request(f *framework.Framework, ns, client, method, url string, want int, headers ...string) (string, error) {
 	args := []string{"ambit-testapp", "get", "--timeout", "5s", "--method", method, "--expect-status", fmt.Sprint(want)}
 	for _, h := range headers {
 		args = append(args, "--header", h)
 	}
 	out, stderr, err := f.Exec(ns, client, "app", append(args, url)...)
 	if err != nil {
-		return fmt.Errorf("%s %s from %s: want %d: %v (stdout %q, stderr %q)", method, url, client, want, err, excerptLines(out, 3), excerptLines(stderr, 3))
+		return "", fmt.Errorf("%s %s from %s: want %d: %v (stdout %q, stderr %q)", method, url, client, want, err, excerptLines(out, 3), excerptLines(stderr, 3))
 	}
-	return nil
+	return strings.TrimSpace(out), nil
 }
 
 // waypointAccessLog returns the JSON access log lines of the ready waypoint
@@ -124,8 +130,12 @@ spec:
 		if err := status(f, ns, client.Name, "GET", base+"/public", 200); err != nil {
 			t.Fatal(err)
 		}
-		if err := status(f, ns, client.Name, "GET", base+"/private", 403); err != nil {
+		body, err := request(f, ns, client.Name, "GET", base+"/private", 403)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if body != "RBAC: access denied" {
+			t.Fatalf("403 body %q, want Envoy's %q", body, "RBAC: access denied")
 		}
 	})
 
