@@ -1,9 +1,14 @@
 package kube
 
 import (
+	"context"
+	"slices"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	securityv1alpha1 "ambit.dev/api/security/v1alpha1"
+	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
 	"ambit.dev/controlplane/internal/waypointxds"
 )
 
@@ -67,5 +72,42 @@ func TestWaypointFeedPolicies(t *testing.T) {
 	if _, err := waypointxds.Build(waypointxds.Input{Waypoint: waypointxds.Waypoint{Namespace: "demo", Name: "wp"},
 		Services: []waypointxds.Service{withPolicies(audit, public)}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTargetedPolicyWithoutWaypoint: a targetRefs policy on a Service
+// without a waypoint is enforced by ztunnel on the Service's pods (its
+// selector), and follows the Service when it appears.
+func TestTargetedPolicyWithoutWaypoint(t *testing.T) {
+	e := start(t, fixture()...)
+	e.createPolicy(AuthorizationPoliciesResource, authzPolicy("other", "api-from-demo", nil, securityv1alpha1.AuthorizationPolicySpec{
+		TargetRefs: []securityv1alpha1.PolicyTargetReference{{Kind: "Service", Name: "api"}},
+		Rules:      []securityv1alpha1.Rule{{From: []securityv1alpha1.RuleFrom{{Source: securityv1alpha1.Source{Namespaces: []string{"demo"}}}}}},
+	}), "AuthorizationPolicy")
+	// No Service api yet: nothing for ztunnel (TargetNotFound).
+	e.sentinel()
+
+	svc := service()
+	svc.Namespace, svc.Name = "other", "api"
+	svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "10.96.0.30", []string{"10.96.0.30"}
+	svc.Spec.Selector = map[string]string{"app": "web"}
+	if _, err := e.client.CoreV1().Services("other").Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *workloadv1alpha1.Authorization
+	for got == nil {
+		got = e.nextAuthz().updated["other/api-from-demo"]
+	}
+	if got.GetScope() != workloadv1alpha1.Scope_WORKLOAD_SELECTOR || got.GetAction() != workloadv1alpha1.Action_ALLOW || len(got.GetRules()) != 1 {
+		t.Fatalf("published %v, want a selector ALLOW with the rule", got)
+	}
+	// The Service's pod (p3, app=web in namespace other) lists it.
+	for i := 0; ; i++ {
+		if w := e.next().updated["uid-p3"]; w != nil && slices.Equal(w.GetWorkload().GetAuthorizationPolicies(), []string{"other/api-from-demo"}) {
+			break
+		}
+		if i == 10 {
+			t.Fatal("p3 never listed other/api-from-demo")
+		}
 	}
 }
