@@ -3,11 +3,20 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"ambit.dev/pkg/hbone"
+	"ambit.dev/pkg/identity"
 	"ambit.dev/waypoint/internal/model"
 )
 
@@ -125,5 +134,65 @@ func TestRBACAndAccessLog(t *testing.T) {
 	last := lines[len(lines)-1]
 	if last["response_code"] != 200.0 || last["response_code_details"] != "via_upstream" || last["upstream_host"] != web.endpoint().Destination.String() {
 		t.Errorf("allowed request logged as %v, want 200 via_upstream to %s", last, web.endpoint().Destination)
+	}
+}
+
+// TestNetworkRBAC: on a TCP chain the network RBAC filters decide before
+// an endpoint is dialled: a denied source's CONNECT is answered 403 and
+// the backend sees nothing; an allowed one gets its bytes through.
+func TestNetworkRBAC(t *testing.T) {
+	m := newTestMesh(t)
+	db := startBackend(t, m, "127.0.0.1", "db", mustID(t, "spiffe://cluster.local/ns/demo/sa/db"), echo)
+	dbVIP := netip.MustParseAddrPort("10.96.0.20:5432")
+	cl := cluster("db", db)
+	cfg := &model.Config{
+		Chains: []*model.Chain{{Name: "inbound-vip|5432|tcp|db.demo.svc.cluster.local", Service: "db.demo.svc.cluster.local",
+			Protocol: model.ProtocolTCP, Port: 5432, Prefixes: []netip.Prefix{netip.PrefixFrom(dbVIP.Addr(), 32)}, Cluster: "db",
+			RBAC: []model.RBAC{{Action: model.RBACAllow, Policies: []model.RBACPolicy{{
+				Name:        "ns[demo]-policy[db]-rule[0]",
+				Permissions: []model.Permission{{Port: 5432}},
+				Principals:  []model.Principal{{PeerPrincipal: &model.ValueMatch{Value: "spiffe://cluster.local/ns/demo/sa/client"}}},
+			}}}},
+		}},
+		Clusters: map[string]*model.Cluster{"db": cl},
+	}
+	tp := startProxy(t, m, cfg)
+	dial := func(src string) (net.Conn, error) {
+		d, err := hbone.NewDialer(hbone.DialerConfig{
+			Certificate: func(context.Context, identity.ID) (*tls.Certificate, error) { return m.cert(mustID(t, src)) },
+			Roots:       m.ca.Roots, Logger: quiet(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return d.Dial(ctx, hbone.Target{SourceID: mustID(t, src), DestID: tp.id, HBONEAddr: tp.addr, Authority: dbVIP})
+	}
+
+	if c, err := dial("spiffe://cluster.local/ns/demo/sa/other"); err == nil || !strings.Contains(err.Error(), "403") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("other principal: %v, want the CONNECT refused with 403", err)
+	}
+	if db.hits.Load() != 0 {
+		t.Fatal("the backend saw the denied source")
+	}
+	c, err := dial("spiffe://cluster.local/ns/demo/sa/client")
+	if err != nil {
+		t.Fatalf("allowed principal: %v", err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: db\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("through the allowed stream: %q, %v", line, err)
+	}
+	if got := tp.metric(t, "ambit_waypoint_rbac_decisions_total", map[string]string{"result": RBACDenied, "policy": "none"}); got != 1 {
+		t.Errorf("denied decisions = %v, want 1", got)
 	}
 }
