@@ -49,9 +49,10 @@ func (c *Controller) resolveTargets(ap *securityv1alpha1.AuthorizationPolicy) []
 }
 
 // noteTargetState records what a policy target Service resolves to and,
-// when that changed, queues the AuthorizationPolicies with targetRefs in
-// its namespace for recompilation. Caller holds c.mu.
-func (c *Controller) noteTargetState(ref model.ObjectRef, state string) {
+// when that changed, recompiles the AuthorizationPolicies with targetRefs
+// in its namespace in the same batch (so that ztunnel's part never lags
+// the binding). Caller holds c.mu.
+func (c *Controller) noteTargetState(ref model.ObjectRef, state string, b *batch) {
 	if old, ok := c.svcTargetState[ref]; ok && old == state {
 		return
 	}
@@ -60,7 +61,36 @@ func (c *Controller) noteTargetState(ref model.ObjectRef, state string) {
 	} else {
 		c.svcTargetState[ref] = state
 	}
-	c.requeueTargeting(ref.Namespace)
+	c.recompileTargeting(ref.Namespace, b)
+}
+
+// recompileTargeting recompiles every AuthorizationPolicy of namespace ns
+// that has targetRefs; one that fails is queued for a retry. Caller holds
+// c.mu.
+func (c *Controller) recompileTargeting(ns string, b *batch) {
+	if !c.policiesLoaded {
+		return // resyncAll loads them after the Services
+	}
+	for _, r := range c.targetingPolicies(ns) {
+		if err := c.reconcilePolicy(policy.Ref{Kind: policy.KindAuthorizationPolicy, Namespace: r.Namespace, Name: r.Name}, b); err != nil {
+			c.queue.Add(key{kind: kindAuthorizationPolicy, namespace: r.Namespace, name: r.Name})
+		}
+	}
+}
+
+// targetingPolicies lists the AuthorizationPolicies of ns with targetRefs.
+func (c *Controller) targetingPolicies(ns string) []model.ObjectRef {
+	var out []model.ObjectRef
+	objs, err := c.authzPolicies.GetIndexer().ByIndex(cache.NamespaceIndex, ns)
+	if err != nil {
+		return nil
+	}
+	for _, o := range objs {
+		if m, err := metaOf(o); err == nil && hasTargetRefs(o) {
+			out = append(out, model.ObjectRef{Namespace: m.GetNamespace(), Name: m.GetName()})
+		}
+	}
+	return out
 }
 
 // requeueTargeting queues every AuthorizationPolicy of namespace ns that

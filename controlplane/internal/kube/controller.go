@@ -193,6 +193,8 @@ type Controller struct {
 	// targeting it resolves to (exists, selector, waypoint); a change
 	// recompiles the policies with targetRefs of its namespace.
 	svcTargetState map[model.ObjectRef]string
+	// policiesLoaded is set once resyncAll loaded the targetRefs policies.
+	policiesLoaded bool
 
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
@@ -547,7 +549,7 @@ func (c *Controller) resyncAll() error {
 	// Policies first: the workloads derived below list the selector
 	// policies that apply to them, and ztunnels get the Authorization
 	// resources before the workloads that name them.
-	if err := c.loadPolicies(); err != nil {
+	if err := c.loadPolicies(false); err != nil {
 		return err
 	}
 	if err := c.publishAuthorizations(); err != nil {
@@ -561,6 +563,16 @@ func (c *Controller) resyncAll() error {
 	}
 	for _, s := range svcs {
 		c.reconcileService(model.ObjectRef{Namespace: s.Namespace, Name: s.Name}, b)
+	}
+	// Policies with targetRefs once the Services' waypoints are known (a
+	// waypoint-bound target must never look unbound: that would make
+	// ztunnel deny its pods).
+	if err := c.loadPolicies(true); err != nil {
+		return err
+	}
+	c.policiesLoaded = true
+	if err := c.publishAuthorizations(); err != nil {
+		return err
 	}
 	pods, err := c.podLister.List(labels.Everything())
 	if err != nil {
@@ -850,7 +862,7 @@ func (c *Controller) reconcileService(ref model.ObjectRef, b *batch) {
 	if svc != nil {
 		state = fmt.Sprintf("selector=%v waypoint=%s", svc.Spec.Selector, c.svcWaypoint[ref])
 	}
-	c.noteTargetState(ref, state)
+	c.noteTargetState(ref, state, b)
 }
 
 func mergeKeys[V any](a, b map[model.ObjectRef]V) map[model.ObjectRef]struct{} {

@@ -129,10 +129,18 @@ func (c *Controller) reconcilePolicy(r policy.Ref, b *batch) error {
 }
 
 // loadPolicies compiles every cached policy into the index (the initial
-// state). Caller holds c.mu.
-func (c *Controller) loadPolicies() error {
+// state), except AuthorizationPolicies with targetRefs (targeted true:
+// only those), which depend on the Services' waypoint bindings and are
+// loaded once the Services are. Caller holds c.mu.
+func (c *Controller) loadPolicies(targeted bool) error {
 	for _, k := range []policy.Kind{policy.KindAuthorizationPolicy, policy.KindPeerAuthentication} {
+		if targeted && k != policy.KindAuthorizationPolicy {
+			continue
+		}
 		for _, obj := range c.policyInformer(k).GetStore().List() {
+			if k == policy.KindAuthorizationPolicy && hasTargetRefs(obj) != targeted {
+				continue
+			}
 			compiled, err := c.compile(k, obj)
 			if err != nil {
 				return err
@@ -173,4 +181,15 @@ func (c *Controller) publishAuthorizations() error {
 	c.metrics.authorizations.Set(float64(len(c.publishedAuthz)))
 	c.log.Debug("published authorizations", "updated", len(updated), "removed", len(removed))
 	return nil
+}
+
+// hasTargetRefs reports whether a cached AuthorizationPolicy sets
+// spec.targetRefs.
+func hasTargetRefs(obj any) bool {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return false
+	}
+	refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "targetRefs")
+	return len(refs) > 0
 }
