@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	"ambit.dev/e2e/framework"
@@ -200,6 +201,63 @@ spec:
 			if err := status(f, ns, client.Name, "POST", base+"/admin", 403); err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+
+	t.Run("access log sampling from the Gateway annotation", func(t *testing.T) {
+		annotate := func(v string) {
+			t.Helper()
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{"ambit.dev/access-log-sampling":%q}}}`, v)
+			if _, err := dyn.Resource(gatewayGVR).Namespace(ns).Patch(f.Ctx(), "waypoint", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		condition := func(status, reason string) {
+			t.Helper()
+			err := f.Eventually(30*time.Second, func() error {
+				u, err := dyn.Resource(gatewayGVR).Namespace(ns).Get(f.Ctx(), "waypoint", metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+				for _, c := range conds {
+					if m, _ := c.(map[string]any); m["type"] == "ambit.dev/AccessLogSampling" && m["status"] == status && m["reason"] == reason {
+						return nil
+					}
+				}
+				return fmt.Errorf("no condition ambit.dev/AccessLogSampling %s/%s yet: %v", status, reason, conds)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		annotate("150")
+		condition("False", "InvalidValue")
+		annotate("0")
+		condition("True", "Applied")
+		// 0%: allowed requests stop being logged, denials still are.
+		err := f.Eventually(time.Minute, func() error {
+			marker := fmt.Sprintf("/public/sampled-%d", time.Now().UnixNano())
+			if err := status(f, ns, client.Name, "GET", base+marker, 200); err != nil {
+				return err
+			}
+			if err := status(f, ns, client.Name, "POST", base+marker, 403); err != nil {
+				return err
+			}
+			var got200, got403 bool
+			for _, l := range waypointAccessLog(t, f, ns, "waypoint") {
+				if l["path"] == marker {
+					got200 = got200 || l["response_code"] == 200.0
+					got403 = got403 || l["response_code"] == 403.0
+				}
+			}
+			if got200 || !got403 {
+				return fmt.Errorf("at 0%% sampling: 200 logged %v (want false), 403 logged %v (want true)", got200, got403)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	})
 
