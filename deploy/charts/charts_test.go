@@ -137,6 +137,7 @@ func TestRenderDefaults(t *testing.T) {
 		got = append(got, o.String())
 	}
 	want := []string{
+		"CustomResourceDefinition httpfaults.networking.ambit.dev",
 		"CustomResourceDefinition authorizationpolicies.security.ambit.dev",
 		"CustomResourceDefinition peerauthentications.security.ambit.dev",
 		"CustomResourceDefinition gatewayclasses.gateway.networking.k8s.io",
@@ -208,6 +209,7 @@ func TestRenderDefaults(t *testing.T) {
 		for _, want := range []rbacv1.PolicyRule{
 			{APIGroups: []string{"security.ambit.dev"}, Resources: []string{"authorizationpolicies", "peerauthentications"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"security.ambit.dev"}, Resources: []string{"authorizationpolicies/status", "peerauthentications/status"}, Verbs: []string{"get", "update", "patch"}},
+			{APIGroups: []string{"networking.ambit.dev"}, Resources: []string{"httpfaults"}, Verbs: []string{"get", "list", "watch"}},
 		} {
 			if !slices.ContainsFunc(cr.Rules, func(r rbacv1.PolicyRule) bool { return reflect.DeepEqual(r, want) }) {
 				t.Errorf("ClusterRole ambit-controlplane lacks rule %+v; has %+v", want, cr.Rules)
@@ -247,7 +249,7 @@ func TestRenderDefaults(t *testing.T) {
 				continue
 			}
 			crd := o.obj.(*apiextensionsv1.CustomResourceDefinition)
-			file := filepath.Join("ambit", "files", "crds", "security.ambit.dev_"+crd.Spec.Names.Plural+".yaml")
+			file := filepath.Join("ambit", "files", "crds", crd.Spec.Group+"_"+crd.Spec.Names.Plural+".yaml")
 			if crd.Spec.Group == "gateway.networking.k8s.io" {
 				file = filepath.Join("ambit", "files", "gateway-api", "gateway.networking.k8s.io_"+crd.Spec.Names.Plural+".yaml")
 			}
@@ -516,8 +518,8 @@ func TestRenderValues(t *testing.T) {
 			name:   "gatewayAPI.installCRDs false leaves out the Gateway API CRDs only",
 			values: map[string]any{"gatewayAPI": map[string]any{"installCRDs": false}},
 			check: func(t *testing.T, objs []object) {
-				if got := crdGroups(objs); !slices.Equal(got, []string{"security.ambit.dev"}) {
-					t.Errorf("CRD groups %v, want only security.ambit.dev", got)
+				if got := crdGroups(objs); !slices.Equal(got, []string{"networking.ambit.dev", "security.ambit.dev"}) {
+					t.Errorf("CRD groups %v, want only Ambit's (networking and security.ambit.dev)", got)
 				}
 			},
 		},

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 
 	"ambit.dev/e2e/framework"
 )
@@ -166,12 +167,58 @@ func TestAmbitctl(t *testing.T) {
 		ambitctl(t, f, "check").expect(t, 0, "all checks passed")
 	})
 
+	// Waypoints: one made with ambitctl, one the control plane provisions
+	// for an HTTPRoute. Uninstall refuses to delete the user's own unasked.
+	dyn, err := dynamic.NewForConfig(f.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ambitctl(t, f, "waypoint", "apply", "-n", ns).expect(t, 0, "waypoint "+ns+"/waypoint created", "is Programmed")
+	selectorService(t, f, ns, "web", map[string]string{"app": "none"})
+	applyYAML(t, f, dyn, httpRouteGVR, ns, fmt.Sprintf(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: %s}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+`, ns))
+	err = f.Eventually(2*time.Minute, func() error {
+		if label, _ := serviceWaypointLabel(t, f, ns, "web"); label != "ambit-auto-waypoint" {
+			return fmt.Errorf("Service web is bound to %q, want the auto-provisioned waypoint", label)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ambitctl(t, f, "uninstall").expect(t, 1, "1 waypoint(s) you created are still deployed ("+ns+"/waypoint)", "--unenroll")
+	ambitctl(t, f, "waypoint", "delete", "-n", ns).expect(t, 0)
+
 	// Uninstalling under enrolled pods would cut them off: refused.
 	ambitctl(t, f, "uninstall").expect(t, 1, "1 namespace(s) are enrolled ("+ns+")", "--unenroll")
 	ambitctl(t, f, "unenroll", ns).expect(t, 0, ns)
 	waitRedirection(t, f, ns, server.Name, "")
 
-	ambitctl(t, f, "uninstall").expect(t, 0, "Ambit is uninstalled")
+	ambitctl(t, f, "uninstall").expect(t, 0, "waypoint "+ns+"/ambit-auto-waypoint deleted (auto-provisioned)",
+		"Service "+ns+"/web: auto-provisioned waypoint binding removed", "GatewayClass ambit-waypoint deleted", "Ambit is uninstalled")
+	if label, _ := serviceWaypointLabel(t, f, ns, "web"); label != "" {
+		t.Fatalf("Service web still labelled %q after uninstall", label)
+	}
+	// The waypoint's Deployment goes with its Gateway (owner reference).
+	err = f.Eventually(time.Minute, func() error {
+		ds, err := f.Client.AppsV1().Deployments(ns).List(f.Ctx(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(ds.Items) > 0 {
+			return fmt.Errorf("%d Deployment(s) left in %s, the first %s", len(ds.Items), ns, ds.Items[0].Name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, ds := range []string{"ztunnel", "ambit-node-agent"} {
 		if _, err := f.Client.AppsV1().DaemonSets(systemNS).Get(f.Ctx(), ds, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Fatalf("DaemonSet %s after uninstall: %v, want not found", ds, err)

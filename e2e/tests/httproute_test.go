@@ -75,7 +75,14 @@ func applyYAML(t *testing.T, f *framework.Framework, dyn dynamic.Interface, gvr 
 // wrote on HTTPRoute name (nil when there is none yet).
 func routeCondition(t *testing.T, f *framework.Framework, dyn dynamic.Interface, ns, name, typ string) map[string]any {
 	t.Helper()
-	u, err := dyn.Resource(httpRouteGVR).Namespace(ns).Get(f.Ctx(), name, metav1.GetOptions{})
+	return routeConditionOf(t, f, dyn, httpRouteGVR, ns, name, typ)
+}
+
+// routeConditionOf is routeCondition for a route of resource gvr
+// (httproutes, grpcroutes).
+func routeConditionOf(t *testing.T, f *framework.Framework, dyn dynamic.Interface, gvr schema.GroupVersionResource, ns, name, typ string) map[string]any {
+	t.Helper()
+	u, err := dyn.Resource(gvr).Namespace(ns).Get(f.Ctx(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,11 +104,17 @@ func routeCondition(t *testing.T, f *framework.Framework, dyn dynamic.Interface,
 
 func waitRouteCondition(t *testing.T, f *framework.Framework, dyn dynamic.Interface, ns, name, typ, status, reason string) map[string]any {
 	t.Helper()
+	return waitRouteConditionOf(t, f, dyn, httpRouteGVR, ns, name, typ, status, reason)
+}
+
+// waitRouteConditionOf is waitRouteCondition for a route of resource gvr.
+func waitRouteConditionOf(t *testing.T, f *framework.Framework, dyn dynamic.Interface, gvr schema.GroupVersionResource, ns, name, typ, status, reason string) map[string]any {
+	t.Helper()
 	var got map[string]any
 	err := f.Eventually(time.Minute, func() error {
-		got = routeCondition(t, f, dyn, ns, name, typ)
+		got = routeConditionOf(t, f, dyn, gvr, ns, name, typ)
 		if got == nil || got["status"] != status || got["reason"] != reason {
-			return fmt.Errorf("HTTPRoute %s/%s condition %s is %v, want %s/%s", ns, name, typ, got, status, reason)
+			return fmt.Errorf("%s %s/%s condition %s is %v, want %s/%s", gvr.Resource, ns, name, typ, got, status, reason)
 		}
 		return nil
 	})

@@ -15,6 +15,7 @@ import (
 	"ambit.dev/ambitctl/internal/kube"
 	"ambit.dev/ambitctl/internal/manifest"
 	"ambit.dev/ambitctl/internal/values"
+	"ambit.dev/ambitctl/internal/waypoint"
 	"ambit.dev/pkg/enrol"
 )
 
@@ -88,7 +89,9 @@ func (g *globals) uninstallCommand() *cobra.Command {
 			"configuration from its node), then RBAC and configuration. The CRDs, and with them every\n" +
 			"AuthorizationPolicy and PeerAuthentication, stay unless --delete-crds; the namespace stays.\n" +
 			"It refuses while namespaces are enrolled or pods are captured (they would lose every\n" +
-			"connection with ztunnel gone); --unenroll takes them out of the mesh first.\n" +
+			"connection with ztunnel gone), or while waypoints you created are deployed; --unenroll\n" +
+			"takes them out of the mesh first and deletes those waypoints. Waypoints the control plane\n" +
+			"provisioned, their Service bindings and the GatewayClass are removed once it has stopped.\n" +
 			"Pass the same -f/--set values as to install.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -100,15 +103,28 @@ func (g *globals) uninstallCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			gws, err := kube.AllWaypoints(cmd.Context(), c.Typed, c.Dynamic)
+			if err != nil {
+				return err
+			}
+			if err := waypoint.UninstallBlocker(gws, unenroll); err != nil {
+				return err
+			}
 			if err := g.leaveMesh(cmd.Context(), unenroll, r.timeout); err != nil {
 				return err
 			}
-			return in.Uninstall(cmd.Context(), objs, deleteCRDs)
+			return in.Uninstall(cmd.Context(), objs, deleteCRDs, func(ctx context.Context) ([]string, error) {
+				return kube.RemoveWaypoints(ctx, c.Typed, c.Dynamic)
+			})
 		},
 	}
 	r.add(cmd)
 	cmd.Flags().BoolVar(&deleteCRDs, "delete-crds", false, "also delete Ambit's CRDs and so every policy object")
-	cmd.Flags().BoolVar(&unenroll, "unenroll", false, "first unenroll every enrolled namespace and wait until no pod is captured")
+	cmd.Flags().BoolVar(&unenroll, "unenroll", false, "first unenroll every enrolled namespace and wait until no pod is captured; also delete the waypoints you created")
 	return cmd
 }
 

@@ -337,7 +337,11 @@ func TestUninstall(t *testing.T) {
 	}
 	f.log = nil
 	out.Reset()
-	if err := in.Uninstall(t.Context(), parse(t), false); err != nil {
+	cleanup := func(context.Context) ([]string, error) {
+		f.log = append(f.log, "cleanup")
+		return []string{"waypoint demo/waypoint deleted (created by you)"}, nil
+	}
+	if err := in.Uninstall(t.Context(), parse(t), false, cleanup); err != nil {
 		t.Fatalf("Uninstall: %v\n%s", err, out.String())
 	}
 	// Workloads are deleted, their pods waited for, then the rest.
@@ -351,6 +355,10 @@ func TestUninstall(t *testing.T) {
 	}
 	if lastWorkload < 0 || firstRest < 0 || lastCount < lastWorkload || lastCount > firstRest {
 		t.Fatalf("uninstall did not wait for the pods between workloads and the rest: %v", f.log)
+	}
+	// The run-time cleanup comes once the pods are gone, before the rest.
+	if c := slices.Index(f.log, "cleanup"); c < lastCount || c > firstRest {
+		t.Fatalf("cleanup ran at %d, want between the last pod count (%d) and the rest (%d): %v", c, lastCount, firstRest, f.log)
 	}
 	for sel, n := range f.pods {
 		if n != 0 {
@@ -366,7 +374,7 @@ func TestUninstall(t *testing.T) {
 	if len(f.objs) != 2 {
 		t.Errorf("left behind: %v", f.objs)
 	}
-	for _, want := range []string{"DaemonSet ambit-system/ztunnel deleted", "2 ztunnel pod(s)",
+	for _, want := range []string{"DaemonSet ambit-system/ztunnel deleted", "2 ztunnel pod(s)", "waypoint demo/waypoint deleted (created by you)",
 		"CustomResourceDefinition peerauthentications.security.ambit.dev kept: keeps the users' policies", "Ambit is uninstalled"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("uninstall output lacks %q:\n%s", want, out.String())
@@ -375,7 +383,7 @@ func TestUninstall(t *testing.T) {
 
 	// Again: everything already gone, still a success.
 	out.Reset()
-	if err := in.Uninstall(t.Context(), parse(t), true); err != nil {
+	if err := in.Uninstall(t.Context(), parse(t), true, nil); err != nil {
 		t.Fatalf("second Uninstall: %v", err)
 	}
 	if !strings.Contains(out.String(), "DaemonSet ambit-system/ztunnel already gone") ||

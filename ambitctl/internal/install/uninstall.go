@@ -59,17 +59,31 @@ func DeletePlan(objs []*unstructured.Unstructured, deleteCRDs bool) Plan {
 	return p
 }
 
+// Cleanup removes what Ambit's workloads created at run time (not
+// rendered by the chart), once they are gone; it returns lines to print.
+type Cleanup func(context.Context) ([]string, error)
+
 // Uninstall deletes what Install applied (objs, rendered the same way),
 // following DeletePlan: workloads first, then waits until their pods are
 // gone (the node agent removes its CNI configuration from each node as its
-// pod stops), then the rest. Objects already gone are fine.
-func (in *Installer) Uninstall(ctx context.Context, objs []*unstructured.Unstructured, deleteCRDs bool) error {
+// pod stops), then runs cleanup (nil: none) — nothing re-creates what it
+// removes any more — then deletes the rest. Objects already gone are fine.
+func (in *Installer) Uninstall(ctx context.Context, objs []*unstructured.Unstructured, deleteCRDs bool, cleanup Cleanup) error {
 	plan := DeletePlan(objs, deleteCRDs)
 	if err := in.deleteAll(ctx, plan.Workloads); err != nil {
 		return err
 	}
 	if err := in.waitPodsGone(ctx, plan.Workloads); err != nil {
 		return err
+	}
+	if cleanup != nil {
+		lines, err := cleanup(ctx)
+		for _, l := range lines {
+			fmt.Fprintln(in.opts.Out, l)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if err := in.deleteAll(ctx, plan.Rest); err != nil {
 		return err

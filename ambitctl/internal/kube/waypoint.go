@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
@@ -268,4 +269,70 @@ func patchNamespaceLabels(ctx context.Context, typed kubernetes.Interface, ns st
 		return fmt.Errorf("labelling namespace %s: %w (you need permission to patch namespaces)", ns, hint(err))
 	}
 	return nil
+}
+
+// gatewayClassGVR is the cluster-scoped GatewayClass resource.
+var gatewayClassGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gatewayclasses"}
+
+// AllWaypoints lists the waypoint Gateways of every namespace; none when
+// the cluster does not serve the Gateway API.
+func AllWaypoints(ctx context.Context, typed kubernetes.Interface, dyn dynamic.Interface) ([]waypoint.Info, error) {
+	if CheckGatewayAPI(typed) != nil {
+		return nil, nil
+	}
+	return ListWaypoints(ctx, typed, dyn, "")
+}
+
+// RemoveWaypoints removes what the waypoints left once the control plane
+// is gone (uninstall): every waypoint Gateway (the controller's
+// ServiceAccount, Service and Deployment go with it, owned by it), the
+// bindings auto-provisioning added to Services (the label, where the
+// annotation says Ambit put it; users' own labels stay), and the
+// GatewayClass. Nothing when the Gateway API is not served (deleting its
+// CRDs deleted them all).
+func RemoveWaypoints(ctx context.Context, typed kubernetes.Interface, dyn dynamic.Interface) ([]string, error) {
+	if CheckGatewayAPI(typed) != nil {
+		return nil, nil
+	}
+	gws, err := ListWaypoints(ctx, typed, dyn, "")
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	bg := metav1.DeletePropagationBackground
+	for _, g := range gws {
+		err := dyn.Resource(waypoint.GatewayGVR).Namespace(g.Namespace).Delete(ctx, g.Name, metav1.DeleteOptions{PropagationPolicy: &bg})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return lines, fmt.Errorf("deleting waypoint Gateway %s: %w (you need permission to delete gateways.gateway.networking.k8s.io)", g.Ref(), hint(err))
+		}
+		who := "created by you"
+		if g.AutoProvisioned {
+			who = "auto-provisioned"
+		}
+		lines = append(lines, fmt.Sprintf("waypoint %s deleted (%s)", g.Ref(), who))
+	}
+	svcs, err := typed.CoreV1().Services("").List(ctx, metav1.ListOptions{LabelSelector: waypoint.LabelUseWaypoint})
+	if err != nil {
+		return lines, fmt.Errorf("listing Services bound to waypoints: %w (you need permission to list services)", hint(err))
+	}
+	for _, s := range svcs.Items {
+		if _, auto := s.Annotations[waypoint.AnnotationAutoWaypoint]; !auto {
+			continue
+		}
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+			"labels":      map[string]any{waypoint.LabelUseWaypoint: nil},
+			"annotations": map[string]any{waypoint.AnnotationAutoWaypoint: nil},
+		}})
+		if _, err := typed.CoreV1().Services(s.Namespace).Patch(ctx, s.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: components.FieldManager}); err != nil && !apierrors.IsNotFound(err) {
+			return lines, fmt.Errorf("removing the auto-provisioned waypoint binding of Service %s/%s: %w (you need permission to patch services)", s.Namespace, s.Name, hint(err))
+		}
+		lines = append(lines, fmt.Sprintf("Service %s/%s: auto-provisioned waypoint binding removed", s.Namespace, s.Name))
+	}
+	switch err := dyn.Resource(gatewayClassGVR).Delete(ctx, waypoint.Class, metav1.DeleteOptions{}); {
+	case err == nil:
+		lines = append(lines, "GatewayClass "+waypoint.Class+" deleted")
+	case !apierrors.IsNotFound(err):
+		return lines, fmt.Errorf("deleting GatewayClass %s: %w (you need permission to delete gatewayclasses.gateway.networking.k8s.io)", waypoint.Class, hint(err))
+	}
+	return lines, nil
 }

@@ -46,6 +46,12 @@ const (
 	// ConditionProgrammed is the Gateway condition that says the waypoint
 	// is deployed and has an available replica.
 	ConditionProgrammed = "Programmed"
+
+	// LabelAutoProvisioned=true marks the Gateways the control plane's
+	// auto-provisioning created (controlplane/internal/autowaypoint);
+	// AnnotationAutoWaypoint marks the Services it bound to one.
+	LabelAutoProvisioned   = "ambit.dev/auto-provisioned"
+	AnnotationAutoWaypoint = "ambit.dev/auto-waypoint"
 )
 
 // Values of LabelWaypointFor.
@@ -103,6 +109,8 @@ type Info struct {
 	Conditions []Condition
 	// Addresses are status.addresses values.
 	Addresses []string
+	// AutoProvisioned is true for a Gateway the control plane created.
+	AutoProvisioned bool
 }
 
 // Ref is namespace/name.
@@ -110,7 +118,8 @@ func (i Info) Ref() string { return i.Namespace + "/" + i.Name }
 
 // FromObject reads a Gateway.
 func FromObject(u *unstructured.Unstructured) Info {
-	i := Info{Namespace: u.GetNamespace(), Name: u.GetName(), For: u.GetLabels()[LabelWaypointFor]}
+	i := Info{Namespace: u.GetNamespace(), Name: u.GetName(), For: u.GetLabels()[LabelWaypointFor],
+		AutoProvisioned: u.GetLabels()[LabelAutoProvisioned] == "true"}
 	if i.For == "" {
 		i.For = ForService
 	}
@@ -236,4 +245,27 @@ func forWhat(f string) string {
 		return "Services and pods"
 	}
 	return "Services"
+}
+
+// UninstallBlocker says why uninstall must not go on while waypoints are
+// deployed, or nil. Waypoints the control plane provisioned are Ambit's
+// own: uninstall removes them. Those a user created are not removed
+// without removeUser (--unenroll): their pods would keep running without
+// a control plane, and deleting them unasked would lose the user's
+// objects.
+func UninstallBlocker(gws []Info, removeUser bool) error {
+	if removeUser {
+		return nil
+	}
+	var mine []string
+	for _, g := range gws {
+		if g.Class == Class && !g.AutoProvisioned {
+			mine = append(mine, g.Ref())
+		}
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d waypoint(s) you created are still deployed (%s): delete them with ambitctl waypoint delete -n <namespace> --name <name>, or pass --unenroll, which deletes them too",
+		len(mine), strings.Join(mine, ", "))
 }

@@ -296,3 +296,38 @@ func TestApplyAndDeleteLines(t *testing.T) {
 		})
 	}
 }
+
+func TestUninstallBlocker(t *testing.T) {
+	auto := FromObject(gw("shop", "ambit-auto-waypoint", Class, map[string]string{LabelAutoProvisioned: "true"}, nil))
+	if !auto.AutoProvisioned {
+		t.Fatalf("FromObject does not see %s=true", LabelAutoProvisioned)
+	}
+	mine := FromObject(gw("demo", "waypoint", Class, nil, nil))
+	other := FromObject(gw("demo", "edge", "istio", nil, nil))
+	tests := []struct {
+		name       string
+		gws        []Info
+		removeUser bool
+		want       string // substring of the error; "" for none
+	}{
+		{"none", nil, false, ""},
+		{"only auto-provisioned ones: uninstall removes them", []Info{auto}, false, ""},
+		{"another class is not ours", []Info{other}, false, ""},
+		{"a user's waypoint blocks", []Info{auto, mine, other}, false, "1 waypoint(s) you created are still deployed (demo/waypoint): delete them with ambitctl waypoint delete"},
+		{"--unenroll removes it", []Info{auto, mine}, true, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := UninstallBlocker(tc.gws, tc.removeUser)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("err %v, want none", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--unenroll") {
+				t.Fatalf("err %v, want %q and the --unenroll way out", err, tc.want)
+			}
+		})
+	}
+}

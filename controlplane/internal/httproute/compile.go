@@ -1,6 +1,7 @@
-// Package httproute compiles Gateway API HTTPRoutes attached to Services
-// (GAMMA: a parentRef of kind Service) into the waypoint route input of
-// internal/waypointxds (XDS.md §7.1), with the status conditions each
+// Package httproute compiles Gateway API HTTPRoutes and GRPCRoutes
+// attached to Services (GAMMA: a parentRef of kind Service) into the
+// waypoint route input of internal/waypointxds (XDS.md §7.1, §7.2; a
+// GRPCRoute is compiled as the HTTPRoute it means), with the status conditions each
 // parent gets. It is pure: the caller passes the route and a lookup of the
 // Services it names, and gets back what to send to waypoints and what to
 // write in the route's status.
@@ -30,10 +31,39 @@ const ControllerName = "ambit.dev/waypoint-controller"
 // route until one is.
 const ReasonWaypointRequired = "WaypointRequired"
 
-// Ref names an HTTPRoute.
-type Ref struct{ Namespace, Name string }
+// Kind is the kind of a route.
+type Kind string
 
-func (r Ref) String() string { return r.Namespace + "/" + r.Name }
+// The route kinds compiled here.
+const (
+	KindHTTPRoute Kind = "" // the zero Kind
+	KindGRPCRoute Kind = "GRPCRoute"
+)
+
+// String returns the kind's name ("HTTPRoute" for the zero Kind).
+func (k Kind) String() string {
+	if k == KindHTTPRoute {
+		return "HTTPRoute"
+	}
+	return string(k)
+}
+
+// Ref names a route: an HTTPRoute, or a GRPCRoute (compiled as the
+// HTTPRoute it means). The zero Kind is an HTTPRoute.
+type Ref struct {
+	Kind            Kind
+	Namespace, Name string
+}
+
+// Key is the namespace/name cache key of the route.
+func (r Ref) Key() string { return r.Namespace + "/" + r.Name }
+
+func (r Ref) String() string {
+	if r.Kind == KindGRPCRoute {
+		return "grpcroute " + r.Key()
+	}
+	return r.Key()
+}
 
 // ServiceRef names a Service.
 type ServiceRef struct{ Namespace, Name string }
@@ -69,6 +99,29 @@ func (s Service) port(p uint16) (Port, bool) {
 // exist.
 type Lookup func(ServiceRef) (Service, bool)
 
+// FaultRef names an HTTPFault (networking.ambit.dev).
+type FaultRef struct{ Namespace, Name string }
+
+func (r FaultRef) String() string { return r.Namespace + "/" + r.Name }
+
+// FaultLookup returns the fault of an HTTPFault; ok is false when it does
+// not exist. A nil FaultLookup finds none.
+type FaultLookup func(FaultRef) (f waypointxds.Fault, ok bool)
+
+// The ExtensionRef filter kinds Ambit resolves.
+const (
+	ExtensionGroup = "networking.ambit.dev"
+	KindHTTPFault  = "HTTPFault"
+)
+
+// Reasons of ResolvedRefs=False for an ExtensionRef filter that cannot
+// be applied: its rule answers 500 (Gateway API: such a filter is never
+// skipped).
+const (
+	ReasonFilterNotFound = "FilterNotFound"
+	ReasonInvalidFilter  = "InvalidFilter"
+)
+
 // Compiled is one HTTPRoute, compiled.
 type Compiled struct {
 	Ref        Ref
@@ -98,6 +151,9 @@ type Parent struct {
 	// BackendServices are the Services the rules name (existing or not),
 	// so that a change of one re-compiles the route.
 	BackendServices []ServiceRef
+	// Faults are the HTTPFaults the rules name (existing or not), so that
+	// a change of one re-compiles the route.
+	Faults []FaultRef
 	// Accepted and ResolvedRefs are the parent's conditions.
 	Accepted, ResolvedRefs metav1.Condition
 }
@@ -161,11 +217,12 @@ func Routes(rules []Rule) []waypointxds.Route {
 	return out
 }
 
-// Compile compiles rt. Parent refs that are not Services (Gateways) are
-// left out: they are not Ambit's to program or report on.
-func Compile(rt *gwapiv1.HTTPRoute, lookup Lookup) Compiled {
+// Compile compiles rt, resolving Services with lookup and HTTPFault
+// ExtensionRef filters with faults. Parent refs that are not Services
+// (Gateways) are left out: they are not Ambit's to program or report on.
+func Compile(rt *gwapiv1.HTTPRoute, lookup Lookup, faults FaultLookup) Compiled {
 	c := Compiled{
-		Ref:        Ref{rt.Namespace, rt.Name},
+		Ref:        Ref{Namespace: rt.Namespace, Name: rt.Name},
 		Generation: rt.Generation,
 		Created:    rt.CreationTimestamp.Time,
 	}
@@ -173,7 +230,7 @@ func Compile(rt *gwapiv1.HTTPRoute, lookup Lookup) Compiled {
 		if !isService(pr.Group, pr.Kind) {
 			continue
 		}
-		c.Parents = append(c.Parents, compileParent(rt, pr, lookup))
+		c.Parents = append(c.Parents, compileParent(rt, pr, lookup, faults))
 	}
 	return c
 }
@@ -190,7 +247,7 @@ func condition(t gwapiv1.RouteConditionType, ok bool, reason gwapiv1.RouteCondit
 	return metav1.Condition{Type: string(t), Status: s, Reason: string(reason), ObservedGeneration: gen, Message: fmt.Sprintf(msg, args...)}
 }
 
-func compileParent(rt *gwapiv1.HTTPRoute, pr gwapiv1.ParentReference, lookup Lookup) Parent {
+func compileParent(rt *gwapiv1.HTTPRoute, pr gwapiv1.ParentReference, lookup Lookup, faults FaultLookup) Parent {
 	gen := rt.Generation
 	p := Parent{ParentRef: pr, Service: ServiceRef{cmp.Or(nsOf(pr.Namespace), rt.Namespace), string(pr.Name)}}
 	if pr.Port != nil {
@@ -234,17 +291,40 @@ func compileParent(rt *gwapiv1.HTTPRoute, pr gwapiv1.ParentReference, lookup Loo
 		return reject(gwapiv1.RouteReasonUnsupportedProtocol, "Service %s has no HTTP port: name a port http or http-*, or set appProtocol: http (or http2, grpc)", p.Service)
 	}
 
-	var invalid []string
+	var invalid, badFilters []string
+	filterReason := ReasonInvalidFilter
 	seen := map[ServiceRef]bool{}
 	for ri, rule := range rt.Spec.Rules {
+		fault, problem, missing, err := ruleFault(rt, ri, rule, faults, &p)
+		if err != nil {
+			return reject(gwapiv1.RouteReasonUnsupportedValue, "rule %d: %v", ri, err)
+		}
 		rules, bad, err := compileRule(rt, ri, rule, lookup, &p, seen)
 		if err != nil {
 			return reject(gwapiv1.RouteReasonUnsupportedValue, "rule %d: %v", ri, err)
 		}
+		if problem != "" {
+			// Never skipped: the rule's requests get 500.
+			badFilters = append(badFilters, problem)
+			if missing {
+				filterReason = ReasonFilterNotFound
+			}
+			for i := range rules {
+				r := &rules[i].Route
+				r.Backends, r.Redirect, r.Rewrite, r.Retry, r.Timeout, r.DirectStatus = nil, nil, nil, nil, 0, 500
+			}
+		} else {
+			for i := range rules {
+				rules[i].Route.Fault = fault
+			}
+		}
 		invalid = append(invalid, bad...)
 		p.Rules = append(p.Rules, rules...)
 	}
-	if len(invalid) > 0 {
+	if len(badFilters) > 0 {
+		p.ResolvedRefs = condition(gwapiv1.RouteConditionResolvedRefs, false, gwapiv1.RouteConditionReason(filterReason), gen,
+			"%s; requests matching those rules get 500", strings.Join(append(badFilters, invalid...), "; "))
+	} else if len(invalid) > 0 {
 		reason := gwapiv1.RouteReasonBackendNotFound
 		for _, s := range invalid {
 			switch {
@@ -280,6 +360,49 @@ func nsOf(n *gwapiv1.Namespace) string {
 	return string(*n)
 }
 
+// ruleFault resolves the HTTPFault ExtensionRef filter of a rule (at
+// most one). problem says why a named HTTPFault cannot be applied
+// (missing: it does not exist); err is a filter the waypoint cannot apply
+// at all (another extension kind, two HTTPFaults).
+func ruleFault(rt *gwapiv1.HTTPRoute, ri int, rule gwapiv1.HTTPRouteRule, faults FaultLookup, p *Parent) (fault *waypointxds.Fault, problem string, missing bool, err error) {
+	found := false
+	for fi, f := range rule.Filters {
+		if f.Type != gwapiv1.HTTPRouteFilterExtensionRef {
+			continue
+		}
+		ext := f.ExtensionRef
+		if ext == nil {
+			return nil, "", false, fmt.Errorf("filter %d: extensionRef is missing", fi)
+		}
+		if ext.Group != ExtensionGroup || ext.Kind != KindHTTPFault {
+			return nil, "", false, fmt.Errorf("filter %d: ExtensionRef %s.%s is not supported (only %s.%s)", fi, ext.Kind, ext.Group, KindHTTPFault, ExtensionGroup)
+		}
+		if found {
+			return nil, "", false, fmt.Errorf("filter %d: a rule may have one %s filter", fi, KindHTTPFault)
+		}
+		found = true
+		ref := FaultRef{Namespace: rt.Namespace, Name: string(ext.Name)}
+		if !slices.Contains(p.Faults, ref) {
+			p.Faults = append(p.Faults, ref)
+		}
+		var got waypointxds.Fault
+		ok := false
+		if faults != nil {
+			got, ok = faults(ref)
+		}
+		if !ok {
+			problem, missing = fmt.Sprintf("rule %d filter %d: %s %s does not exist", ri, fi, KindHTTPFault, ref), true
+			continue
+		}
+		if err := waypointxds.CheckFault(&got); err != nil {
+			problem = fmt.Sprintf("rule %d filter %d: %s %s: %v", ri, fi, KindHTTPFault, ref, err)
+			continue
+		}
+		fault = &got
+	}
+	return fault, problem, missing, nil
+}
+
 // compileRule compiles one rule into one Rule per match. bad lists the
 // backendRefs that do not resolve (the rule still applies, without them);
 // err is a feature the waypoint cannot apply (the route is rejected).
@@ -289,6 +412,9 @@ func compileRule(rt *gwapiv1.HTTPRoute, ri int, rule gwapiv1.HTTPRouteRule, look
 	}
 	var base waypointxds.Route
 	for fi, f := range rule.Filters {
+		if f.Type == gwapiv1.HTTPRouteFilterExtensionRef {
+			continue // ruleFault
+		}
 		if err := applyFilter(&base, f); err != nil {
 			return nil, nil, fmt.Errorf("filter %d: %w", fi, err)
 		}
@@ -506,7 +632,7 @@ func applyFilter(r *waypointxds.Route, f gwapiv1.HTTPRouteFilter) error {
 		rw.Path = pm
 		r.Rewrite = rw
 	default:
-		return fmt.Errorf("filter type %s is not supported yet (supported: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite)", f.Type)
+		return fmt.Errorf("filter type %s is not supported yet (supported: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, ExtensionRef to %s.%s)", f.Type, KindHTTPFault, ExtensionGroup)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package httproute
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,18 +29,51 @@ func services() Lookup {
 // route parses an HTTPRoute spec given in YAML, in namespace demo.
 func route(t *testing.T, name, spec string) *gwapiv1.HTTPRoute {
 	t.Helper()
-	var rt gwapiv1.HTTPRoute
-	if err := yaml.UnmarshalStrict([]byte(spec), &rt.Spec); err != nil {
+	rt := &gwapiv1.HTTPRoute{ObjectMeta: testMeta(name, 3)}
+	decodeSpec(t, spec, &rt.Spec)
+	return rt
+}
+
+// testMeta is the metadata of a test route in namespace demo.
+func testMeta(name string, gen int64) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: "demo", Name: name, Generation: gen,
+		CreationTimestamp: metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
+}
+
+func decodeSpec(t *testing.T, spec string, into any) {
+	t.Helper()
+	if err := yaml.UnmarshalStrict([]byte(spec), into); err != nil {
 		t.Fatalf("spec: %v", err)
 	}
-	rt.Namespace, rt.Name, rt.Generation = "demo", name, 3
-	rt.CreationTimestamp = metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	return &rt
 }
 
 const parent = "parentRefs: [{group: \"\", kind: Service, name: reviews, port: 80}]\n"
 
 func ptr[T any](v T) *T { return &v }
+
+// faults are the HTTPFaults of namespace demo: slow (valid) and bad (an
+// abort status Envoy refuses, as if the CRD's validation was bypassed).
+func faults(r FaultRef) (waypointxds.Fault, bool) {
+	switch r {
+	case FaultRef{"demo", "slow"}:
+		return waypointxds.Fault{Delay: &waypointxds.FaultDelay{Fixed: 200 * time.Millisecond, Percent: 100}}, true
+	case FaultRef{"demo", "bad"}:
+		return waypointxds.Fault{Abort: &waypointxds.FaultAbort{HTTPStatus: 100, Percent: 100}}, true
+	}
+	return waypointxds.Fault{}, false
+}
+
+func TestFaultsRecorded(t *testing.T) {
+	c := Compile(route(t, "r", parent+`rules:
+- filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: gone}}]
+  backendRefs: [{name: reviews, port: 80}]
+- filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: slow}}]
+  backendRefs: [{name: reviews, port: 80}]
+`), services(), faults)
+	if got := c.Parents[0].Faults; !slices.Equal(got, []FaultRef{{"demo", "gone"}, {"demo", "slow"}}) {
+		t.Errorf("Faults %v, want demo/gone and demo/slow (existing or not, for re-compiles)", got)
+	}
+}
 
 func TestCompile(t *testing.T) {
 	tests := []struct {
@@ -200,6 +234,54 @@ func TestCompile(t *testing.T) {
 			wantAccepted: "UnsupportedValue", wantMsg: "consumer routes",
 		},
 		{
+			name: "HTTPFault ExtensionRef: the rule carries the fault",
+			spec: parent + `rules:
+- matches: [{path: {type: PathPrefix, value: /slow}}]
+  filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: slow}}]
+  backendRefs: [{name: reviews, port: 80}]
+`,
+			wantAccepted: "Accepted", wantResolved: "ResolvedRefs",
+			wantRoutes: []waypointxds.Route{{Name: "demo.r.0.0", Match: waypointxds.RouteMatch{PathType: waypointxds.PathPrefix, Path: "/slow"},
+				Backends: []waypointxds.Backend{{Hostname: "reviews.demo.svc.cluster.local", Port: 80, Weight: 1}},
+				Fault:    &waypointxds.Fault{Delay: &waypointxds.FaultDelay{Fixed: 200 * time.Millisecond, Percent: 100}}}},
+		},
+		{
+			name: "missing HTTPFault: its rule answers 500, the others keep working",
+			spec: parent + `rules:
+- matches: [{path: {type: PathPrefix, value: /gone}}]
+  filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: gone}}]
+  backendRefs: [{name: reviews, port: 80}]
+- backendRefs: [{name: reviews, port: 80}]
+`,
+			wantAccepted: "Accepted", wantResolved: ReasonFilterNotFound, wantMsg: "HTTPFault demo/gone does not exist",
+			wantRoutes: []waypointxds.Route{
+				{Name: "demo.r.0.0", Match: waypointxds.RouteMatch{PathType: waypointxds.PathPrefix, Path: "/gone"}, DirectStatus: 500},
+				{Name: "demo.r.1.0", Match: waypointxds.RouteMatch{PathType: waypointxds.PathPrefix, Path: "/"},
+					Backends: []waypointxds.Backend{{Hostname: "reviews.demo.svc.cluster.local", Port: 80, Weight: 1}}},
+			},
+		},
+		{
+			name:         "invalid HTTPFault: 500",
+			spec:         parent + "rules: [{filters: [{type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: bad}}], backendRefs: [{name: reviews, port: 80}]}]\n",
+			wantAccepted: "Accepted", wantResolved: ReasonInvalidFilter, wantMsg: "HTTP status 100",
+			wantRoutes: []waypointxds.Route{{Name: "demo.r.0.0", Match: waypointxds.RouteMatch{PathType: waypointxds.PathPrefix, Path: "/"}, DirectStatus: 500}},
+		},
+		{
+			name:         "ExtensionRef of another kind is refused",
+			spec:         parent + "rules: [{filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Magic, name: m}}], backendRefs: [{name: reviews, port: 80}]}]\n",
+			wantAccepted: "UnsupportedValue", wantMsg: "ExtensionRef Magic.example.com is not supported",
+		},
+		{
+			name: "two HTTPFaults in one rule are refused",
+			spec: parent + `rules:
+- filters:
+  - {type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: slow}}
+  - {type: ExtensionRef, extensionRef: {group: networking.ambit.dev, kind: HTTPFault, name: slow}}
+  backendRefs: [{name: reviews, port: 80}]
+`,
+			wantAccepted: "UnsupportedValue", wantMsg: "one HTTPFault filter",
+		},
+		{
 			name:         "host header modifier is refused",
 			spec:         parent + "rules: [{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Host, value: x}]}}], backendRefs: [{name: reviews, port: 80}]}]\n",
 			wantAccepted: "UnsupportedValue", wantMsg: "cannot be modified",
@@ -212,7 +294,7 @@ func TestCompile(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Compile(route(t, "r", tc.spec), services())
+			c := Compile(route(t, "r", tc.spec), services(), faults)
 			if len(c.Parents) != 1 {
 				t.Fatalf("%d parents, want 1", len(c.Parents))
 			}
@@ -240,7 +322,7 @@ func TestCompile(t *testing.T) {
 }
 
 func TestCompileSkipsGatewayParents(t *testing.T) {
-	c := Compile(route(t, "r", "parentRefs: [{name: some-gateway}, {group: \"\", kind: Service, name: reviews}]\n"), services())
+	c := Compile(route(t, "r", "parentRefs: [{name: some-gateway}, {group: \"\", kind: Service, name: reviews}]\n"), services(), nil)
 	if len(c.Parents) != 1 || c.Parents[0].Service != (ServiceRef{"demo", "reviews"}) {
 		t.Fatalf("parents %+v, want only the Service", c.Parents)
 	}
@@ -250,7 +332,7 @@ func TestCompileSkipsGatewayParents(t *testing.T) {
 }
 
 func TestCompileBackendServicesListed(t *testing.T) {
-	c := Compile(route(t, "r", parent+"rules: [{backendRefs: [{name: reviews-v1, port: 80}, {name: gone, port: 80}, {name: reviews-v1, port: 80}]}]\n"), services())
+	c := Compile(route(t, "r", parent+"rules: [{backendRefs: [{name: reviews-v1, port: 80}, {name: gone, port: 80}, {name: reviews-v1, port: 80}]}]\n"), services(), nil)
 	want := []ServiceRef{{"demo", "reviews-v1"}, {"demo", "gone"}}
 	if diff := cmp.Diff(want, c.Parents[0].BackendServices); diff != "" {
 		t.Fatalf("backend services (-want +got):\n%s", diff)

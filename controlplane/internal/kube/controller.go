@@ -34,6 +34,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
@@ -97,10 +98,12 @@ const (
 	kindPeerAuthentication
 	kindGateway
 	kindHTTPRoute
+	kindGRPCRoute
+	kindHTTPFault
 )
 
 func (k kind) String() string {
-	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute"}[k]
+	return [...]string{"pod", "service", "namespace", "node", "authorizationpolicy", "peerauthentication", "gateway", "httproute", "grpcroute", "httpfault"}[k]
 }
 
 // key is a workqueue item: one object, by kind, namespace and name.
@@ -145,11 +148,19 @@ type Controller struct {
 	gatewayInformer cache.SharedIndexInformer
 	gateways        cache.SharedIndexInformer
 	// routeFactory and routeInformer watch HTTPRoutes when the Gateway
-	// API serves them;
-	// httpRoutes is set to it once it runs.
-	routeFactory  dynamicinformer.DynamicSharedInformerFactory
-	routeInformer cache.SharedIndexInformer
-	httpRoutes    cache.SharedIndexInformer
+	// API serves them; httpRoutes is set to it once it runs. The same for
+	// GRPCRoutes, with their own factory (either may be served alone).
+	routeFactory      dynamicinformer.DynamicSharedInformerFactory
+	routeInformer     cache.SharedIndexInformer
+	httpRoutes        cache.SharedIndexInformer
+	grpcRouteFactory  dynamicinformer.DynamicSharedInformerFactory
+	grpcRouteInformer cache.SharedIndexInformer
+	grpcRoutes        cache.SharedIndexInformer
+	// faultFactory and faultInformer watch HTTPFaults when their CRD is
+	// served; faults is set to it once it runs.
+	faultFactory  dynamicinformer.DynamicSharedInformerFactory
+	faultInformer cache.SharedIndexInformer
+	faults        cache.SharedIndexInformer
 
 	queue  workqueue.TypedRateLimitingInterface[key]
 	synced chan struct{}
@@ -195,6 +206,8 @@ type Controller struct {
 	svcTargetState map[model.ObjectRef]string
 	// policiesLoaded is set once resyncAll loaded the targetRefs policies.
 	policiesLoaded bool
+	// routesByFault are the routes naming each HTTPFault.
+	routesByFault map[httproute.FaultRef]map[httproute.Ref]bool
 
 	// statusMu guards statusQueue, the status writer's queue while it runs
 	// (nil otherwise). Lock order: mu before statusMu.
@@ -238,9 +251,10 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		discovery: client.Discovery(),
 		gwFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 		// HTTPRoutes have their own factory: started only when served.
-		routeFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
-		waypoints:    model.Waypoints{},
-		unusable:     map[string]unusableBinding{},
+		routeFactory:     dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		grpcRouteFactory: dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		waypoints:        model.Waypoints{},
+		unusable:         map[string]unusableBinding{},
 
 		waypointSink:      cfg.Waypoints,
 		svcWaypoint:       map[model.ObjectRef]model.ObjectRef{},
@@ -250,12 +264,16 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		routes:            map[httproute.Ref]httproute.Compiled{},
 		routesBySvc:       map[model.ObjectRef]map[httproute.Ref]bool{},
 		svcTargetState:    map[model.ObjectRef]string{},
+		routesByFault:     map[httproute.FaultRef]map[httproute.Ref]bool{},
+		faultFactory:      dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 	}
 	c.gatewayInformer = c.gwFactory.ForResource(GatewaysResource).Informer()
 	c.routeInformer = c.routeFactory.ForResource(HTTPRoutesResource).Informer()
+	c.grpcRouteInformer = c.grpcRouteFactory.ForResource(GRPCRoutesResource).Informer()
+	c.faultInformer = c.faultFactory.ForResource(HTTPFaultsResource).Informer()
 	c.authzPolicies = c.dynFactory.ForResource(AuthorizationPoliciesResource).Informer()
 	c.peerAuthns = c.dynFactory.ForResource(PeerAuthenticationsResource).Informer()
-	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer} {
+	for _, inf := range []cache.SharedIndexInformer{c.authzPolicies, c.peerAuthns, c.gatewayInformer, c.routeInformer, c.grpcRouteInformer, c.faultInformer} {
 		if err := inf.SetTransform(trimUnstructured); err != nil {
 			return nil, fmt.Errorf("kube: policy or gateway informer: %w", err)
 		}
@@ -318,6 +336,9 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		// An HTTPRoute matters when its spec changes; status-only updates
 		// (the status writer's own, other controllers') are ignored.
 		{c.routeInformer, c.handler(kindHTTPRoute, specChanged)},
+		{c.grpcRouteInformer, c.handler(kindGRPCRoute, specChanged)},
+		// An HTTPFault matters when its spec changes.
+		{c.faultInformer, c.handler(kindHTTPFault, specChanged)},
 		{c.slices, cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(obj any, initial bool) {
 				if !initial {
@@ -478,6 +499,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.dynFactory.Shutdown()
 	defer c.gwFactory.Shutdown()
 	defer c.routeFactory.Shutdown()
+	defer c.faultFactory.Shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.queue.ShutDown()
@@ -496,14 +518,31 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.gateways = c.gatewayInformer
 		c.mu.Unlock()
 		syncs = append(syncs, c.gatewayInformer.HasSynced)
-		if served[HTTPRoutesResource.Resource] {
-			c.mu.Lock()
-			c.httpRoutes = c.routeInformer
-			c.mu.Unlock()
-			c.routeFactory.Start(ctx.Done())
-			syncs = append(syncs, c.routeInformer.HasSynced)
+		// Each route kind starts once its resource is served (bound
+		// informers stay nil otherwise: no routes of that kind).
+		for _, r := range []struct {
+			res     schema.GroupVersionResource
+			factory dynamicinformer.DynamicSharedInformerFactory
+			inf     cache.SharedIndexInformer
+			set     *cache.SharedIndexInformer
+		}{
+			{HTTPRoutesResource, c.routeFactory, c.routeInformer, &c.httpRoutes},
+			{GRPCRoutesResource, c.grpcRouteFactory, c.grpcRouteInformer, &c.grpcRoutes},
+		} {
+			if !served[r.res.Resource] {
+				c.log.Warn("the Gateway API does not serve this route kind: waypoints get no such routes; install its CRDs and restart the control plane", "resource", r.res.String())
+				continue
+			}
+			syncs = append(syncs, c.startServed(ctx, r.set, r.inf, r.factory))
+		}
+		faultsServed, err := httpFaultsServed(c.discovery)
+		if err != nil {
+			return err
+		}
+		if faultsServed {
+			syncs = append(syncs, c.startServed(ctx, &c.faults, c.faultInformer, c.faultFactory))
 		} else {
-			c.log.Warn("the Gateway API serves no httproutes (gateway.networking.k8s.io/v1): waypoints get no routes; install its CRDs and restart the control plane")
+			c.log.Warn("networking.ambit.dev/v1alpha1 httpfaults are not served: HTTPRoute rules naming an HTTPFault answer 500; install the CRDs (deploy/manifests) and restart the control plane")
 		}
 		c.gwFactory.Start(ctx.Done())
 	} else {
@@ -533,6 +572,17 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.queue.ShutDown()
 	wg.Wait()
 	return nil
+}
+
+// startServed publishes inf in *dst (under c.mu: the reconcilers read it
+// to know the resource is served) and starts its factory; it returns the
+// informer's HasSynced.
+func (c *Controller) startServed(ctx context.Context, dst *cache.SharedIndexInformer, inf cache.SharedIndexInformer, factory dynamicinformer.DynamicSharedInformerFactory) cache.InformerSynced {
+	c.mu.Lock()
+	*dst = inf
+	c.mu.Unlock()
+	factory.Start(ctx.Done())
+	return inf.HasSynced
 }
 
 func (c *Controller) numPublished() int {
@@ -581,7 +631,7 @@ func (c *Controller) resyncAll() error {
 	for _, p := range pods {
 		c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
 	}
-	if err := c.loadHTTPRoutes(b); err != nil {
+	if err := c.loadRoutes(b); err != nil {
 		return err
 	}
 	c.markAllWaypoints(b)
@@ -639,7 +689,15 @@ func (c *Controller) reconcile(k key) error {
 			return err
 		}
 	case kindHTTPRoute:
-		if err := c.reconcileHTTPRoute(httproute.Ref{Namespace: k.namespace, Name: k.name}, b); err != nil {
+		if err := c.reconcileRoute(httproute.Ref{Namespace: k.namespace, Name: k.name}, b); err != nil {
+			return err
+		}
+	case kindGRPCRoute:
+		if err := c.reconcileRoute(httproute.Ref{Kind: httproute.KindGRPCRoute, Namespace: k.namespace, Name: k.name}, b); err != nil {
+			return err
+		}
+	case kindHTTPFault:
+		if err := c.reconcileHTTPFault(httproute.FaultRef{Namespace: k.namespace, Name: k.name}, b); err != nil {
 			return err
 		}
 	case kindAuthorizationPolicy, kindPeerAuthentication:

@@ -158,12 +158,16 @@ func startWith(t *testing.T, gatewayAPI bool, objs ...runtime.Object) *env {
 	if gatewayAPI {
 		client.Resources = []*metav1.APIResourceList{{
 			GroupVersion: GatewaysResource.GroupVersion().String(),
-			APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}, {Name: "httproutes", Namespaced: true, Kind: "HTTPRoute"}},
+			APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}, {Name: "httproutes", Namespaced: true, Kind: "HTTPRoute"}, {Name: "grpcroutes", Namespaced: true, Kind: "GRPCRoute"}},
+		}, {
+			GroupVersion: HTTPFaultsResource.GroupVersion().String(),
+			APIResources: []metav1.APIResource{{Name: "httpfaults", Namespaced: true, Kind: "HTTPFault"}},
 		}}
-		watched += 2
+		watched += 4 // gateways, httproutes, grpcroutes, httpfaults
 	}
 	listKinds := PolicyListKinds()
 	maps.Copy(listKinds, GatewayListKinds())
+	listKinds[HTTPFaultsResource] = "HTTPFaultList"
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, policies...)
 	for _, g := range gateways {
 		// Added with its resource: the fake's guess from the kind is

@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/cache"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"ambit.dev/controlplane/internal/httproute"
@@ -20,11 +22,16 @@ import (
 	"ambit.dev/controlplane/internal/waypointxds"
 )
 
-// HTTPRoutesResource is the Gateway API resource of routes; those with a
-// Service parent (GAMMA) program the Service's waypoint.
-var HTTPRoutesResource = gwapiv1.SchemeGroupVersion.WithResource("httproutes")
+// HTTPRoutesResource and GRPCRoutesResource are the Gateway API resources
+// of routes; those with a Service parent (GAMMA) program the Service's
+// waypoint.
+var (
+	HTTPRoutesResource = gwapiv1.SchemeGroupVersion.WithResource("httproutes")
+	GRPCRoutesResource = gwapiv1.SchemeGroupVersion.WithResource("grpcroutes")
+)
 
-// This file keeps the compiled HTTPRoutes: routes holds each one,
+// This file keeps the compiled HTTPRoutes and GRPCRoutes (a GRPCRoute is
+// compiled as the HTTPRoute it means, under a Ref of its kind): routes holds each one,
 // routesBySvc the routes that name a Service (as parent or backend). A
 // route is re-compiled when it changes or when a Service it names is
 // re-derived (its ports, existence or waypoint binding decide the
@@ -37,20 +44,38 @@ func svcRef(r httproute.ServiceRef) model.ObjectRef {
 	return model.ObjectRef{Namespace: r.Namespace, Name: r.Name}
 }
 
-// reconcileHTTPRoute re-compiles route ref from the cache. Caller holds
-// c.mu.
-func (c *Controller) reconcileHTTPRoute(ref httproute.Ref, b *batch) error {
-	if c.httpRoutes == nil {
+// routeCache is the informer of a route kind; nil while not served.
+// Caller holds c.mu.
+func (c *Controller) routeCache(k httproute.Kind) cache.SharedIndexInformer {
+	if k == httproute.KindGRPCRoute {
+		return c.grpcRoutes
+	}
+	return c.httpRoutes
+}
+
+// routeResource is the API resource of a route kind.
+func routeResource(k httproute.Kind) schema.GroupVersionResource {
+	if k == httproute.KindGRPCRoute {
+		return GRPCRoutesResource
+	}
+	return HTTPRoutesResource
+}
+
+// reconcileRoute re-compiles route ref from the cache. Caller holds c.mu.
+func (c *Controller) reconcileRoute(ref httproute.Ref, b *batch) error {
+	inf := c.routeCache(ref.Kind)
+	if inf == nil {
 		return nil
 	}
-	obj, exists, err := c.httpRoutes.GetIndexer().GetByKey(ref.String())
+	obj, exists, err := inf.GetIndexer().GetByKey(ref.Key())
 	if err != nil {
-		return fmt.Errorf("kube: reading HTTPRoute %s from the cache: %w", ref, err)
+		return fmt.Errorf("kube: reading %s %s from the cache: %w", ref.Kind, ref.Key(), err)
 	}
 	old, had := c.routes[ref]
 	if had {
 		c.markRouteWaypoints(old, b)
 		c.indexRoute(old, false)
+		c.indexRouteFaults(old, false)
 		delete(c.routes, ref)
 	}
 	defer c.enqueueRouteStatus(ref)
@@ -59,18 +84,30 @@ func (c *Controller) reconcileHTTPRoute(ref httproute.Ref, b *batch) error {
 	}
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
-		return fmt.Errorf("kube: an HTTPRoute in the cache is a %T, not unstructured", obj)
+		return fmt.Errorf("kube: a %s in the cache is a %T, not unstructured", ref.Kind, obj)
 	}
-	var rt gwapiv1.HTTPRoute
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &rt); err != nil {
+	var compiled httproute.Compiled
+	var convErr error
+	if ref.Kind == httproute.KindGRPCRoute {
+		var rt gwapiv1.GRPCRoute
+		if convErr = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &rt); convErr == nil {
+			compiled = httproute.CompileGRPC(&rt, c.routeLookup, c.faultLookup)
+		}
+	} else {
+		var rt gwapiv1.HTTPRoute
+		if convErr = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &rt); convErr == nil {
+			compiled = httproute.Compile(&rt, c.routeLookup, c.faultLookup)
+		}
+	}
+	if convErr != nil {
 		// The API server validated it against the CRD: a mismatch means
 		// another Gateway API version; it is not ours to program.
-		c.log.Warn("ignoring an HTTPRoute that does not match the Gateway API v1 schema", "route", ref.String(), "error", err)
+		c.log.Warn("ignoring a route that does not match the Gateway API v1 schema", "kind", ref.Kind.String(), "route", ref.Key(), "error", convErr)
 		return nil
 	}
-	compiled := httproute.Compile(&rt, c.routeLookup)
 	c.routes[ref] = compiled
 	c.indexRoute(compiled, true)
+	c.indexRouteFaults(compiled, true)
 	c.markRouteWaypoints(compiled, b)
 	return nil
 }
@@ -95,19 +132,25 @@ func (c *Controller) routeLookup(r httproute.ServiceRef) (httproute.Service, boo
 // it names. Caller holds c.mu.
 func (c *Controller) indexRoute(r httproute.Compiled, add bool) {
 	for _, s := range routeServices(r) {
-		set := c.routesBySvc[s]
-		if add {
-			if set == nil {
-				set = map[httproute.Ref]bool{}
-				c.routesBySvc[s] = set
-			}
-			set[r.Ref] = true
-			continue
+		indexSet(c.routesBySvc, s, r.Ref, add)
+	}
+}
+
+// indexSet adds (or removes) route r to the set of key k in idx, dropping
+// empty sets.
+func indexSet[K comparable](idx map[K]map[httproute.Ref]bool, k K, r httproute.Ref, add bool) {
+	set := idx[k]
+	if add {
+		if set == nil {
+			set = map[httproute.Ref]bool{}
+			idx[k] = set
 		}
-		delete(set, r.Ref)
-		if len(set) == 0 {
-			delete(c.routesBySvc, s)
-		}
+		set[r] = true
+		return
+	}
+	delete(set, r)
+	if len(set) == 0 {
+		delete(idx, k)
 	}
 }
 
@@ -126,7 +169,7 @@ func routeServices(r httproute.Compiled) []model.ObjectRef {
 // routesOf returns the routes naming Service ref, sorted. Caller holds c.mu.
 func (c *Controller) routesOf(ref model.ObjectRef) []httproute.Ref {
 	return slices.SortedFunc(maps.Keys(c.routesBySvc[ref]), func(a, b httproute.Ref) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 }
 
@@ -141,8 +184,8 @@ func (c *Controller) markRouteWaypoints(r httproute.Compiled, b *batch) {
 // existence, ports or binding changed, or its endpoints). Caller holds c.mu.
 func (c *Controller) serviceRoutesChanged(ref model.ObjectRef, b *batch) {
 	for _, r := range c.routesOf(ref) {
-		if err := c.reconcileHTTPRoute(r, b); err != nil {
-			c.log.Warn("re-compiling an HTTPRoute failed", "route", r.String(), "error", err)
+		if err := c.reconcileRoute(r, b); err != nil {
+			c.log.Warn("re-compiling a route failed", "kind", r.Kind.String(), "route", r.Key(), "error", err)
 		}
 	}
 }
@@ -163,15 +206,19 @@ func (c *Controller) markBackendWaypoints(name string, b *batch) {
 	}
 }
 
-// loadHTTPRoutes compiles every cached HTTPRoute. Caller holds c.mu.
-func (c *Controller) loadHTTPRoutes(b *batch) error {
-	if c.httpRoutes == nil {
-		return nil
-	}
-	for _, key := range c.httpRoutes.GetIndexer().ListKeys() {
-		ns, name, _ := strings.Cut(key, "/")
-		if err := c.reconcileHTTPRoute(httproute.Ref{Namespace: ns, Name: name}, b); err != nil {
-			return err
+// loadRoutes compiles every cached HTTPRoute and GRPCRoute. Caller holds
+// c.mu.
+func (c *Controller) loadRoutes(b *batch) error {
+	for _, k := range []httproute.Kind{httproute.KindHTTPRoute, httproute.KindGRPCRoute} {
+		inf := c.routeCache(k)
+		if inf == nil {
+			continue
+		}
+		for _, key := range inf.GetIndexer().ListKeys() {
+			ns, name, _ := strings.Cut(key, "/")
+			if err := c.reconcileRoute(httproute.Ref{Kind: k, Namespace: ns, Name: name}, b); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -244,8 +291,8 @@ func (c *Controller) writeRouteStatus(ctx context.Context, r httproute.Ref) erro
 	var obj any
 	exists := false
 	var err error
-	if c.httpRoutes != nil {
-		obj, exists, err = c.httpRoutes.GetIndexer().GetByKey(r.String())
+	if inf := c.routeCache(r.Kind); inf != nil {
+		obj, exists, err = inf.GetIndexer().GetByKey(r.Key())
 	}
 	c.mu.Unlock()
 	if err != nil {
@@ -256,7 +303,7 @@ func (c *Controller) writeRouteStatus(ctx context.Context, r httproute.Ref) erro
 	}
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
-		return fmt.Errorf("an HTTPRoute in the cache is a %T, not unstructured", obj)
+		return fmt.Errorf("a %s in the cache is a %T, not unstructured", r.Kind, obj)
 	}
 	var cur gwapiv1.RouteStatus
 	if raw, ok := u.Object["status"].(map[string]any); ok {
@@ -275,16 +322,17 @@ func (c *Controller) writeRouteStatus(ctx context.Context, r httproute.Ref) erro
 	}
 	upd := u.DeepCopy()
 	upd.Object["status"] = raw
-	_, err = c.dyn.Resource(HTTPRoutesResource).Namespace(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
+	res := routeResource(r.Kind)
+	_, err = c.dyn.Resource(res).Namespace(r.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager})
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil
 	case err != nil:
-		return fmt.Errorf("updating the status of httproute %s (RBAC: the control plane needs update on httproutes/status): %w", r, err)
+		return fmt.Errorf("updating the status of %s %s (RBAC: the control plane needs update on %s/status): %w", r.Kind, r.Key(), res.Resource, err)
 	}
 	c.metrics.statusWrites.WithLabelValues("success").Inc()
 	for _, p := range compiled.Parents {
-		c.log.Info("HTTPRoute status updated", "route", r.String(), "parent", p.Service.String(),
+		c.log.Info("route status updated", "kind", r.Kind.String(), "route", r.Key(), "parent", p.Service.String(),
 			"accepted", p.Accepted.Status, "reason", p.Accepted.Reason, "resolvedRefs", p.ResolvedRefs.Reason, "message", p.Accepted.Message)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
@@ -26,9 +27,14 @@ func httpRoute(t *testing.T, name, spec string) *unstructured.Unstructured {
 	if err := yaml.Unmarshal([]byte(spec), &m); err != nil {
 		t.Fatal(err)
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{"spec": m}}
-	u.SetAPIVersion(gwapiv1.GroupVersion.String())
-	u.SetKind("HTTPRoute")
+	return demoObject(gwapiv1.GroupVersion.String(), "HTTPRoute", name, m)
+}
+
+// demoObject is an object of namespace demo at generation 1 with spec.
+func demoObject(apiVersion, kind, name string, spec map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": spec}}
+	u.SetAPIVersion(apiVersion)
+	u.SetKind(kind)
 	u.SetNamespace("demo")
 	u.SetName(name)
 	u.SetGeneration(1)
@@ -38,7 +44,11 @@ func httpRoute(t *testing.T, name, spec string) *unstructured.Unstructured {
 func (e *env) putRoute(u *unstructured.Unstructured) {
 	e.t.Helper()
 	ctx := context.Background()
-	r := e.dyn.Resource(HTTPRoutesResource).Namespace(u.GetNamespace())
+	res := HTTPRoutesResource
+	if u.GetKind() == "GRPCRoute" {
+		res = GRPCRoutesResource
+	}
+	r := e.dyn.Resource(res).Namespace(u.GetNamespace())
 	if old, err := r.Get(ctx, u.GetName(), metav1.GetOptions{}); err == nil {
 		u.SetResourceVersion(old.GetResourceVersion())
 		u.SetGeneration(old.GetGeneration() + 1)
@@ -168,5 +178,55 @@ func TestNextRouteStatus(t *testing.T) {
 	next3, changed := NextRouteStatus(next2, httproute.Compiled{})
 	if !changed || len(next3.Parents) != 1 || next3.Parents[0].ControllerName != "example.com/gateway" {
 		t.Fatalf("changed %v, %+v; want only the other controller's entry", changed, next3.Parents)
+	}
+}
+
+// TestWaypointFeedGRPCRoute: a GRPCRoute attached to a bound Service's
+// HTTP/2 port is compiled as the HTTPRoute it means and fed with the
+// HTTPRoutes of the same port, in precedence order; deleting it restores
+// the default route.
+func TestWaypointFeedGRPCRoute(t *testing.T) {
+	p1 := pod("demo", "p1", "10.244.1.10")
+	svc := labelledService()
+	grpc := "grpc"
+	svc.Spec.Ports[0].AppProtocol = &grpc
+	e := start(t, append(fixture()[:len(fixture())-2], svc, slice("web-abc", p1), gateway(t, "demo", "wp", "service", true))...)
+	e.nextWaypoint()
+
+	g := httpRoute(t, "health", `parentRefs: [{group: "", kind: Service, name: web}]
+rules:
+- matches: [{method: {service: grpc.health.v1.Health, method: Check}}]
+  backendRefs: [{name: web, port: 80}]
+`)
+	g.SetKind("GRPCRoute")
+	e.putRoute(g)
+	c := e.nextWaypoint()
+	if c.in == nil || len(c.in.Services) != 1 {
+		t.Fatalf("call %+v; want an Update with web", c)
+	}
+	got := c.in.Services[0].Ports[0].Routes
+	if len(got) != 1 || got[0].Name != "grpc.demo.health.0.0" || got[0].Match.Path != "/grpc.health.v1.Health/Check" || got[0].Match.PathType != waypointxds.PathExact {
+		t.Fatalf("routes %+v, want the exact gRPC method route", got)
+	}
+	// An HTTPRoute on the same port joins it, after the more specific
+	// gRPC method.
+	e.putRoute(httpRoute(t, "all", `parentRefs: [{group: "", kind: Service, name: web}]
+rules: [{backendRefs: [{name: web, port: 80}]}]
+`))
+	c = e.nextWaypoint()
+	if got = c.in.Services[0].Ports[0].Routes; len(got) != 2 || got[0].Name != "grpc.demo.health.0.0" || got[1].Name != "demo.all.0.0" {
+		t.Fatalf("routes %+v, want the gRPC route then the HTTPRoute", got)
+	}
+	for _, del := range []struct {
+		res  schema.GroupVersionResource
+		name string
+	}{{GRPCRoutesResource, "health"}, {HTTPRoutesResource, "all"}} {
+		if err := e.dyn.Resource(del.res).Namespace("demo").Delete(context.Background(), del.name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c = e.nextWaypoint()
+	}
+	if c.in == nil || c.in.Services[0].Ports[0].Routes != nil {
+		t.Fatalf("call %+v; want the default route after the deletes", c)
 	}
 }

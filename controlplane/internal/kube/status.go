@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -104,7 +105,7 @@ func (c *Controller) enqueueStatus(refs ...policy.Ref) {
 }
 
 // statusItem is one object whose status the writer keeps: a policy, or
-// (route set) an HTTPRoute.
+// (route set) an HTTPRoute or GRPCRoute.
 type statusItem struct {
 	policy policy.Ref
 	route  httproute.Ref
@@ -112,7 +113,7 @@ type statusItem struct {
 
 func (s statusItem) String() string {
 	if s.route.Name != "" {
-		return "httproute " + s.route.String()
+		return strings.ToLower(s.route.Kind.String()) + " " + s.route.Key()
 	}
 	return s.policy.Kind.String() + " " + s.policy.Namespace + "/" + s.policy.Name
 }

@@ -25,7 +25,7 @@ var GatewaysResource = gwapiv1.SchemeGroupVersion.WithResource("gateways")
 // GatewayListKinds maps GatewaysResource to its list kind, for
 // dynamic/fake.NewSimpleDynamicClientWithCustomListKinds.
 func GatewayListKinds() map[schema.GroupVersionResource]string {
-	return map[schema.GroupVersionResource]string{GatewaysResource: "GatewayList", HTTPRoutesResource: "HTTPRouteList"}
+	return map[schema.GroupVersionResource]string{GatewaysResource: "GatewayList", HTTPRoutesResource: "HTTPRouteList", GRPCRoutesResource: "GRPCRouteList"}
 }
 
 // byWaypoint indexes pods, Services and Namespaces by the waypoint

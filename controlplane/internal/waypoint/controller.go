@@ -358,6 +358,10 @@ func (c *Controller) processNext(ctx context.Context, q workqueue.TypedRateLimit
 	return true
 }
 
+// ClassDescription is the GatewayClass's spec.description (the Gateway
+// API CRD allows at most 64 characters).
+const ClassDescription = "Ambit waypoints: L7 proxies for mesh traffic (HBONE on 15008)"
+
 // reconcileClass creates the GatewayClass ambit-waypoint if it is missing
 // and marks it Accepted. A GatewayClass of that name that names another
 // controller is left alone (and its Gateways too).
@@ -373,7 +377,7 @@ func (c *Controller) reconcileClass(ctx context.Context, cs caches) error {
 			"metadata": map[string]any{"name": model.WaypointClass, "labels": map[string]any{"app.kubernetes.io/part-of": "ambit"}},
 			"spec": map[string]any{
 				"controllerName": model.WaypointControllerName,
-				"description":    "Ambit waypoints: L7 proxies for mesh traffic (listener mesh, port 15008, protocol HBONE).",
+				"description":    ClassDescription,
 			},
 		}}
 		if ctx.Err() != nil {

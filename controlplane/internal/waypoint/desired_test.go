@@ -2,6 +2,7 @@ package waypoint
 
 import (
 	"encoding/json"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
 
 	"ambit.dev/controlplane/internal/model"
 )
@@ -393,5 +395,50 @@ func TestStatusAccessLogSampling(t *testing.T) {
 				t.Fatalf("condition %+v, want %s %s with %q", c, tc.status, tc.reason, tc.message)
 			}
 		})
+	}
+}
+
+// TestClassDescriptionFitsTheCRD: the API server refuses a GatewayClass
+// whose description is longer than the Gateway API CRD allows, and the
+// class would never be created.
+func TestClassDescriptionFitsTheCRD(t *testing.T) {
+	raw, err := os.ReadFile("../../../deploy/charts/ambit/files/gateway-api/gateway.networking.k8s.io_gatewayclasses.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crd struct {
+		Spec struct {
+			Versions []struct {
+				Name   string
+				Schema struct {
+					OpenAPIV3Schema struct {
+						Properties struct {
+							Spec struct {
+								Properties struct {
+									Description struct{ MaxLength int } `json:"description"`
+								}
+							}
+						}
+					} `json:"openAPIV3Schema"`
+				}
+			}
+		}
+	}
+	if err := yaml.Unmarshal(raw, &crd); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, v := range crd.Spec.Versions {
+		max := v.Schema.OpenAPIV3Schema.Properties.Spec.Properties.Description.MaxLength
+		if max == 0 {
+			continue
+		}
+		checked++
+		if len(ClassDescription) > max {
+			t.Errorf("ClassDescription is %d characters; GatewayClass %s allows %d", len(ClassDescription), v.Name, max)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no maxLength of spec.description found in the GatewayClass CRD")
 	}
 }

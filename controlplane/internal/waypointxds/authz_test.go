@@ -60,7 +60,7 @@ func TestAuthzFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := "web.demo.svc.cluster.local"
-	// HTTP: audit (shadow), deny, allow, router, in that order.
+	// HTTP: audit (shadow), deny, allow, then fault and router, in that order.
 	fs := chainFilters(t, r, FilterChainName(host, 80, ProtocolHTTP))
 	var hcm hcmv3.HttpConnectionManager
 	if err := fs[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
@@ -78,7 +78,7 @@ func TestAuthzFilters(t *testing.T) {
 			rbacs = append(rbacs, &rb)
 		}
 	}
-	if want := []string{FilterHTTPRBAC, FilterHTTPRBAC, FilterHTTPRBAC, "envoy.filters.http.router"}; !slices.Equal(names, want) {
+	if want := []string{FilterHTTPRBAC, FilterHTTPRBAC, FilterHTTPRBAC, FaultFilter, "envoy.filters.http.router"}; !slices.Equal(names, want) {
 		t.Fatalf("http filters %v, want %v", names, want)
 	}
 	if rbacs[0].Rules != nil || rbacs[0].ShadowRules.GetAction() != rbacv3.RBAC_LOG {

@@ -15,6 +15,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	fsvaluev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/set_filter_state/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	setfsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/set_filter_state/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
@@ -429,8 +430,18 @@ func vipChain(s service, p Port, logPercent uint32) *listenerv3.FilterChain {
 		}},
 		ForwardClientCertDetails: hcmv3.HttpConnectionManager_SANITIZE,
 		UseRemoteAddress:         wrapperspb.Bool(false),
-		HttpFilters:              append(httpRBACFilters(s.Policies), httpFilter(wellknown.Router, &routerv3.Router{})),
-		AccessLog:                accessLog(s.Hostname, logPercent),
+		// x-request-id: kept when the request has one, else generated;
+		// trace headers per the tracing provider (XDS.md §16).
+		GenerateRequestId:         wrapperspb.Bool(true),
+		PreserveExternalRequestId: true,
+		Tracing:                   tracing(),
+		// RBAC first (XDS.md §12), then fault injection: the routes say
+		// what (XDS.md §15); the router last.
+		HttpFilters: append(httpRBACFilters(s.Policies),
+			httpFilter(FaultFilter, &faultv3.HTTPFault{}),
+			httpFilter(wellknown.Router, &routerv3.Router{}),
+		),
+		AccessLog: accessLog(s.Hostname, logPercent),
 	})}
 	return fc
 }

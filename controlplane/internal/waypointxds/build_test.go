@@ -121,6 +121,7 @@ func TestGolden(t *testing.T) {
 		{"mixed", mixedInput()},
 		{"httproute", httprouteInput()},
 		{"authz", authzInput()},
+		{"fault", faultInput()},
 		{"empty", Input{Waypoint: Waypoint{Namespace: "demo", Name: "idle"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -100,6 +100,34 @@ type Route struct {
 	Timeout time.Duration
 	// Retry is the rule's retry policy; nil: the default (XDS.md §7.1).
 	Retry *Retry
+	// Fault is the rule's fault injection (an HTTPFault ExtensionRef
+	// filter); nil: none (XDS.md §15).
+	Fault *Fault
+}
+
+// Fault is an HTTPFault: a fixed delay and/or an abort, each applied to a
+// percentage of the route's requests. At least one of Delay and Abort is
+// set.
+type Fault struct {
+	Delay *FaultDelay
+	Abort *FaultAbort
+}
+
+// FaultDelay holds a request Fixed long before it is forwarded.
+type FaultDelay struct {
+	Fixed time.Duration
+	// Percent of requests delayed, 0 to 100.
+	Percent uint32
+}
+
+// FaultAbort answers a request itself: HTTPStatus (200-599), or, when
+// GRPC is set, HTTP 200 with grpc-status GRPCStatus (0-16).
+type FaultAbort struct {
+	HTTPStatus int
+	GRPC       bool
+	GRPCStatus int
+	// Percent of requests aborted, 0 to 100.
+	Percent uint32
 }
 
 // PathMatchType is how a route matches the request path.

@@ -133,6 +133,9 @@ func route(r Route, known func(Backend) bool) (*routev3.Route, error) {
 		}
 		out.Action = &routev3.Route_Route{Route: a}
 	}
+	if err := setFault(out, r.Fault); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

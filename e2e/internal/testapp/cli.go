@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 )
 
 // Exit codes of Main.
@@ -47,6 +49,13 @@ commands:
   get URL [--count N] [--interval D] [--timeout D] [--expect-status C]
           [--method M] [--header 'K: V']...
         HTTP client: prints each body on a line; with --count prints "N ok, M failed".
+  serve-grpc [--grpc :9090] [--name NAME]
+        plaintext HTTP/2 gRPC server: the standard health service
+        (grpc.health.v1.Health), every answer with x-served-by: NAME.
+  grpc-check ADDR [--count N] [--service S] [--authority H] [--timeout D]
+             [--metadata 'K: V']...
+        calls grpc.health.v1.Health/Check: prints "served-by=NAME status=..."
+        (or "code=...") per call; with --count prints "N ok, M failed".
   tcp ADDR [--send STRING] [--timeout D]
         TCP client: prints the peer= line and the echo of STRING.
   sleep
@@ -66,6 +75,10 @@ func Main(ctx context.Context, args []string, env Env) int {
 		err = runServe(ctx, rest, env)
 	case "get":
 		err = runGet(ctx, rest, env)
+	case "serve-grpc":
+		err = runServeGRPC(ctx, rest, env)
+	case "grpc-check":
+		err = runGRPCCheck(ctx, rest, env)
 	case "tcp":
 		err = runTCP(ctx, rest, env)
 	case "sleep":
@@ -213,6 +226,46 @@ func runTCP(ctx context.Context, args []string, env Env) error {
 		return usageError{fmt.Errorf("--timeout %v must be positive", cfg.Timeout)}
 	}
 	return TCP(ctx, cfg, env.Stdout)
+}
+
+func runServeGRPC(ctx context.Context, args []string, env Env) error {
+	fs := newFlagSet("serve-grpc", env)
+	cfg := GRPCServerConfig{}
+	fs.StringVar(&cfg.Addr, "grpc", ":9090", "gRPC listen `address`")
+	fs.StringVar(&cfg.Name, "name", env.Hostname, "`name` sent in the x-served-by header of every answer")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(env.Stdout, nil)).With("app", "ambit-testapp", "name", cfg.Name)
+	return ServeGRPC(ctx, cfg, log)
+}
+
+func runGRPCCheck(ctx context.Context, args []string, env Env) error {
+	fs := newFlagSet("grpc-check", env)
+	cfg := GRPCCheckConfig{}
+	md := http.Header{}
+	fs.IntVar(&cfg.Count, "count", 1, "number of calls; also prints an \"N ok, M failed\" summary")
+	fs.StringVar(&cfg.Service, "service", "", "service `name` in the health check request")
+	fs.StringVar(&cfg.Authority, "authority", "", "`:authority` of the calls (default: ADDR)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "timeout of each call")
+	fs.Var(headerFlag(md), "metadata", "request metadata `'Name: value'` (repeatable)")
+	pos, err := parse(fs, args, "ADDR")
+	if err != nil {
+		return err
+	}
+	cfg.Addr = pos[0]
+	if cfg.Count < 1 {
+		return usageError{fmt.Errorf("--count %d must be at least 1", cfg.Count)}
+	}
+	if cfg.Timeout <= 0 {
+		return usageError{fmt.Errorf("--timeout %v must be positive", cfg.Timeout)}
+	}
+	cfg.Summary = isSet(fs, "count")
+	cfg.Metadata = metadata.MD{}
+	for k, vs := range md {
+		cfg.Metadata.Append(strings.ToLower(k), vs...)
+	}
+	return GRPCCheck(ctx, cfg, env.Stdout, env.Stderr)
 }
 
 func runSleep(ctx context.Context, args []string, env Env) error {

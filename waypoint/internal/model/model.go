@@ -101,6 +101,12 @@ type Chain struct {
 	RBAC []RBAC
 	// AccessLog is the HCM's access log (HTTP chains; nil: none).
 	AccessLog *AccessLog
+	// Fault is true when the HCM has envoy.filters.http.fault: the
+	// routes' faults are injected.
+	Fault bool
+	// Trace is the HCM's request id and trace context handling (HTTP
+	// chains); nil: headers pass through unchanged.
+	Trace *TraceConfig
 }
 
 // Cluster is one outbound|<port>||<hostname> cluster with its endpoints.

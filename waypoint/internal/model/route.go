@@ -46,6 +46,10 @@ type Route struct {
 	Timeout time.Duration
 	// Retry is the retry policy; nil: no retries.
 	Retry *RetryPolicy
+	// Fault is the route's fault injection (typed_per_filter_config of
+	// envoy.filters.http.fault); nil: none. Only applied on chains whose
+	// connection manager has the fault filter (Chain.Fault).
+	Fault *Fault
 }
 
 // WeightedCluster is one cluster of a weighted_clusters action.

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -284,6 +285,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		localReply(rec, d.Route, d.Code, d.Reason)
 		return
 	}
+	if d.Chain.Fault && d.Route.Fault != nil {
+		if !h.injectFault(rec, r, d.Route, d.Route.Fault.Decide(rand.Uint64(), rand.Uint64())) {
+			return
+		}
+	}
 	switch d.Route.Action {
 	case model.ActionRedirect:
 		rec.Header().Set("Location", d.Route.Redirect.Location(req, d.Route.Match))
@@ -294,6 +300,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.details = "direct_response"
 		localReply(rec, d.Route, d.Route.DirectStatus, "")
 		return
+	}
+	if d.Chain.Trace != nil {
+		// Request id and trace context of the upstream request (XDS.md §16).
+		model.TraceHeaders(r.Header, *d.Chain.Trace, globalRand{}).Apply(r.Header)
 	}
 	ex := &exchange{st: st, route: d.Route, cluster: d.Cluster, state: h.p.clusterState(d.Cluster.Name)}
 	ex.state.requests.Add(1)
@@ -310,6 +320,49 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		upstreamHost = ex.ep.Destination.String()
 	}
 }
+
+// injectFault applies a fault decision (XDS.md §15), as Envoy's fault
+// filter before the router: the delay, then the abort. It reports whether
+// the request goes on; false when it was aborted or the source left
+// during the delay.
+func (h *handler) injectFault(w http.ResponseWriter, r *http.Request, route *model.Route, fd model.FaultDecision) bool {
+	if fd.Delay == 0 && fd.Abort == nil {
+		return true
+	}
+	h.p.log.Debug("fault injected", "route", route.Name, "response_flags", fd.Flags(), "delay", fd.Delay, "abort", fd.Abort != nil)
+	if fd.Delay > 0 {
+		h.p.cfg.Metrics.fault("delay")
+		t := time.NewTimer(fd.Delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return false
+		}
+	}
+	if a := fd.Abort; a != nil {
+		h.p.cfg.Metrics.fault("abort")
+		if a.GRPC {
+			// A trailers-only gRPC answer, as Envoy's fault filter sends.
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Grpc-Status", strconv.Itoa(a.GRPCStatus))
+			w.Header().Set("Grpc-Message", faultAbortBody)
+			localReply(w, route, http.StatusOK, "")
+			return false
+		}
+		localReply(w, route, a.HTTPStatus, faultAbortBody)
+		return false
+	}
+	return true
+}
+
+// faultAbortBody is Envoy's body of an injected abort.
+const faultAbortBody = "fault filter abort"
+
+// globalRand is math/rand/v2's global source as a model.Randomness.
+type globalRand struct{}
+
+func (globalRand) Uint64() uint64 { return rand.Uint64() }
 
 // localReply answers locally, with the route's response header changes
 // when there is a route (Envoy applies them to local replies too). An
@@ -332,6 +385,9 @@ func localReply(w http.ResponseWriter, r *model.Route, code int, body string) {
 type Decision struct {
 	// Service is the destination service hostname ("" if unknown).
 	Service string
+	// Chain is the filter chain of the destination (set unless Code is
+	// 503 for an unknown destination).
+	Chain *model.Chain
 	// Route is the matched route; Cluster its (picked) cluster when the
 	// route forwards. Both are set when Code is 0.
 	Route   *model.Route
@@ -352,10 +408,10 @@ func Route(cfg *model.Config, dst netip.AddrPort, req model.Request, n uint64) D
 	if ch == nil || !ch.Protocol.IsHTTP() {
 		return Decision{Code: http.StatusServiceUnavailable, Reason: fmt.Sprintf("%s is no longer an HTTP service of this waypoint", dst)}
 	}
-	d := Decision{Service: ch.Service}
+	d := Decision{Service: ch.Service, Chain: ch}
 	rt := cfg.Routes[ch.RouteName]
 	if rt == nil {
-		return Decision{Service: ch.Service, Code: http.StatusServiceUnavailable, Reason: fmt.Sprintf("route configuration %s not received from the control plane yet", ch.RouteName)}
+		return Decision{Service: ch.Service, Chain: ch, Code: http.StatusServiceUnavailable, Reason: fmt.Sprintf("route configuration %s not received from the control plane yet", ch.RouteName)}
 	}
 	vh, route := rt.Select(req)
 	switch {

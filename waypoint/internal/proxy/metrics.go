@@ -34,6 +34,7 @@ type Metrics struct {
 	retries     *prometheus.CounterVec
 	overflows   *prometheus.CounterVec
 	rbac        *prometheus.CounterVec
+	faults      *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics on reg.
@@ -57,9 +58,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Retries not made because the cluster's retry budget was exhausted (Envoy's upstream_rq_retry_overflow)."}, []string{"cluster"}),
 		rbac: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_rbac_decisions_total",
 			Help: "L7 authorization decisions (XDS.md §12): result allowed, denied or audited, with the deciding policy id (none: ALLOW policies apply and none matched)."}, []string{"result", "policy"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_faults_injected_total",
+			Help: "Faults injected by routes' HTTPFaults: kind delay or abort (Envoy's fault.delays_injected, fault.aborts_injected)."}, []string{"kind"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows, m.rbac} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows, m.rbac, m.faults} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 			}
@@ -131,3 +134,6 @@ func (m *Metrics) authz(d model.AuthzDecision) {
 		m.rbac.WithLabelValues(RBACAllowed, d.Allow).Inc()
 	}
 }
+
+// fault records an injected fault of kind "delay" or "abort".
+func (m *Metrics) fault(kind string) { m.faults.WithLabelValues(kind).Inc() }

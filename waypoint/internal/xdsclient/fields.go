@@ -11,6 +11,9 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
@@ -34,21 +37,33 @@ var supported = map[protoreflect.FullName][]string{
 	// Only a panic threshold of 0 (never route to unhealthy endpoints),
 	// which is what the Go waypoint does.
 	msgName(&clusterv3.Cluster_CommonLbConfig{}): {"healthy_panic_threshold"},
-	// access_log is honoured (XDS.md §13, parseAccessLogs); tracing is
-	// accepted and not acted upon yet; the rest is honoured.
+	// Everything is honoured: access_log (XDS.md §13, parseAccessLogs),
+	// tracing and request ids (§16).
 	msgName(&hcmv3.HttpConnectionManager{}): {
 		"codec_type", "stat_prefix", "rds", "route_config", "http_filters", "forward_client_cert_details",
 		"use_remote_address", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options",
 		"upgrade_configs", "set_current_client_cert_details", "delayed_close_timeout", "drain_timeout",
 		"stream_idle_timeout", // 0s only (checkIdleTimeout)
-		"access_log", "tracing",
+		"access_log", "tracing", "generate_request_id", "preserve_external_request_id",
 	},
+	// Trace context headers (XDS.md §16); spans are not exported, so the
+	// collector fields change nothing for the Go waypoint.
+	msgName(&hcmv3.HttpConnectionManager_Tracing{}): {"random_sampling", "provider"},
+	msgName(&tracev3.ZipkinConfig{}): {
+		"collector_cluster", "collector_endpoint", "collector_endpoint_version", "trace_id_128bit",
+		"shared_span_context", "trace_context_option",
+	},
+	// Fault injection (XDS.md §15): fixed delays, HTTP and gRPC aborts.
+	msgName(&faultv3.HTTPFault{}):          {"delay", "abort"},
+	msgName(&commonfaultv3.FaultDelay{}):   {"fixed_delay", "percentage"},
+	msgName(&faultv3.FaultAbort{}):         {"http_status", "grpc_status", "percentage"},
 	msgName(&tcpproxyv3.TcpProxy{}):        {"stat_prefix", "cluster", "tunneling_config", "access_log"},
 	msgName(&routev3.RouteConfiguration{}): {"name", "virtual_hosts", "validate_clusters"},
 	msgName(&routev3.VirtualHost{}):        {"name", "domains", "routes"},
 	msgName(&routev3.Route{}): {
 		"name", "match", "route", "redirect", "direct_response", "metadata", "decorator",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
+		"typed_per_filter_config", // the fault filter's only
 	},
 	msgName(&routev3.RouteMatch{}): {
 		"prefix", "path", "path_separated_prefix", "safe_regex", "connect_matcher", "case_sensitive", "headers", "query_parameters",

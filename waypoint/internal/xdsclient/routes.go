@@ -44,6 +44,9 @@ func parseRouteEntry(r *routev3.Route) (model.Route, error) {
 	if mr.ResponseHeaders, err = parseHeaderMutation(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), "response_headers"); err != nil {
 		return model.Route{}, err
 	}
+	if err = parseRouteFilters(r.GetTypedPerFilterConfig(), &mr); err != nil {
+		return model.Route{}, err
+	}
 	switch a := r.GetAction().(type) {
 	case *routev3.Route_Route:
 		err = parseRouteAction(a.Route, &mr)

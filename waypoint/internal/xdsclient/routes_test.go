@@ -424,9 +424,9 @@ func TestParseRouteRejects(t *testing.T) {
 		}(), want: "port_redirect 70000 is not a port"},
 		{name: "per-filter config", r: func() *routev3.Route {
 			r := fwd(nil)
-			r.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.fault": xdstest.Any(&routev3.Route{})}
+			r.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.rbac": xdstest.Any(&routev3.Route{})}
 			return r
-		}(), want: "route sets typed_per_filter_config"},
+		}(), want: `typed_per_filter_config for "envoy.filters.http.rbac" is not supported`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

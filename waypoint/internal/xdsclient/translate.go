@@ -352,7 +352,7 @@ func parseChain(fc *listenerv3.FilterChain) (*model.Chain, error) {
 		if err := unmarshalAny(f.GetTypedConfig(), &hcm); err != nil {
 			return nil, err
 		}
-		if ch.RouteName, err = parseHCM(&hcm); err != nil {
+		if ch.RouteName, ch.Fault, ch.Trace, err = parseHCM(&hcm); err != nil {
 			return nil, err
 		}
 		if ch.RBAC, err = parseHTTPFilters(hcm.GetHttpFilters()); err != nil {
@@ -382,43 +382,57 @@ func parseChain(fc *listenerv3.FilterChain) (*model.Chain, error) {
 	return ch, nil
 }
 
-// parseHCM checks an L7 chain's connection manager and returns its RDS name.
-func parseHCM(hcm *hcmv3.HttpConnectionManager) (string, error) {
+// parseHCM checks an L7 chain's connection manager and returns its RDS
+// name, whether it injects faults and its trace handling.
+func parseHCM(hcm *hcmv3.HttpConnectionManager) (name string, fault bool, trace *model.TraceConfig, err error) {
 	if err := checkFields(hcm, "http_connection_manager"); err != nil {
-		return "", err
+		return "", false, nil, err
 	}
 	switch hcm.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1, hcmv3.HttpConnectionManager_HTTP2:
 	default:
-		return "", fmt.Errorf("codec_type %s is not supported (AUTO, HTTP1 or HTTP2)", hcm.GetCodecType())
+		return "", false, nil, fmt.Errorf("codec_type %s is not supported (AUTO, HTTP1 or HTTP2)", hcm.GetCodecType())
 	}
 	if d := hcm.GetForwardClientCertDetails(); d != hcmv3.HttpConnectionManager_SANITIZE {
-		return "", fmt.Errorf("forward_client_cert_details %s: the Go waypoint only sanitizes (XDS.md §4.1: the source principal is never taken from or put in a header)", d)
+		return "", false, nil, fmt.Errorf("forward_client_cert_details %s: the Go waypoint only sanitizes (XDS.md §4.1: the source principal is never taken from or put in a header)", d)
 	}
 	if err := checkIdleTimeout(hcm); err != nil {
-		return "", err
+		return "", false, nil, err
 	}
 	if hcm.GetUseRemoteAddress().GetValue() {
-		return "", errors.New("use_remote_address: true is not supported (the Go waypoint passes X-Forwarded-For through unchanged)")
+		return "", false, nil, errors.New("use_remote_address: true is not supported (the Go waypoint passes X-Forwarded-For through unchanged)")
 	}
 	if hcm.GetRouteConfig() != nil || hcm.GetRds() == nil {
-		return "", errors.New("an L7 chain must use rds (inline route_config is not supported)")
+		return "", false, nil, errors.New("an L7 chain must use rds (inline route_config is not supported)")
 	}
-	name := hcm.GetRds().GetRouteConfigName()
+	name = hcm.GetRds().GetRouteConfigName()
 	if name == "" {
-		return "", errors.New("rds.route_config_name is empty")
+		return "", false, nil, errors.New("rds.route_config_name is empty")
 	}
-	if err := checkHTTPFilters(hcm.GetHttpFilters(), filterHTTPRBAC); err != nil {
-		return "", err
+	if fault, err = parseHCMFilters(hcm.GetHttpFilters()); err != nil {
+		return "", false, nil, err
 	}
-	return name, nil
+	if trace, err = parseTracing(hcm); err != nil {
+		return "", false, nil, err
+	}
+	return name, fault, trace, nil
 }
 
-// parseHTTPFilters translates the RBAC filters before the router
-// (checkHTTPFilters allowed only those), in order.
+// parseHTTPFilters translates the RBAC filters (parseHCMFilters checked
+// the list), in order. They must come before every other filter: the Go
+// waypoint authorizes a request before anything else acts on it (XDS.md
+// §12).
 func parseHTTPFilters(fs []*hcmv3.HttpFilter) ([]model.RBAC, error) {
 	var out []model.RBAC
+	other := ""
 	for i, f := range fs[:len(fs)-1] {
+		if f.GetName() != filterHTTPRBAC {
+			other = f.GetName()
+			continue
+		}
+		if other != "" {
+			return nil, fmt.Errorf("http filter %d: %s after %s: RBAC filters must come first (XDS.md §12)", i, filterHTTPRBAC, other)
+		}
 		if f.GetIsOptional() || f.GetDisabled() {
 			return nil, fmt.Errorf("http filter %d %q: is_optional and disabled are not supported", i, f.GetName())
 		}

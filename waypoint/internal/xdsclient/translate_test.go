@@ -15,6 +15,9 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -107,7 +110,8 @@ func TestBuildExample(t *testing.T) {
 			Prefixes: []netip.Prefix{netip.MustParsePrefix("fd00:10:96::b/128")}, Port: 5432, Cluster: "outbound|5432||db.demo.svc.cluster.local"},
 		{Name: "inbound-vip|80|http|web.demo.svc.cluster.local", Service: "web.demo.svc.cluster.local", Protocol: model.ProtocolHTTP,
 			Prefixes: []netip.Prefix{netip.MustParsePrefix("10.96.0.10/32"), netip.MustParsePrefix("fd00:10:96::a/128")}, Port: 80,
-			RouteName: "web.demo.svc.cluster.local:80"},
+			RouteName: "web.demo.svc.cluster.local:80", Fault: true,
+			Trace: &model.TraceConfig{GenerateRequestID: true, Tracing: true, SamplePerMillion: model.PerMillion}},
 	}
 	if len(cfg.Chains) == 2 {
 		al := cfg.Chains[1].AccessLog
@@ -302,10 +306,10 @@ func TestParseListenerRejects(t *testing.T) {
 		}), want: `matched by filter_state io.istio.peer_principal`},
 		{name: "unknown HTTP filter before the router", l: mainInternal(func(l *listenerv3.Listener) {
 			setHCM(l.FilterChains[0], func(h *hcmv3.HttpConnectionManager) {
-				h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.fault",
+				h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.lua",
 					ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: xdstest.Any(&rbacv3.RBAC{})}}}, h.HttpFilters...)
 			})
-		}), want: `HTTP filter "envoy.filters.http.fault" is not supported`},
+		}), want: `HTTP filter "envoy.filters.http.lua" is not supported`},
 		{name: "bad chain name", l: mainInternal(func(l *listenerv3.Listener) { l.FilterChains[0].Name = "web" }),
 			want: "inbound-vip|<port>|<protocol>|<hostname>"},
 		{name: "unknown protocol", l: mainInternal(func(l *listenerv3.Listener) {
@@ -598,7 +602,8 @@ func TestSupportedFieldNames(t *testing.T) {
 		&routev3.RetryPolicy{}, &routev3.RetryPolicy_RetryBackOff{}, &routev3.RedirectAction{}, &routev3.DirectResponseAction{},
 		&corev3.HeaderValueOption{}, &corev3.HeaderValue{}, &clusterv3.CircuitBreakers{}, &clusterv3.CircuitBreakers_Thresholds{},
 		&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}, &rbacv3.RBAC{}, &netrbacv3.RBAC{}, &cfgrbacv3.RBAC{},
-		&cfgrbacv3.Policy{}, &matcherv3.PathMatcher{}}
+		&cfgrbacv3.Policy{}, &matcherv3.PathMatcher{}, &hcmv3.HttpConnectionManager_Tracing{}, &tracev3.ZipkinConfig{},
+		&faultv3.HTTPFault{}, &commonfaultv3.FaultDelay{}, &faultv3.FaultAbort{}}
 	if len(msgs) != len(supported) {
 		t.Fatalf("%d messages checked, %d in supported", len(msgs), len(supported))
 	}

@@ -16,8 +16,10 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	commonsfsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/set_filter_state/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	sfsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/set_filter_state/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
@@ -238,8 +240,11 @@ func Chain(s Service) *listenerv3.FilterChain {
 			UseRemoteAddress:         wrapperspb.Bool(false),
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 				RouteConfigName: s.RouteName(), ConfigSource: adsConfig}},
-			HttpFilters: append(append([]*hcmv3.HttpFilter{}, s.HTTPFilters...), router()),
-			AccessLog:   AccessLog(s.Host(), s.LogPercent),
+			GenerateRequestId:         wrapperspb.Bool(true),
+			PreserveExternalRequestId: true,
+			Tracing:                   Tracing(),
+			HttpFilters:               append(append([]*hcmv3.HttpFilter{}, s.HTTPFilters...), typed("envoy.filters.http.fault", &faultv3.HTTPFault{}), router()),
+			AccessLog:                 AccessLog(s.Host(), s.LogPercent),
 		})}
 	} else {
 		fc.Filters = []*listenerv3.Filter{netFilter("envoy.filters.network.tcp_proxy", &tcpproxyv3.TcpProxy{
@@ -303,6 +308,18 @@ func AccessLog(hostname string, percent *uint32) []*accesslogv3.AccessLog {
 		}}}
 	}
 	return []*accesslogv3.AccessLog{al}
+}
+
+// Tracing is the HCM tracing of §16: every request traced by Zipkin in
+// B3 + W3C mode, spans to BlackHoleCluster.
+func Tracing() *hcmv3.HttpConnectionManager_Tracing {
+	return &hcmv3.HttpConnectionManager_Tracing{
+		RandomSampling: &typev3.Percent{Value: 100},
+		Provider: &tracev3.Tracing_Http{Name: "envoy.tracers.zipkin", ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: Any(&tracev3.ZipkinConfig{
+			CollectorCluster: "BlackHoleCluster", CollectorEndpoint: "/api/v2/spans", CollectorEndpointVersion: tracev3.ZipkinConfig_HTTP_JSON,
+			TraceId_128Bit: true, SharedSpanContext: wrapperspb.Bool(false), TraceContextOption: tracev3.ZipkinConfig_USE_B3_WITH_W3C_PROPAGATION,
+		})}},
+	}
 }
 
 // ConnectOriginate is the internal HBONE client listener (§4.3).
