@@ -287,6 +287,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if d.Chain.Fault && d.Route.Fault != nil {
 		if !h.injectFault(rec, r, d.Route, d.Route.Fault.Decide(rand.Uint64(), rand.Uint64())) {
+			if rec.details == "" {
+				rec.flags, rec.details = "FI", "fault_filter_abort" // Envoy's
+			}
 			return
 		}
 	}
