@@ -21,10 +21,10 @@ IPTABLES_FILES := /usr/sbin/iptables /usr/sbin/iptables-save /usr/sbin/iptables-
         /usr/lib/x86_64-linux-gnu/xtables /etc/protocols
 
 .PHONY: help deps k8s build images generate manifests verify test test-unit test-privileged test-harness test-e2e \
-        cluster-up cluster-down demo demo-down clean
+        cluster-up cluster-down demo demo-down clean bench-l4 bench-l7
 
 help: ## list targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 deps: ## install the Debian packages (root)
 	@hack/deps.sh
@@ -69,6 +69,12 @@ test-harness: ## local-cluster harness tier: up, down, up leaves no trace
 
 test-e2e: ## e2e tier on a fresh 2-node local cluster
 	@TIERS=e2e hack/test.sh
+
+bench-l4: ## ztunnel L4 benchmark (root; netns; prints a markdown table)
+	cd ztunnel && $(GO) run ./bench/l4 $(BENCH_ARGS)
+
+bench-l7: ## waypoint L7 benchmark (root; netns, HAProxy; prints a markdown table)
+	cd waypoint && $(GO) run ./bench/l7 $(BENCH_ARGS)
 
 cluster-up: deps k8s images ## bring up a 2-node local cluster (name "ambit")
 	$(BIN)/ambit-localcluster up --name ambit --nodes 2 --image $(OUT)/images/ambit-testapp.tar \

@@ -123,7 +123,7 @@ func field(body, key string) string {
 	return ""
 }
 
-// metric sums the samples of a counter or histogram (its count) whose
+// metric sums the samples of a counter, gauge or histogram (its count) whose
 // labels include want.
 func (a *App) metric(t *testing.T, name string, want map[string]string) float64 {
 	t.Helper()
@@ -152,10 +152,52 @@ func (a *App) metric(t *testing.T, name string, want map[string]string) float64 
 				sum += m.GetCounter().GetValue()
 			case dto.MetricType_HISTOGRAM:
 				sum += float64(m.GetHistogram().GetSampleCount())
+			case dto.MetricType_GAUGE:
+				sum += m.GetGauge().GetValue()
 			}
 		}
 	}
 	return sum
+}
+
+// runWaypoint runs a waypoint (stopped at the end of the test) and waits
+// for its listeners.
+func runWaypoint(t *testing.T, m *mesh, cp *controlPlane) *App {
+	t.Helper()
+	a, err := New(waypointConfig(t, m, cp), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	<-a.Bound()
+	return a
+}
+
+// newSource is the source ztunnel of workload id (client address
+// 10.244.3.3:41000) in front of a, whose identity is wpID.
+func newSource(t *testing.T, m *mesh, a *App, id, wpID identity.ID) *source {
+	t.Helper()
+	cert, err := m.cert(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := hbone.NewDialer(hbone.DialerConfig{
+		Certificate: func(context.Context, identity.ID) (*tls.Certificate, error) { return cert, nil },
+		Roots:       m.ca.Roots, Logger: quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return &source{d: d, id: id, wpID: wpID, wp: a.Addrs().HBONE.(*net.TCPAddr).AddrPort(), clientAddr: netip.MustParseAddrPort("10.244.3.3:41000")}
 }
 
 // TestWaypointEndToEnd runs a whole waypoint in process against a
@@ -196,20 +238,7 @@ func TestWaypointEndToEnd(t *testing.T) {
 		Endpoints: []xdstest.Endpoint{web3.endpoint(8080)}}
 	all := func() []xdstest.Service { return []xdstest.Service{web, db, impostor, down, api} }
 
-	a, err := New(waypointConfig(t, m, cp), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	<-a.Bound()
+	a := runWaypoint(t, m, cp)
 	addrs := a.Addrs()
 	readyURL := "http://" + addrs.Ready.String() + "/healthz/ready"
 
@@ -223,19 +252,7 @@ func TestWaypointEndToEnd(t *testing.T) {
 	if code, body, err := httpGet(readyURL); err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "no complete configuration") {
 		t.Fatalf("ready before xDS: %d %q %v", code, body, err)
 	}
-	srcCert, err := m.cert(clientID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := hbone.NewDialer(hbone.DialerConfig{
-		Certificate: func(context.Context, identity.ID) (*tls.Certificate, error) { return srcCert, nil },
-		Roots:       m.ca.Roots, Logger: quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	src := &source{d: d, id: clientID, wpID: wpID, wp: addrs.HBONE.(*net.TCPAddr).AddrPort(), clientAddr: netip.MustParseAddrPort("10.244.3.3:41000")}
+	src := newSource(t, m, a, clientID, wpID)
 	var se *hbone.StatusError
 	if _, err := src.dial(context.Background(), webVIP4); !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable || !strings.Contains(se.Reason, "no configuration") {
 		t.Fatalf("CONNECT before any configuration: %v", err)
@@ -319,7 +336,7 @@ func TestWaypointEndToEnd(t *testing.T) {
 	}
 
 	// Unknown destination: refused with 400 before anything is dialed.
-	_, err = src.dial(context.Background(), netip.MustParseAddrPort("10.96.0.99:80"))
+	_, err := src.dial(context.Background(), netip.MustParseAddrPort("10.96.0.99:80"))
 	if !errors.As(err, &se) || se.Code != http.StatusBadRequest || !strings.Contains(se.Reason, "unknown destination") {
 		t.Fatalf("unknown VIP: %v", err)
 	}

@@ -262,8 +262,17 @@ type ztunnel struct {
 	addr netip.AddrPort
 	id   identity.ID
 
-	mu   sync.Mutex
-	reqs []hbone.Request
+	mu      sync.Mutex
+	reqs    []hbone.Request
+	handler func(http.ResponseWriter, *http.Request) bool
+}
+
+// handle makes h answer the HTTP requests it wants to (true); the others
+// get the default answer.
+func (z *ztunnel) handle(h func(http.ResponseWriter, *http.Request) bool) {
+	z.mu.Lock()
+	z.handler = h
+	z.mu.Unlock()
 }
 
 type appConn struct {
@@ -283,6 +292,12 @@ func startZtunnel(t *testing.T, m *mesh, ip, name string, id identity.ID) *ztunn
 	apps := make(chan net.Conn)
 	appSrv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			z.mu.Lock()
+			h := z.handler
+			z.mu.Unlock()
+			if h != nil && h(w, r) {
+				return
+			}
 			req := r.Context().Value(reqKey{}).(hbone.Request)
 			fmt.Fprintf(w, "endpoint=%s principal=%s host=%s xfcc=%q proto=%s", z.name, req.SourceID, r.Host, r.Header.Get("X-Forwarded-Client-Cert"), r.Proto)
 		}),

@@ -10,6 +10,10 @@
 //   - PickWeighted: a weighted cluster for a random number;
 //   - Pick, PickOther: the n-th healthy endpoint of a cluster (round
 //     robin), avoiding the endpoints a request already tried;
+//   - LoadBalancing.Candidates (panic mode), Avoid, PickRoundRobin,
+//     PickLeast, PeakEWMA: the load balancers (lb.go);
+//   - OutlierDetector: passive health checking (outlier.go);
+//   - Thresholds: the circuit breakers (limits.go);
 //   - Route.RewritePath, Redirect.Location, HeaderMutation.Apply: what a
 //     route changes in the request and response;
 //   - RetryPolicy.Retriable, Backoff, RetryBudget.MaxRetries: whether and
@@ -18,7 +22,6 @@ package model
 
 import (
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -122,6 +125,18 @@ type Cluster struct {
 	// (circuit_breakers retry_budget); nil is Envoy's default threshold
 	// (max_retries 3).
 	RetryBudget *RetryBudget
+	// Limits are the other circuit_breakers thresholds of priority
+	// DEFAULT; nil is Envoy's defaults (Cluster.Limit).
+	Limits *Thresholds
+	// MaxRequestsPerConnection is HttpProtocolOptions'
+	// common_http_protocol_options.max_requests_per_connection: an
+	// upstream connection takes no new request after this many; 0 is
+	// unlimited.
+	MaxRequestsPerConnection uint32
+	// LB is lb_policy, least_request_lb_config and common_lb_config.
+	LB LoadBalancing
+	// Outlier is outlier_detection; nil: none.
+	Outlier *OutlierDetection
 	// Endpoints from EDS, in the order received; nil with HasEndpoints
 	// false before the ClusterLoadAssignment arrived.
 	Endpoints    []Endpoint
@@ -259,52 +274,20 @@ func (v *VirtualHost) firstMatch(req Request) *Route {
 // Pick returns the n-th healthy endpoint, modulo their number: with a
 // counter incremented per pick this is round robin over the healthy
 // endpoints. ok is false when none is healthy.
-func Pick(eps []Endpoint, n uint64) (ep Endpoint, ok bool) {
-	healthy := 0
-	for _, e := range eps {
-		if e.Healthy {
-			healthy++
-		}
-	}
-	if healthy == 0 {
-		return Endpoint{}, false
-	}
-	k := int(n % uint64(healthy))
-	for _, e := range eps {
-		if !e.Healthy {
-			continue
-		}
-		if k == 0 {
-			return e, true
-		}
-		k--
-	}
-	return Endpoint{}, false
-}
+func Pick(eps []Endpoint, n uint64) (ep Endpoint, ok bool) { return PickOther(eps, n, nil) }
 
 // PickOther is Pick for a retry: it returns the n-th healthy endpoint that
-// is not in tried (the endpoints the request's earlier attempts went to,
-// Envoy's previous_hosts predicate). When every healthy endpoint was
-// tried, it picks among those that are not the last one tried, and when
-// that is the only healthy one, that one.
+// is not in tried (Avoid).
 func PickOther(eps []Endpoint, n uint64, tried []netip.AddrPort) (ep Endpoint, ok bool) {
-	if len(tried) == 0 {
-		return Pick(eps, n)
+	hosts, _ := LoadBalancing{}.Candidates(eps, nil)
+	return PickRoundRobin(Avoid(hosts, tried), n)
+}
+
+// PickRoundRobin returns hosts[n mod len(hosts)]; ok is false when hosts
+// is empty.
+func PickRoundRobin(hosts []Endpoint, n uint64) (ep Endpoint, ok bool) {
+	if len(hosts) == 0 {
+		return Endpoint{}, false
 	}
-	last := tried[len(tried)-1]
-	for _, avoid := range []func(Endpoint) bool{
-		func(e Endpoint) bool { return slices.Contains(tried, e.Destination) },
-		func(e Endpoint) bool { return e.Destination == last },
-	} {
-		var rest []Endpoint
-		for _, e := range eps {
-			if e.Healthy && !avoid(e) {
-				rest = append(rest, e)
-			}
-		}
-		if len(rest) > 0 {
-			return rest[n%uint64(len(rest))], true
-		}
-	}
-	return Pick(eps, n)
+	return hosts[n%uint64(len(hosts))], true
 }

@@ -77,6 +77,8 @@ type backend struct {
 	addr netip.AddrPort // the HBONE address
 	id   identity.ID
 	hits atomic.Int64
+	// conns counts the HBONE streams (upstream connections) opened to it.
+	conns atomic.Int64
 }
 
 type backendKey struct{}
@@ -105,6 +107,7 @@ func startBackend(t *testing.T, m *testMesh, ip, name string, id identity.ID, h 
 		TLS:       tlsCfg,
 		Authorize: func(context.Context, hbone.Request) error { return nil },
 		Dial: func(ctx context.Context, r hbone.Request) (net.Conn, error) {
+			b.conns.Add(1)
 			ours, theirs := net.Pipe()
 			select {
 			case conns <- theirs:
@@ -170,11 +173,24 @@ type testProxy struct {
 
 func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	t.Helper()
-	return startProxyLog(t, m, cfg, nil)
+	return startProxyWith(t, m, cfg, nil, nil)
+}
+
+// startProxyClock is startProxy with the clock of outlier detection.
+func startProxyClock(t *testing.T, m *testMesh, cfg *model.Config, now func() time.Time) *testProxy {
+	t.Helper()
+	return startProxyWith(t, m, cfg, now, nil)
 }
 
 // startProxyLog is startProxy with the access log written to accessLog.
 func startProxyLog(t *testing.T, m *testMesh, cfg *model.Config, accessLog io.Writer) *testProxy {
+	t.Helper()
+	return startProxyWith(t, m, cfg, nil, accessLog)
+}
+
+// startProxyWith is startProxy with a clock (nil: time.Now) and an access
+// log writer (nil: none).
+func startProxyWith(t *testing.T, m *testMesh, cfg *model.Config, now func() time.Time, accessLog io.Writer) *testProxy {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg)
@@ -185,7 +201,7 @@ func startProxyLog(t *testing.T, m *testMesh, cfg *model.Config, accessLog io.Wr
 	p, err := New(Config{
 		Identity:    id,
 		Certificate: func(context.Context) (*tls.Certificate, error) { return m.cert(id) },
-		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(),
+		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(), Now: now,
 		AccessLog: accessLog,
 	})
 	if err != nil {
@@ -209,7 +225,7 @@ func startProxyLog(t *testing.T, m *testMesh, cfg *model.Config, accessLog io.Wr
 	return &testProxy{p: p, addr: ln.Addr().(*net.TCPAddr).AddrPort(), reg: reg, id: id}
 }
 
-// metric sums the counter samples of name whose labels include want.
+// metric sums the counter or gauge samples of name whose labels include want.
 func (tp *testProxy) metric(t *testing.T, name string, want map[string]string) float64 {
 	t.Helper()
 	fams, err := tp.reg.Gather()
@@ -228,8 +244,11 @@ func (tp *testProxy) metric(t *testing.T, name string, want map[string]string) f
 					continue samples
 				}
 			}
-			if f.GetType() == dto.MetricType_COUNTER {
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
 				sum += s.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				sum += s.GetGauge().GetValue()
 			}
 		}
 	}
@@ -244,13 +263,16 @@ type client struct {
 	tr *http.Transport
 }
 
-func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort) *client {
+// newClient returns a source sending HTTP/1.1, one HBONE stream per
+// connection (kept alive); with h2c, HTTP/2 with prior knowledge, all
+// its requests multiplexed on one stream.
+func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, h2c ...bool) *client {
 	t.Helper()
-	return newClientAs(t, m, tp, vip, mustID(t, "spiffe://cluster.local/ns/demo/sa/client"))
+	return newClientAs(t, m, tp, vip, mustID(t, "spiffe://cluster.local/ns/demo/sa/client"), h2c...)
 }
 
 // newClientAs is newClient for the source identity src.
-func newClientAs(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, src identity.ID) *client {
+func newClientAs(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, src identity.ID, h2c ...bool) *client {
 	t.Helper()
 	d, err := hbone.NewDialer(hbone.DialerConfig{
 		Certificate: func(context.Context, identity.ID) (*tls.Certificate, error) { return m.cert(src) },
@@ -265,6 +287,11 @@ func newClientAs(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, s
 				Forwarded: []hbone.ForwardedElement{hbone.ForwardedFor(netip.MustParseAddrPort("10.244.3.3:41000"), "")}})
 		},
 		MaxIdleConnsPerHost: 64,
+	}
+	if len(h2c) > 0 && h2c[0] {
+		var ps http.Protocols
+		ps.SetUnencryptedHTTP2(true)
+		tr.Protocols = &ps
 	}
 	c := &client{d: d, tr: tr, hc: &http.Client{Transport: tr, Timeout: 20 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}

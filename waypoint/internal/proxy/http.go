@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"ambit.dev/pkg/hbone"
+	"ambit.dev/pkg/netcopy"
 	"ambit.dev/waypoint/internal/model"
 )
 
@@ -37,6 +38,7 @@ type httpStream struct {
 	mu         sync.Mutex
 	closed     bool
 	transports map[model.UpstreamProtocol]*http.Transport
+	pools      map[poolKey]*connPool // pool.go
 }
 
 type streamKey struct{}
@@ -45,7 +47,7 @@ type streamKey struct{}
 // other end of the in-memory connection, which the HBONE server splices
 // to the source.
 func (p *Proxy) serveHTTPStream(ctx context.Context, dst netip.AddrPort, src source) (net.Conn, error) {
-	st := &httpStream{p: p, dst: dst, src: src, transports: map[model.UpstreamProtocol]*http.Transport{}}
+	st := &httpStream{p: p, dst: dst, src: src, transports: map[model.UpstreamProtocol]*http.Transport{}, pools: map[poolKey]*connPool{}}
 	outer, inner := newPipe(net.TCPAddrFromAddrPort(dst), net.TCPAddrFromAddrPort(src.addr), st.close)
 	inner.stream = st
 	select {
@@ -59,7 +61,8 @@ func (p *Proxy) serveHTTPStream(ctx context.Context, dst netip.AddrPort, src sou
 	return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint is shutting down"}
 }
 
-// transport returns the stream's transport for an upstream protocol.
+// transport returns the stream's transport for an upstream protocol; the
+// stream's pools (pool.go) open their connections with it.
 func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -77,9 +80,7 @@ func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, err
 			}
 			return st.p.dialEndpoint(ctx, u.ep, u.cluster, st.src)
 		},
-		DisableCompression:  true,
-		MaxIdleConnsPerHost: 32,
-		IdleConnTimeout:     upstreamIdleTimeout,
+		DisableCompression: true,
 	}
 	if up == model.UpstreamHTTP2 {
 		var ps http.Protocols
@@ -94,9 +95,12 @@ func (st *httpStream) transport(up model.UpstreamProtocol) (*http.Transport, err
 func (st *httpStream) close() {
 	st.mu.Lock()
 	st.closed = true
-	ts := st.transports
-	st.transports = nil
+	ts, pools := st.transports, st.pools
+	st.transports, st.pools = nil, nil
 	st.mu.Unlock()
+	for _, p := range pools {
+		p.close()
+	}
 	for _, t := range ts {
 		t.CloseIdleConnections()
 	}
@@ -118,6 +122,7 @@ func (p *Proxy) newHTTPServer() *http.Server {
 		Rewrite:        rewrite,
 		Transport:      &retryTransport{p: p},
 		FlushInterval:  -1, // stream (gRPC, server-sent events)
+		BufferPool:     netcopy.BufferPool{},
 		ModifyResponse: modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		ErrorLog:       slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
@@ -471,6 +476,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.Is(err, errNoHealthyUpstream):
 		mark("UH", "no_healthy_upstream")
 		localReply(w, route, http.StatusServiceUnavailable, "no healthy upstream")
+	case p.overflowed(w, r, err):
+		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
 	default:
 		mark("UF", "upstream_reset_before_response_started")
 		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers: "+err.Error())

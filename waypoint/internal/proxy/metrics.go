@@ -2,10 +2,11 @@ package proxy
 
 import (
 	"fmt"
-
-	"ambit.dev/waypoint/internal/model"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"ambit.dev/waypoint/internal/model"
 )
 
 // ReporterWaypoint is the reporter label of every waypoint metric.
@@ -26,6 +27,7 @@ var durationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500
 // Metrics are the waypoint's traffic metrics (see the README).
 type Metrics struct {
 	requests    *prometheus.CounterVec
+	upstream    upstreamMetrics
 	duration    *prometheus.HistogramVec
 	tcpOpened   *prometheus.CounterVec
 	tcpClosed   *prometheus.CounterVec
@@ -42,6 +44,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
 			Help: "HTTP requests handled by the waypoint."}, requestLabels),
+		upstream: newUpstreamMetrics(),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
 			Help: "Duration of HTTP requests through the waypoint, from request headers to the end of the response.", Buckets: durationBuckets}, requestLabels),
 		tcpOpened: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_opened_total",
@@ -67,9 +70,69 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 			}
 		}
+		for _, c := range m.upstream.collectors() {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+			}
+		}
 	}
 	return m, nil
 }
+
+// upstreamMetrics are the circuit breaker and outlier detection metrics.
+type upstreamMetrics struct {
+	overflows, ejections *prometheus.CounterVec
+	ejected              *refreshingGauge
+}
+
+func newUpstreamMetrics() upstreamMetrics {
+	return upstreamMetrics{
+		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_overflow_total",
+			Help: "Circuit breaker overflows by limit: max_pending_requests and max_requests refuse the request (503, Envoy's upstream_rq_pending_overflow), max_connections leaves it pending (Envoy's upstream_cx_overflow)."}, []string{"cluster", "limit"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_outlier_ejections_total",
+			Help: "Endpoints ejected by outlier detection (Envoy's outlier_detection.ejections_enforced_total)."}, []string{"cluster"}),
+		ejected: &refreshingGauge{GaugeVec: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambit_waypoint_outlier_ejected_hosts",
+			Help: "Endpoints currently ejected by outlier detection (Envoy's outlier_detection.ejections_active)."}, []string{"cluster"})},
+	}
+}
+
+func (u upstreamMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{u.overflows, u.ejections, u.ejected}
+}
+
+// refreshingGauge is a gauge vector brought up to date by refresh before
+// each collection (the ejected hosts: the outlier detectors run the
+// interval ticks that are due, without waiting for traffic).
+type refreshingGauge struct {
+	*prometheus.GaugeVec
+	refresh atomic.Pointer[func()]
+}
+
+func (g *refreshingGauge) Collect(ch chan<- prometheus.Metric) {
+	if f := g.refresh.Load(); f != nil {
+		(*f)()
+	}
+	g.GaugeVec.Collect(ch)
+}
+
+// overflow records a circuit breaker overflow of cluster.
+func (m *Metrics) overflow(cluster string, l model.Limit) {
+	m.upstream.overflows.WithLabelValues(cluster, string(l)).Inc()
+}
+
+// ejection records an outlier ejection in cluster.
+func (m *Metrics) ejection(cluster string) { m.upstream.ejections.WithLabelValues(cluster).Inc() }
+
+// ejectedHosts sets the number of ejected endpoints of cluster.
+func (m *Metrics) ejectedHosts(cluster string, n int) {
+	m.upstream.ejected.WithLabelValues(cluster).Set(float64(n))
+}
+
+// onCollect makes f run before the ejected hosts gauge is collected.
+func (m *Metrics) onCollect(f func()) { m.upstream.ejected.refresh.Store(&f) }
+
+// forgetCluster drops the gauges of a cluster that is gone.
+func (m *Metrics) forgetCluster(cluster string) { m.upstream.ejected.DeleteLabelValues(cluster) }
 
 // Labels are the labels of one request or connection.
 type Labels struct {

@@ -50,6 +50,9 @@ type Config struct {
 	Metrics     *Metrics
 	// DrainTimeout bounds the graceful part of shutdown.
 	DrainTimeout time.Duration
+	// Now is the clock of outlier detection and EWMA (tests); nil is
+	// time.Now.
+	Now func() time.Time
 	// DialTCP replaces how HBONE connections to endpoints are opened
 	// (tests); nil dials t.HBONEAddr.
 	DialTCP func(ctx context.Context, t hbone.Target) (net.Conn, error)
@@ -83,6 +86,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -119,6 +125,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	p.http = p.newHTTPServer()
+	cfg.Metrics.onCollect(p.advanceOutliers)
 	return p, nil
 }
 
@@ -128,6 +135,7 @@ func (p *Proxy) SetConfig(c *model.Config) {
 	p.clusters.Range(func(name, _ any) bool {
 		if c == nil || c.Clusters[name.(string)] == nil {
 			p.clusters.Delete(name)
+			p.cfg.Metrics.forgetCluster(name.(string))
 		}
 		return true
 	})
@@ -224,10 +232,13 @@ func (s source) labels() Labels {
 	return Labels{SourceWorkload: s.workload, SourceNamespace: s.id.Namespace, SourcePrincipal: s.id.String()}
 }
 
-// pick chooses the next healthy endpoint of cl, round robin.
+// pick chooses an endpoint of cl for a new stream (pickEndpoint).
 func (p *Proxy) pick(cl *model.Cluster) (model.Endpoint, bool) {
-	return model.Pick(cl.Endpoints, p.clusterState(cl.Name).rr.Add(1)-1)
+	ep, _, ok := p.pickEndpoint(cl, nil)
+	return ep, ok
 }
+
+func (p *Proxy) now() time.Time { return p.cfg.Now() }
 
 // dialEndpoint opens an HBONE stream to ep's ztunnel presenting the
 // waypoint's certificate; the server must prove ep's identity.

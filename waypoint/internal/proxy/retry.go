@@ -32,6 +32,7 @@ var (
 type clusterState struct {
 	rr                atomic.Uint64
 	requests, retries atomic.Int64
+	upstreamState
 }
 
 // clusterState returns the state of the named cluster.
@@ -101,16 +102,19 @@ func (t *retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	}
 	defer release()
 	for attempt := 0; ; attempt++ {
-		n := ex.state.rr.Add(1) - 1
-		ep, ok := model.PickOther(ex.cluster.Endpoints, n, tried)
+		ep, host, ok := t.p.pickEndpoint(ex.cluster, tried)
 		if !ok {
 			return nil, errNoHealthyUpstream
 		}
 		tried = append(tried, ep.Destination)
 		ex.ep, ex.hasEP = ep, true
-		resp, outcome, err := t.attempt(out, ex, ep, body, policy)
+		resp, outcome, err := t.attempt(out, ex, ep, host, body, policy)
 		release()
+		var overflow *overflowError
 		switch {
+		case errors.As(err, &overflow):
+			// A circuit breaker refused the attempt: not retried (Envoy).
+			return nil, err
 		case ctx.Err() != nil:
 			// Route timeout or the source left: no more attempts.
 			if resp != nil {
@@ -146,9 +150,55 @@ func (t *retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 // the end of the request body (at once when there is none, as Envoy
 // starts it when the downstream request is complete) until the response
 // headers; the attempt's context lives until the response body is closed.
-func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpoint, body *replayBody, policy *model.RetryPolicy) (*http.Response, model.Attempt, error) {
+func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpoint, host *hostState, body *replayBody, policy *model.RetryPolicy) (*http.Response, model.Attempt, error) {
+	start := time.Now()
 	ctx, cancel := context.WithCancelCause(out.Context())
-	ctx = context.WithValue(ctx, upstreamKey{}, &upstream{ep: ep, cluster: ex.cluster})
+	host.active.Add(1)
+	var cc *http.ClientConn
+	var pool *connPool
+	// done ends the attempt's share of the load (least request, EWMA,
+	// max_requests) when its response has been received — as Envoy's
+	// rq_active, before the source has read all of it; end also ends
+	// the attempt's context.
+	done := sync.OnceFunc(func() {
+		host.active.Add(-1)
+		if cc != nil {
+			pool.done()
+		}
+	})
+	end := func() {
+		done()
+		cancel(nil)
+	}
+	// report gives the attempt's result to outlier detection and EWMA;
+	// a request the source abandoned counts for neither.
+	report := func(a model.Attempt) {
+		code := model.OutlierCode(a)
+		switch {
+		case errors.Is(out.Context().Err(), context.DeadlineExceeded):
+			code = http.StatusGatewayTimeout // the route timeout
+		case out.Context().Err() != nil:
+			return
+		}
+		t.p.result(ex.cluster, ep, host, code, time.Since(start))
+	}
+	// The circuit breakers and the connection pool: the per-try timeout
+	// starts once the attempt has a connection (Envoy's onPoolReady).
+	var reused bool
+	pool, err := ex.st.pool(ex.cluster, ep)
+	if err == nil {
+		cc, reused, err = pool.acquire(ctx, ex.cluster, ep)
+	}
+	if err != nil {
+		var ce *connectError
+		a := model.Attempt{Failure: model.FailureReset}
+		if errors.As(err, &ce) {
+			a.Failure = model.FailureConnect
+			report(a)
+		}
+		end()
+		return nil, a, err
+	}
 	req := out.WithContext(ctx)
 	u := *out.URL
 	u.Host = ep.Destination.String()
@@ -190,7 +240,16 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 		arm()
 	}
 
-	resp, err := t.roundTrip(req, ex)
+	resp, err := cc.RoundTrip(req)
+	if err != nil && reused && body == nil && replayable(out) && ctx.Err() == nil {
+		// A kept-alive connection the endpoint closed as the request
+		// went out: once more on another connection, as net/http's
+		// Transport does (not an attempt of the retry policy).
+		pool.done()
+		if cc, _, err = pool.acquire(ctx, ex.cluster, ep); err == nil {
+			resp, err = cc.RoundTrip(req)
+		}
+	}
 	headersFirst := timeout.CompareAndSwap(0, 2)
 	timerMu.Lock()
 	if timer != nil {
@@ -201,31 +260,31 @@ func (t *retryTransport) attempt(out *http.Request, ex *exchange, ep model.Endpo
 		if resp != nil {
 			resp.Body.Close()
 		}
-		cancel(nil)
-		return nil, model.Attempt{Failure: model.FailurePerTryTimeout}, errPerTryTimeout
+		end()
+		a := model.Attempt{Failure: model.FailurePerTryTimeout}
+		report(a)
+		return nil, a, errPerTryTimeout
 	}
 	if err != nil {
-		cancel(nil)
-		return nil, model.Attempt{Failure: failureOf(err)}, err
+		end()
+		a := model.Attempt{Failure: failureOf(err)}
+		var overflow *overflowError
+		if !errors.As(err, &overflow) {
+			report(a)
+		}
+		return nil, a, err
 	}
-	resp.Body = cancelOnClose(resp.Body, func() { cancel(nil) })
-	return resp, model.Attempt{Status: resp.StatusCode, GRPCStatus: resp.Header.Get("Grpc-Status")}, nil
+	a := model.Attempt{Status: resp.StatusCode, GRPCStatus: resp.Header.Get("Grpc-Status")}
+	report(a)
+	resp.Body = cancelOnClose(resp.Body, end, done)
+	return resp, a, nil
 }
 
-// roundTrip sends req with the transport of its stream and the cluster's
-// upstream protocol.
-func (t *retryTransport) roundTrip(req *http.Request, ex *exchange) (*http.Response, error) {
-	tr, err := ex.st.transport(ex.cluster.Upstream)
-	if err != nil {
-		return nil, err
-	}
-	return tr.RoundTrip(req)
-}
-
-// cancelOnClose calls cancel once body is closed, keeping the body
-// writable when it is (a 101 Switching Protocols response).
-func cancelOnClose(body io.ReadCloser, cancel func()) io.ReadCloser {
-	c := &closeHook{ReadCloser: body, cancel: cancel}
+// cancelOnClose calls cancel once body is closed, and done (also) when a
+// read of it ends it (EOF or error), keeping the body writable when it is
+// (a 101 Switching Protocols response).
+func cancelOnClose(body io.ReadCloser, cancel, done func()) io.ReadCloser {
+	c := &closeHook{ReadCloser: body, cancel: cancel, done: done}
 	if w, ok := body.(io.ReadWriteCloser); ok {
 		return &closeHookRW{closeHook: c, w: w}
 	}
@@ -234,8 +293,16 @@ func cancelOnClose(body io.ReadCloser, cancel func()) io.ReadCloser {
 
 type closeHook struct {
 	io.ReadCloser
-	cancel func()
-	once   sync.Once
+	cancel, done func()
+	once         sync.Once
+}
+
+func (c *closeHook) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	if err != nil {
+		c.done()
+	}
+	return n, err
 }
 
 func (c *closeHook) Close() error {
@@ -383,4 +450,14 @@ func (r *bodyReader) Close() error {
 	r.abandoned = true
 	r.b.mu.Unlock()
 	return nil
+}
+
+// replayable reports whether a bodiless request may be sent again after
+// its connection failed under it (net/http's rule).
+func replayable(r *http.Request) bool {
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"ambit.dev/pkg/hbone"
 	"ambit.dev/waypoint/internal/model"
@@ -36,14 +37,34 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 	if !ok {
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "no healthy upstream for " + cl.Service.Hostname}
 	}
+	// max_connections: each tcp stream is its own pool (Envoy's pools
+	// keyed by the downstream's filter state), and a pool without a
+	// connection always opens one: beyond the limit it is only counted
+	// as an overflow, as Envoy's upstream_cx_overflow.
+	cs := p.clusterState(cl.Name)
+	host := cs.host(ep)
+	if !tryAcquire(&cs.connections, cl.Limit(model.LimitConnections)) {
+		p.cfg.Metrics.overflow(cl.Name, model.LimitConnections)
+		cs.connections.Add(1)
+	}
+	host.active.Add(1)
+	start := time.Now()
 	up, err := p.dialEndpoint(ctx, ep, cl, src)
 	if err != nil {
+		cs.connections.Add(-1)
+		host.active.Add(-1)
+		p.result(cl, ep, host, http.StatusServiceUnavailable, time.Since(start))
 		return nil, err
+	}
+	p.result(cl, ep, host, http.StatusOK, time.Since(start))
+	release := func() {
+		cs.connections.Add(-1)
+		host.active.Add(-1)
 	}
 	l := src.labels()
 	l.DestinationService = cl.Service.Hostname
 	m := p.cfg.Metrics.openTCP(endpointLabels(l, ep))
-	return &countingConn{Conn: up, m: m}, nil
+	return &countingConn{Conn: up, m: m, release: release}, nil
 }
 
 // countingConn is the upstream side of a TCP stream: what the HBONE
@@ -51,8 +72,9 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 // from the source.
 type countingConn struct {
 	*hbone.Conn
-	m    tcpConn
-	once sync.Once
+	m       tcpConn
+	release func()
+	once    sync.Once
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
@@ -72,6 +94,9 @@ func (c *countingConn) Write(b []byte) (int, error) {
 }
 
 func (c *countingConn) Close() error {
-	c.once.Do(c.m.closed.Inc)
+	c.once.Do(func() {
+		c.m.closed.Inc()
+		c.release()
+	})
 	return c.Conn.Close()
 }

@@ -18,6 +18,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -33,9 +34,19 @@ var supported = map[protoreflect.FullName][]string{
 	msgName(&clusterv3.Cluster{}): {
 		"name", "alt_stat_name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
 		"transport_socket", "typed_extension_protocol_options", "metadata", "common_lb_config", "circuit_breakers",
+		"least_request_lb_config", "outlier_detection",
 	},
-	// Only a panic threshold of 0 (never route to unhealthy endpoints),
-	// which is what the Go waypoint does.
+	msgName(&clusterv3.Cluster_LeastRequestLbConfig{}): {"choice_count"},
+	// Consecutive 5xx and gateway failure detection; success rate
+	// detection off (enforcing_success_rate 0, checked).
+	msgName(&clusterv3.OutlierDetection{}): {
+		"consecutive_5xx", "consecutive_gateway_failure", "interval", "base_ejection_time", "max_ejection_time",
+		"max_ejection_percent", "enforcing_consecutive_5xx", "enforcing_consecutive_gateway_failure",
+		"enforcing_success_rate", "always_eject_one_host",
+	},
+	msgName(&httpv3.HttpProtocolOptions{}): {"explicit_http_config", "common_http_protocol_options"},
+	msgName(&corev3.HttpProtocolOptions{}): {"max_requests_per_connection"},
+	// Panic mode (XDS.md §11 "How the Go waypoint reads this").
 	msgName(&clusterv3.Cluster_CommonLbConfig{}): {"healthy_panic_threshold"},
 	// Everything is honoured: access_log (XDS.md §13, parseAccessLogs),
 	// tracing and request ids (§16).
@@ -99,9 +110,10 @@ var supported = map[protoreflect.FullName][]string{
 	msgName(&routev3.DirectResponseAction{}): {"status"},
 	msgName(&corev3.HeaderValueOption{}):     {"header", "append_action"},
 	msgName(&corev3.HeaderValue{}):           {"key", "value"},
-	// Only the retry budget of priority DEFAULT (XDS.md §5.2).
+	// Priority DEFAULT: the retry budget and the connection, pending and
+	// request limits (XDS.md §5.2).
 	msgName(&clusterv3.CircuitBreakers{}):                        {"thresholds"},
-	msgName(&clusterv3.CircuitBreakers_Thresholds{}):             {"priority", "retry_budget"},
+	msgName(&clusterv3.CircuitBreakers_Thresholds{}):             {"priority", "retry_budget", "max_connections", "max_pending_requests", "max_requests"},
 	msgName(&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}): {"budget_percent", "min_retry_concurrency"},
 	msgName(&endpointv3.ClusterLoadAssignment{}):                 {"cluster_name", "endpoints", "policy"},
 	msgName(&endpointv3.LocalityLbEndpoints{}):                   {"locality", "lb_endpoints", "load_balancing_weight", "priority"},

@@ -473,8 +473,9 @@ func TestParseClusterRetryBudget(t *testing.T) {
 			err: "two thresholds of priority DEFAULT"},
 		{name: "max_retries", c: cluster(&clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRetries: wrapperspb.UInt32(5)}}}),
 			err: "circuit_breakers threshold sets max_retries"},
-		{name: "max_connections", c: cluster(&clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(5)}}}),
-			err: "circuit_breakers threshold sets max_connections"},
+		{name: "max_connections beside the budget", c: cluster(&clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(5)}}})},
+		{name: "track_remaining", c: cluster(&clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{TrackRemaining: true}}}),
+			err: "circuit_breakers threshold sets track_remaining"},
 		{name: "per-host thresholds", c: cluster(&clusterv3.CircuitBreakers{PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{}}}),
 			err: "circuit_breakers sets per_host_thresholds"},
 		{name: "budget percent above 100", c: cluster(budget(f(120), u(3))), err: "Percent.Value: value must be inside range [0, 100]"},
@@ -487,18 +488,12 @@ func TestParseClusterRetryBudget(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseCluster(roundTrip(t, tt.c))
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("ParseCluster error = %v, want one containing %q", err, tt.err)
-				}
+			got := parseClusterCase(t, tt.c, tt.err)
+			if got == nil {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got.Cluster.RetryBudget, tt.want) {
-				t.Fatalf("retry budget %+v, want %+v", got.Cluster.RetryBudget, tt.want)
+			if !reflect.DeepEqual(got.RetryBudget, tt.want) {
+				t.Fatalf("retry budget %+v, want %+v", got.RetryBudget, tt.want)
 			}
 		})
 	}

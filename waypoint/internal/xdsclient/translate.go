@@ -516,16 +516,9 @@ func ParseCluster(c *clusterv3.Cluster) (Cluster, error) {
 	if c.GetType() != clusterv3.Cluster_EDS {
 		return Cluster{}, fmt.Errorf("%s: type %s, want EDS", where, c.GetType())
 	}
-	if c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
-		return Cluster{}, fmt.Errorf("%s: lb_policy %s is not supported yet (ROUND_ROBIN)", where, c.GetLbPolicy())
-	}
-	if lb := c.GetCommonLbConfig(); lb != nil {
-		if err := checkFields(lb, where+": common_lb_config"); err != nil {
-			return Cluster{}, err
-		}
-		if v := lb.GetHealthyPanicThreshold().GetValue(); v != 0 {
-			return Cluster{}, fmt.Errorf("%s: healthy_panic_threshold %v%%: the Go waypoint never routes to unhealthy endpoints (0)", where, v)
-		}
+	lb, err := parseLoadBalancing(c, where)
+	if err != nil {
+		return Cluster{}, err
 	}
 	if src := c.GetEdsClusterConfig().GetEdsConfig(); src.GetAds() == nil {
 		return Cluster{}, fmt.Errorf("%s: eds_config must be {ads: {}} (delta ADS, XDS.md §5.2)", where)
@@ -533,13 +526,18 @@ func ParseCluster(c *clusterv3.Cluster) (Cluster, error) {
 	if ts := c.GetTransportSocket(); ts != nil && ts.GetName() != socketInternal {
 		return Cluster{}, fmt.Errorf("%s: transport_socket %q: the waypoint reaches endpoints through connect_originate (%s)", where, ts.GetName(), socketInternal)
 	}
-	mc := &model.Cluster{Name: c.GetName(), Upstream: model.UpstreamHTTP1, ConnectTimeout: DefaultConnectTimeout}
+	mc := &model.Cluster{Name: c.GetName(), Upstream: model.UpstreamHTTP1, ConnectTimeout: DefaultConnectTimeout, LB: lb}
 	if cb := c.GetCircuitBreakers(); cb != nil {
 		b, err := parseCircuitBreakers(cb, where)
 		if err != nil {
 			return Cluster{}, err
 		}
-		mc.RetryBudget = b
+		mc.RetryBudget, mc.Limits = b, parseThresholds(cb)
+	}
+	if od := c.GetOutlierDetection(); od != nil {
+		if mc.Outlier, err = parseOutlierDetection(od, where); err != nil {
+			return Cluster{}, err
+		}
 	}
 	if t := c.GetConnectTimeout(); t != nil {
 		mc.ConnectTimeout = t.AsDuration()
@@ -551,6 +549,9 @@ func ParseCluster(c *clusterv3.Cluster) (Cluster, error) {
 		var hpo httpv3.HttpProtocolOptions
 		if err := unmarshalAny(opts, &hpo); err != nil {
 			return Cluster{}, fmt.Errorf("%s: %w", where, err)
+		}
+		if mc.MaxRequestsPerConnection, err = parseCommonHTTPOptions(&hpo, where); err != nil {
+			return Cluster{}, err
 		}
 		ex := hpo.GetExplicitHttpConfig()
 		switch {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"ambit.dev/ztunnel/bench/benchkit"
 )
 
 // idleClientCmd is the first argument that makes the bench act as the idle
@@ -26,7 +28,7 @@ func idleClientMain(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, err := raiseNoFile(); err != nil {
+	if _, err := benchkit.RaiseNoFile(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -8,108 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"ambit.dev/ztunnel/internal/state"
 )
-
-func TestParseStatCPU(t *testing.T) {
-	tests := []struct {
-		name    string
-		stat    string
-		want    uint64
-		wantErr bool
-	}{
-		{"plain", "1234 (ztunnel) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 5 0 100 0 0", 325, false},
-		{"command with spaces and parens", "42 (my (odd) cmd) R 1 42 42 0 -1 0 0 0 0 0 7 3 0 0 20 0", 10, false},
-		{"truncated", "42 (x) R 1 2", 0, true},
-		{"no command", "garbage", 0, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseStatCPU(tc.stat)
-			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Errorf("parseStatCPU = %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
-			}
-		})
-	}
-}
-
-func TestParseVmRSS(t *testing.T) {
-	tests := []struct {
-		name    string
-		status  string
-		want    uint64
-		wantErr bool
-	}{
-		{"present", "Name:\tztunnel\nVmPeak:\t  9000 kB\nVmRSS:\t   13824 kB\nThreads:\t7\n", 13824 * 1024, false},
-		{"zombie has none", "Name:\tx\nState:\tZ (zombie)\n", 0, true},
-		{"odd unit", "VmRSS:\t12 MB\n", 0, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseVmRSS(tc.status)
-			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Errorf("parseVmRSS = %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
-			}
-		})
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	var s []time.Duration
-	for i := 1; i <= 1000; i++ {
-		s = append(s, time.Duration(i)*time.Microsecond)
-	}
-	tests := []struct {
-		name    string
-		samples []time.Duration
-		q       float64
-		want    time.Duration
-	}{
-		{"p50 of 1..1000", s, 0.50, 500 * time.Microsecond},
-		{"p99 of 1..1000", s, 0.99, 990 * time.Microsecond},
-		{"p100", s, 1, 1000 * time.Microsecond},
-		{"single sample", s[:1], 0.99, time.Microsecond},
-		{"empty", nil, 0.5, 0},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := percentile(tc.samples, tc.q); got != tc.want {
-				t.Errorf("percentile(%v) = %v, want %v", tc.q, got, tc.want)
-			}
-		})
-	}
-}
-
-// The workloads file the bench writes must be what ztunnel's file source
-// accepts (the contract of the design note).
-func TestWorkloadsYAMLParses(t *testing.T) {
-	tests := []struct {
-		name string
-		ws   []workload
-	}{
-		{"IPv4 client and server", []workload{
-			{uid: "uid-c", name: "client", sa: "client", node: "node1", ip: netip.MustParseAddr("10.10.1.2"), netns: "/run/netns/x-node1-pod1"},
-			{uid: "uid-s", name: "server", sa: "server", node: "node2", ip: netip.MustParseAddr("10.10.2.2")},
-		}},
-		{"IPv6 pod", []workload{
-			{uid: "uid-6", name: "v6", sa: "v6", node: "node1", ip: netip.MustParseAddr("fd00:a:1::2"), netns: "/run/netns/y"},
-		}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			y := workloadsYAML(tc.ws)
-			if _, err := state.Parse([]byte(y), ""); err != nil {
-				t.Fatalf("ztunnel rejects the bench's workloads file: %v\n%s", err, y)
-			}
-			for _, w := range tc.ws {
-				if !strings.Contains(y, w.ip.String()) {
-					t.Errorf("address %v missing from\n%s", w.ip, y)
-				}
-			}
-		})
-	}
-}
 
 func TestHAProxyConfig(t *testing.T) {
 	var b strings.Builder
@@ -141,33 +40,6 @@ func TestHAProxyConfig(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("server config lacks %q:\n%s", want, b.String())
 		}
-	}
-}
-
-func TestMedian(t *testing.T) {
-	ms := func(v ...int) []time.Duration {
-		var out []time.Duration
-		for _, x := range v {
-			out = append(out, time.Duration(x)*time.Millisecond)
-		}
-		return out
-	}
-	tests := []struct {
-		name string
-		in   []time.Duration
-		want time.Duration
-	}{
-		{"odd, unsorted", ms(5, 1, 40), 5 * time.Millisecond},
-		{"even takes the upper", ms(1, 2, 3, 4), 3 * time.Millisecond},
-		{"one burst round does not move it", ms(1, 1, 90, 1, 1), time.Millisecond},
-		{"empty", nil, 0},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := median(tc.in); got != tc.want {
-				t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
-			}
-		})
 	}
 }
 

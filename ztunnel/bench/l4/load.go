@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"ambit.dev/ztunnel/bench/benchkit"
 	"ambit.dev/ztunnel/internal/testtopo"
 )
 
@@ -261,63 +261,28 @@ func closeAll(cs []net.Conn) {
 }
 
 // latency sends rate req/s (size-byte request, size-byte echo) spread over
-// the persistent connections cs for d, on a fixed schedule: request i is due
-// at start + i/rate, on connection i mod len(cs). A request's latency runs to
-// the end of its response from its due time if its connection was still
-// busy with the previous request then (queueing counts: no coordinated
-// omission), else from the moment it was written (so the generator's own
-// timer wake-up delay is not charged to the path). A connection that fails
-// is closed and not used again.
+// the persistent connections cs for d with benchkit.OpenLoop. A connection
+// that fails is closed and not used again.
 func latency(ctx context.Context, cs []net.Conn, rate, size int, d time.Duration) latencyResult {
-	conns := len(cs)
-	total := int(int64(rate) * int64(d) / int64(time.Second))
-	interval := time.Second / time.Duration(rate)
-	start := time.Now().Add(20 * time.Millisecond)
-	perConn := make([][]time.Duration, conns)
-	var errs atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	for k, c := range cs {
-		wg.Go(func() {
-			req, resp := make([]byte, size), make([]byte, size)
-			var prevRecv time.Time
-			for i := k; i < total && ctx.Err() == nil; i += conns {
-				due := start.Add(time.Duration(i) * interval)
-				if w := time.Until(due); w > 0 {
-					time.Sleep(w)
-				}
-				sent := time.Now()
-				err := c.SetDeadline(sent.Add(opTimeout))
-				if err == nil {
-					_, err = c.Write(req)
-				}
-				if err == nil {
-					_, err = io.ReadFull(c, resp)
-				}
-				recv := time.Now()
-				if err != nil {
-					errs.Add(1)
-					once.Do(func() { firstErr = err })
-					c.Close()
-					return
-				}
-				from := sent
-				if prevRecv.After(due) {
-					from = due
-				}
-				perConn[k] = append(perConn[k], recv.Sub(from))
-				prevRecv = recv
-			}
-		})
+	reqs, resps := make([][]byte, len(cs)), make([][]byte, len(cs))
+	for k := range cs {
+		reqs[k], resps[k] = make([]byte, size), make([]byte, size)
 	}
-	wg.Wait()
-	var all []time.Duration
-	for _, s := range perConn {
-		all = append(all, s...)
-	}
-	slices.Sort(all)
-	return latencyResult{samples: all, sent: total, errs: int(errs.Load()), err: firstErr}
+	r := benchkit.OpenLoop(ctx, len(cs), rate, d, func(k int) error {
+		c := cs[k]
+		err := c.SetDeadline(time.Now().Add(opTimeout))
+		if err == nil {
+			_, err = c.Write(reqs[k])
+		}
+		if err == nil {
+			_, err = io.ReadFull(c, resps[k])
+		}
+		if err != nil {
+			c.Close()
+		}
+		return err
+	})
+	return latencyResult{samples: r.Samples, sent: r.Sent, errs: r.Errs, err: r.Err}
 }
 
 // connRate opens, uses (one byte each way) and closes connections from

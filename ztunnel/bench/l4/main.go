@@ -8,16 +8,12 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
+
+	"ambit.dev/ztunnel/bench/benchkit"
 )
 
 // config holds the flags.
@@ -112,23 +108,5 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == idleClientCmd {
 		os.Exit(idleClientMain(os.Args[2:]))
 	}
-	cfg, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "l4:", err)
-		os.Exit(2)
-	}
-	level := slog.LevelWarn
-	if cfg.verbose {
-		level = slog.LevelInfo
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, log, "go run ./bench/l4 "+strings.Join(os.Args[1:], " ")); err != nil {
-		fmt.Fprintln(os.Stderr, "l4:", err)
-		os.Exit(1)
-	}
+	os.Exit(benchkit.Main("l4", os.Args[1:], parseFlags, func(c config) bool { return c.verbose }, run))
 }

@@ -2,22 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/template"
 	"time"
 
-	"ambit.dev/pkg/identity"
+	"ambit.dev/ztunnel/bench/benchkit"
 	"ambit.dev/ztunnel/internal/testtopo"
 )
 
@@ -154,7 +149,7 @@ func (h *haproxyPair) Output() string {
 }
 
 func (h *haproxyPair) Start(ctx context.Context) error {
-	if err := writeHAProxyCerts(h.e.dir); err != nil {
+	if err := benchkit.WriteCertBundles(h.e.dir, "client", "server"); err != nil {
 		return err
 	}
 	for _, side := range []struct {
@@ -201,38 +196,6 @@ func (h *haproxyPair) Stop() error {
 	return errors.Join(errs...)
 }
 
-// writeHAProxyCerts writes ca.pem, client.pem and server.pem (chain + key):
-// ECDSA P-256 X.509-SVIDs from the same kind of local CA ztunnel uses, so
-// both tunnels do equivalent cryptography.
-func writeHAProxyCerts(dir string) error {
-	ca, err := identity.NewLocalCA(identity.LocalCAConfig{})
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), ca.RootsPEM(), 0o600); err != nil {
-		return err
-	}
-	for _, who := range []string{"client", "server"} {
-		id, err := identity.New(ca.TrustDomain(), "bench", who)
-		if err != nil {
-			return err
-		}
-		cert, err := ca.Issue(id, 24*time.Hour)
-		if err != nil {
-			return fmt.Errorf("issue %s certificate: %w", who, err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(cert.TLS.PrivateKey)
-		if err != nil {
-			return err
-		}
-		pemData := append(cert.ChainPEM(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
-		if err := os.WriteFile(filepath.Join(dir, who+".pem"), pemData, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // ambit: one ztunnel per node, running in the node's netns and capturing
 // its pod (listeners inside the pod netns); the pods carry the real
 // redirection rules. The client pod's connection to the server pod is
@@ -261,46 +224,25 @@ func (a *ambit) PIDs() []int {
 	return []int{a.procs[0].Pid(), a.procs[1].Pid()}
 }
 
-// workload is one entry of the workloads file.
-type workload struct {
-	uid, name, sa, node string
-	ip                  netip.Addr
-	netns               string // set only in the file of the pod's node
-}
-
-func workloadsYAML(ws []workload) string {
-	var b strings.Builder
-	b.WriteString("# written by bench/l4\nworkloads:\n")
-	for _, w := range ws {
-		fmt.Fprintf(&b, "- uid: %s\n  name: %s\n  namespace: bench\n  serviceAccount: %s\n  node: %s\n  addresses: [%q]\n  protocol: HBONE\n  mtlsMode: PERMISSIVE\n",
-			w.uid, w.name, w.sa, w.node, w.ip.String())
-		if w.netns != "" {
-			fmt.Fprintf(&b, "  netns: %s\n", w.netns)
-		}
-	}
-	b.WriteString("services: []\n")
-	return b.String()
-}
-
 // writeWorkloads writes one workloads file per node; each names the netns
 // of its own node's pods only.
 func (a *ambit) writeWorkloads() error {
 	pods := append([]*testtopo.Pod{a.e.client, a.e.server}, a.extraPods...)
 	for _, node := range []*testtopo.Node{a.e.client.Node, a.e.server.Node} {
-		var ws []workload
+		var ws []benchkit.Workload
 		for _, p := range pods {
-			w := workload{uid: "uid-" + p.Name, name: p.Name, sa: "sa-" + p.Name, node: p.Node.Name, ip: p.IP}
+			w := benchkit.Workload{UID: "uid-" + p.Name, Name: p.Name, ServiceAccount: "sa-" + p.Name, Node: p.Node.Name, IP: p.IP}
 			if p == a.e.client {
-				w.name, w.sa = "client", "client"
+				w.Name, w.ServiceAccount = "client", "client"
 			} else if p == a.e.server {
-				w.name, w.sa = "server", "server"
+				w.Name, w.ServiceAccount = "server", "server"
 			}
 			if p.Node == node {
-				w.netns = p.NetnsPath
+				w.Netns = p.NetnsPath
 			}
 			ws = append(ws, w)
 		}
-		if err := os.WriteFile(a.workloadsFile(node), []byte(workloadsYAML(ws)), 0o600); err != nil {
+		if err := os.WriteFile(a.workloadsFile(node), []byte(benchkit.WorkloadsYAML(ws, nil)), 0o600); err != nil {
 			return err
 		}
 	}
@@ -312,42 +254,20 @@ func (a *ambit) workloadsFile(n *testtopo.Node) string {
 }
 
 func (a *ambit) Start(ctx context.Context) error {
-	caCert, caKey := filepath.Join(a.e.dir, "ztunnel-ca.pem"), filepath.Join(a.e.dir, "ztunnel-ca-key.pem")
-	if _, err := os.Stat(caCert); err != nil {
-		certPEM, keyPEM, err := identity.GenerateRoot(identity.DefaultTrustDomain, time.Now(), 48*time.Hour)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(caCert, certPEM, 0o600); err != nil {
-			return err
-		}
-		if err := os.WriteFile(caKey, keyPEM, 0o600); err != nil {
-			return err
-		}
+	caCert, caKey, err := benchkit.WriteCARoot(a.e.dir)
+	if err != nil {
+		return err
 	}
 	if err := a.writeWorkloads(); err != nil {
 		return err
 	}
 	for i, node := range []*testtopo.Node{a.e.client.Node, a.e.server.Node} {
-		p, err := a.e.topo.Start(ctx, node.NetnsPath, a.bin,
-			"--node-name", node.Name,
-			"--workloads-file", a.workloadsFile(node),
-			"--ca-cert", caCert, "--ca-key", caKey,
-			"--trust-domain", identity.DefaultTrustDomain,
-			"--admin-addr", "127.0.0.1:15000",
-			"--metrics-addr", ":15020", "--ready-addr", ":15021",
-			"--drain-period", "2s",
-			"--log-level", a.logLevel, "--log-format", "text",
-		)
+		p, err := benchkit.StartZtunnel(ctx, a.e.topo, node, benchkit.ZtunnelConfig{
+			Bin: a.bin, WorkloadsFile: a.workloadsFile(node), CACert: caCert, CAKey: caKey, LogLevel: a.logLevel})
 		if err != nil {
 			return err
 		}
 		a.procs[i] = p
-	}
-	for i, node := range []*testtopo.Node{a.e.client.Node, a.e.server.Node} {
-		if err := a.waitReady(ctx, node, a.procs[i]); err != nil {
-			return err
-		}
 	}
 	if !a.redirect {
 		for _, pod := range []*testtopo.Pod{a.e.client, a.e.server} {
@@ -379,81 +299,17 @@ func (a *ambit) Output() string {
 func (a *ambit) outputs() string {
 	var b strings.Builder
 	for i, p := range a.procs {
-		if p == nil {
-			continue
+		if p != nil {
+			fmt.Fprintf(&b, "ztunnel node%d %s\n", i+1, benchkit.Tail(p))
 		}
-		out := p.Output()
-		if len(out) > 4000 {
-			out = "..." + out[len(out)-4000:]
-		}
-		fmt.Fprintf(&b, "ztunnel node%d (pid %d, exited %v %v):\n%s\n", i+1, p.Pid(), p.Exited(), p.Err(), out)
 	}
 	return b.String()
-}
-
-// nodeGet fetches http://127.0.0.1:<port><path> inside a node's netns.
-func (a *ambit) nodeGet(ctx context.Context, node *testtopo.Node, port int, path string) (int, string, error) {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return a.e.topo.Dial(ctx, node.NetnsPath, "tcp4", addr)
-		},
-		DisableKeepAlives: true,
-	}
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+path, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	return resp.StatusCode, string(body), err
-}
-
-// waitReady polls the ztunnel's /healthz/ready until 200.
-func (a *ambit) waitReady(ctx context.Context, node *testtopo.Node, p *testtopo.Process) error {
-	deadline := time.Now().Add(30 * time.Second)
-	var last string
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if p.Exited() {
-			return fmt.Errorf("ztunnel on %s exited: %v\n%s", node.Name, p.Err(), a.outputs())
-		}
-		code, body, err := a.nodeGet(ctx, node, 15021, "/healthz/ready")
-		if err == nil && code == http.StatusOK {
-			return nil
-		}
-		last = fmt.Sprintf("%d %s %v", code, strings.TrimSpace(body), err)
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("ztunnel on %s not ready within 30s (last answer: %s)\n%s", node.Name, last, a.outputs())
 }
 
 // openedConnections sums istio_tcp_connections_opened_total on node's
 // ztunnel: proof that traffic went through it.
 func (a *ambit) openedConnections(ctx context.Context, node *testtopo.Node) (float64, error) {
-	code, body, err := a.nodeGet(ctx, node, 15020, "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	if code != http.StatusOK {
-		return 0, fmt.Errorf("/metrics answered %d", code)
-	}
-	var sum float64
-	for line := range strings.Lines(body) {
-		if !strings.HasPrefix(line, "istio_tcp_connections_opened_total") {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum, nil
+	return benchkit.MetricSum(ctx, a.e.topo, node.NetnsPath, 15020, "istio_tcp_connections_opened_total")
 }
 
 func (a *ambit) Stop() error {

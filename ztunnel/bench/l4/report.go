@@ -3,9 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
+
+	"ambit.dev/ztunnel/bench/benchkit"
 )
 
 const na = "—"
@@ -15,6 +16,10 @@ type row struct {
 	label string
 	cell  func(r, direct *result) string
 }
+
+func (rw row) RowLabel() string      { return rw.label }
+func (r *result) ColumnName() string { return r.name }
+func (r *result) ColumnFailed() bool { return r.err != nil }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()*1000) }
 
@@ -68,7 +73,7 @@ func rows(cfg config) []row {
 			if len(r.roundP99) == 0 {
 				return na
 			}
-			return ms(median(r.roundP99))
+			return ms(benchkit.Median(r.roundP99))
 		}},
 		{"Proxy CPU per GB (CPU s, all proxies)", func(r, _ *result) string {
 			if !r.proxies || r.cpuPerGB == 0 {
@@ -121,10 +126,7 @@ func rows(cfg config) []row {
 }
 
 func printReport(w io.Writer, cfg config, cmdline string, facts []string, haproxyVersion string, results []*result) {
-	fmt.Fprintf(w, "Command: `%s`\n\n", strings.TrimSpace(cmdline))
-	for _, f := range facts {
-		fmt.Fprintf(w, "- %s\n", f)
-	}
+	benchkit.WriteHeader(w, cmdline, facts)
 	if haproxyVersion != "" {
 		fmt.Fprintf(w, "- reference: %s\n", haproxyVersion)
 	}
@@ -136,22 +138,7 @@ func printReport(w io.Writer, cfg config, cmdline string, facts []string, haprox
 			direct = r
 		}
 	}
-	header := []string{"Metric"}
-	for _, r := range results {
-		header = append(header, r.name)
-	}
-	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(header, " | "), strings.Repeat("---|", len(header)))
-	for _, rw := range rows(cfg) {
-		cells := []string{rw.label}
-		for _, r := range results {
-			if r.err != nil {
-				cells = append(cells, "failed")
-				continue
-			}
-			cells = append(cells, rw.cell(r, direct))
-		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
-	}
+	benchkit.WriteTable(w, rows(cfg), results, func(rw row, r *result) string { return rw.cell(r, direct) })
 	fmt.Fprintln(w)
 	for _, r := range results {
 		if r.err != nil {
@@ -180,26 +167,20 @@ func targetChecks(cfg config, results []*result, direct *result) []string {
 	if amb == nil || amb.err != nil {
 		return nil
 	}
-	verdict := func(ok bool) string {
-		if ok {
-			return "MET"
-		}
-		return "NOT MET"
-	}
 	var out []string
 	if hap != nil && hap.err == nil && amb.measuredThroughput && hap.measuredThroughput {
 		out = append(out, fmt.Sprintf("throughput >= HAProxy pair: %s (1 stream %.0f vs %.0f MB/s, %d streams %.0f vs %.0f MB/s)",
-			verdict(amb.tput1 >= hap.tput1 && amb.tput8 >= hap.tput8), amb.tput1, hap.tput1, cfg.streams, amb.tput8, hap.tput8))
+			benchkit.Verdict(amb.tput1 >= hap.tput1 && amb.tput8 >= hap.tput8), amb.tput1, hap.tput1, cfg.streams, amb.tput8, hap.tput8))
 	}
 	if direct != nil && direct.measuredLatency && amb.measuredLatency {
 		added := amb.p99 - direct.p99
-		addedMed := median(amb.roundP99) - median(direct.roundP99)
+		addedMed := benchkit.Median(amb.roundP99) - benchkit.Median(direct.roundP99)
 		line := fmt.Sprintf("added p99 of both ztunnels <= 0.20 ms: %s (%+.3f ms; median of rounds %+.3f ms)",
-			verdict(added <= 200*time.Microsecond), added.Seconds()*1000, addedMed.Seconds()*1000)
+			benchkit.Verdict(added <= 200*time.Microsecond), added.Seconds()*1000, addedMed.Seconds()*1000)
 		if hap != nil && hap.measuredLatency {
 			hadded := hap.p99 - direct.p99
-			line += fmt.Sprintf("; <= HAProxy's: %s (HAProxy %+.3f ms; median of rounds %+.3f ms)", verdict(added <= hadded),
-				hadded.Seconds()*1000, (median(hap.roundP99)-median(direct.roundP99)).Seconds()*1000)
+			line += fmt.Sprintf("; <= HAProxy's: %s (HAProxy %+.3f ms; median of rounds %+.3f ms)", benchkit.Verdict(added <= hadded),
+				hadded.Seconds()*1000, (benchkit.Median(hap.roundP99)-benchkit.Median(direct.roundP99)).Seconds()*1000)
 		}
 		if direct.p99 > time.Millisecond {
 			line += fmt.Sprintf(" — INCONCLUSIVE: the direct path's own p99 is %.3f ms, so the machine was busy and p99 measures that", direct.p99.Seconds()*1000)
@@ -211,31 +192,21 @@ func targetChecks(cfg config, results []*result, direct *result) []string {
 		vcpuEach := amb.vcpuAtRate / float64(len(amb.rssRate)) / perK
 		maxRSS := max(amb.rssRate[0], amb.rssRate[len(amb.rssRate)-1])
 		out = append(out, fmt.Sprintf("<= 0.06 vCPU per 1000 req/s per ztunnel: %s (%.3f; both together %.3f)",
-			verdict(vcpuEach <= 0.06), vcpuEach, amb.vcpuAtRate/perK))
+			benchkit.Verdict(vcpuEach <= 0.06), vcpuEach, amb.vcpuAtRate/perK))
 		out = append(out, fmt.Sprintf("<= 12 MB per 1000 req/s per ztunnel (RSS at that rate): %s (%.1f MB peak per ztunnel)",
-			verdict(float64(maxRSS)/perK <= 12<<20), float64(maxRSS)/perK/(1<<20)))
+			benchkit.Verdict(float64(maxRSS)/perK <= 12<<20), float64(maxRSS)/perK/(1<<20)))
 	}
 	if len(amb.perConn) > 0 {
 		worst := max(amb.perConn[0], amb.perConn[len(amb.perConn)-1])
 		out = append(out, fmt.Sprintf("<= 8 KB per idle connection per ztunnel: %s (worst side %.1f KB; both together %.1f KB)",
-			verdict(worst <= 8*1024), worst/1024, (amb.perConn[0]+amb.perConn[len(amb.perConn)-1])/1024))
+			benchkit.Verdict(worst <= 8*1024), worst/1024, (amb.perConn[0]+amb.perConn[len(amb.perConn)-1])/1024))
 	}
 	if amb.podsRSS > 0 {
-		line := fmt.Sprintf("RSS < 30 MB with %d pods: %s (%.1f MB)", cfg.pods, verdict(amb.podsRSS < 30<<20), float64(amb.podsRSS)/(1<<20))
+		line := fmt.Sprintf("RSS < 30 MB with %d pods: %s (%.1f MB)", cfg.pods, benchkit.Verdict(amb.podsRSS < 30<<20), float64(amb.podsRSS)/(1<<20))
 		if cfg.pods != 100 {
 			line += " — measured with fewer than the target's 100 pods"
 		}
 		out = append(out, line)
 	}
 	return out
-}
-
-// median returns the median of ds (the upper one for an even count).
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

@@ -14,9 +14,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"ambit.dev/ztunnel/bench/benchkit"
 	"ambit.dev/ztunnel/internal/testtopo"
 )
 
@@ -52,17 +52,9 @@ func (r *result) notef(format string, args ...any) {
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) error {
-	if os.Geteuid() != 0 {
-		return errors.New("the benchmark builds network namespaces and needs root; run it as root (sudo -E go run ./bench/l4)")
-	}
-	fdLimit, err := raiseNoFile()
+	fdLimit, err := benchkit.Prepare(cfg.nice)
 	if err != nil {
 		return err
-	}
-	if cfg.nice != 0 {
-		if err := setNice(cfg.nice); err != nil {
-			return fmt.Errorf("%w (pass -nice 0 to leave the priority alone)", err)
-		}
 	}
 	haproxyBin := ""
 	if !cfg.skipHAProxy {
@@ -92,7 +84,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) erro
 		}
 	}
 
-	facts := append(machineFacts(), fmt.Sprintf("RLIMIT_NOFILE: %d", fdLimit), fmt.Sprintf("nice: %d (bench and proxies)", currentNice()))
+	facts := append(benchkit.MachineFacts(), fmt.Sprintf("RLIMIT_NOFILE: %d", fdLimit), fmt.Sprintf("nice: %d (bench and proxies)", benchkit.CurrentNice()))
 	// Pod 1 of each node carries the Ambit path (redirection rules), pod 2
 	// the direct and HAProxy paths: all paths coexist, so phases can
 	// alternate between them.
@@ -171,39 +163,6 @@ func tuneForLoad(topo *testtopo.Topology) error {
 	return nil
 }
 
-// meter accumulates a path's proxy CPU time and RSS peaks over the
-// segments of one phase.
-type meter struct {
-	pids []int
-	cpu  float64
-	peak []uint64
-	err  error
-}
-
-// segment runs fn while measuring the proxies' CPU time and RSS peak.
-func (m *meter) segment(fn func()) {
-	if len(m.pids) == 0 {
-		fn()
-		return
-	}
-	sampler := startRSSPeak(m.pids, 100*time.Millisecond)
-	c0, err0 := cpuSeconds(m.pids)
-	fn()
-	c1, err1 := cpuSeconds(m.pids)
-	peak := sampler.Stop()
-	if err := errors.Join(err0, err1); err != nil {
-		m.err = err
-		return
-	}
-	m.cpu += c1 - c0
-	if m.peak == nil {
-		m.peak = make([]uint64, len(peak))
-	}
-	for i := range peak {
-		m.peak[i] = max(m.peak[i], peak[i])
-	}
-}
-
 // lane is one path under measurement.
 type lane struct {
 	p    path
@@ -233,7 +192,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 	}
 	defer func() {
 		for _, l := range lanes {
-			l.r.notes = append(l.r.notes, problemLines(l.p.Output())...)
+			l.r.notes = append(l.r.notes, benchkit.ProblemLines(l.p.Output())...)
 			_ = l.p.Stop()
 		}
 	}()
@@ -252,7 +211,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 	time.Sleep(time.Second)
 	for _, l := range lanes {
 		if l.ok && l.r.proxies {
-			rss, err := rssBytes(l.p.PIDs())
+			rss, err := benchkit.RSSBytes(l.p.PIDs())
 			if err != nil {
 				l.r.err, l.ok = err, false
 				continue
@@ -277,10 +236,10 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 		elapsed time.Duration
 		err     error
 	}
-	meters := map[*lane]*meter{}
+	meters := map[*lane]*benchkit.Meter{}
 	t1, tn := map[*lane]*tput{}, map[*lane]*tput{}
 	for _, l := range active() {
-		meters[l] = &meter{pids: l.p.PIDs()}
+		meters[l] = &benchkit.Meter{PIDs: l.p.PIDs()}
 		t1[l], tn[l] = &tput{}, &tput{}
 	}
 	for range cfg.rounds {
@@ -293,7 +252,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 				if acc.err != nil {
 					continue
 				}
-				meters[l].segment(func() {
+				meters[l].Segment(func() {
 					b, el, err := throughput(ctx, l.p.Env().srv, l.dial, streams, seg)
 					acc.bytes += b
 					acc.elapsed += el
@@ -304,7 +263,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 	}
 	for _, l := range active() {
 		r, m := l.r, meters[l]
-		r.rssLoad = m.peak
+		r.rssLoad = m.Peak
 		switch {
 		case t1[l].err != nil:
 			r.notef("single-stream throughput failed: %v", t1[l].err)
@@ -314,8 +273,8 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 			r.measuredThroughput = true
 			r.tput1 = float64(t1[l].bytes) / t1[l].elapsed.Seconds() / 1e6
 			r.tput8 = float64(tn[l].bytes) / tn[l].elapsed.Seconds() / 1e6
-			if r.proxies && m.err == nil {
-				r.cpuPerGB = m.cpu / (float64(t1[l].bytes+tn[l].bytes) / 1e9)
+			if r.proxies && m.Err == nil {
+				r.cpuPerGB = m.Total() / (float64(t1[l].bytes+tn[l].bytes) / 1e9)
 			}
 		}
 		log.Info("throughput done", "path", r.name, "1", r.tput1, "n", r.tput8)
@@ -334,7 +293,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 		if w := latency(ctx, cs, cfg.rate, 1024, time.Second); w.err != nil {
 			l.r.notef("latency warm-up: %d errors, first: %v", w.errs, w.err)
 		}
-		meters[l] = &meter{pids: l.p.PIDs()}
+		meters[l] = &benchkit.Meter{PIDs: l.p.PIDs()}
 	}
 	for range cfg.rounds {
 		for _, l := range active() {
@@ -342,11 +301,11 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 			if cs == nil {
 				continue
 			}
-			meters[l].segment(func() {
+			meters[l].Segment(func() {
 				lr := latency(ctx, cs, cfg.rate, 1024, seg)
 				samples[l] = append(samples[l], lr.samples...)
 				if len(lr.samples) > 0 {
-					l.r.roundP99 = append(l.r.roundP99, percentile(lr.samples, 0.99))
+					l.r.roundP99 = append(l.r.roundP99, benchkit.Percentile(lr.samples, 0.99))
 				}
 				l.r.rrErrs += lr.errs
 				if lr.err != nil {
@@ -360,17 +319,17 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 	}
 	for _, l := range active() {
 		r, m, s := l.r, meters[l], samples[l]
-		r.rssRate = m.peak
+		r.rssRate = m.Peak
 		if len(s) == 0 {
 			continue
 		}
 		slices.Sort(s)
 		r.measuredLatency = true
-		r.p50, r.p99 = percentile(s, 0.50), percentile(s, 0.99)
+		r.p50, r.p99 = benchkit.Percentile(s, 0.50), benchkit.Percentile(s, 0.99)
 		r.rrDone = len(s)
-		if r.proxies && m.err == nil {
-			r.cpuPer1kReq = m.cpu / (float64(len(s)) / 1000)
-			r.vcpuAtRate = m.cpu / (seg * time.Duration(cfg.rounds)).Seconds()
+		if r.proxies && m.Err == nil {
+			r.cpuPer1kReq = m.Total() / (float64(len(s)) / 1000)
+			r.vcpuAtRate = m.Total() / (seg * time.Duration(cfg.rounds)).Seconds()
 		}
 		log.Info("latency done", "path", r.name, "p50", r.p50, "p99", r.p99)
 	}
@@ -425,7 +384,7 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 // proxies (so memory freed by the load phases cannot hide the cost).
 func measureIdle(ctx context.Context, cfg config, l *lane, log *slog.Logger) {
 	p, r := l.p, l.r
-	r.notes = append(r.notes, problemLines(p.Output())...)
+	r.notes = append(r.notes, benchkit.ProblemLines(p.Output())...)
 	_ = p.Stop()
 	if err := p.Start(ctx); err != nil {
 		r.notef("restart for the idle-connection phase failed: %v", err)
@@ -437,7 +396,7 @@ func measureIdle(ctx context.Context, cfg config, l *lane, log *slog.Logger) {
 		return
 	}
 	time.Sleep(time.Second)
-	before, err := rssBytes(pids)
+	before, err := benchkit.RSSBytes(pids)
 	if err != nil {
 		r.notef("idle-connection phase: %v", err)
 		return
@@ -457,7 +416,7 @@ func measureIdle(ctx context.Context, cfg config, l *lane, log *slog.Logger) {
 		r.notef("idle connections: %s", failed)
 	}
 	time.Sleep(2 * time.Second)
-	after, err := rssBytes(pids)
+	after, err := benchkit.RSSBytes(pids)
 	if err != nil {
 		r.notef("idle-connection phase: %v", err)
 		return
@@ -469,50 +428,6 @@ func measureIdle(ctx context.Context, cfg config, l *lane, log *slog.Logger) {
 		}
 	}
 	log.Info("idle connections done", "path", p.Name(), "opened", opened, "perConn", r.perConn)
-}
-
-// problemLines returns up to 5 distinct warning or error lines of a
-// proxy's log (HAProxy [WARNING]/[ALERT], slog WARN/ERROR).
-func problemLines(out string) []string {
-	seen := map[string]bool{}
-	var lines []string
-	for line := range strings.Lines(out) {
-		line = strings.TrimSpace(line)
-		if !strings.Contains(line, "[WARNING]") && !strings.Contains(line, "[ALERT]") &&
-			!strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") &&
-			!strings.Contains(line, `"level":"WARN"`) && !strings.Contains(line, `"level":"ERROR"`) {
-			continue
-		}
-		if len(line) > 300 {
-			line = line[:300] + "…"
-		}
-		if !seen[line] {
-			seen[line] = true
-			lines = append(lines, "proxy log: "+line)
-		}
-		if len(lines) == 5 {
-			break
-		}
-	}
-	return lines
-}
-
-// raiseNoFile raises RLIMIT_NOFILE as far as allowed (to 2^20 with
-// CAP_SYS_RESOURCE, else to the hard limit) and returns the limit; child
-// processes (proxies, the idle client) inherit it.
-func raiseNoFile() (uint64, error) {
-	lim := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
-		return lim.Cur, nil
-	}
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("read RLIMIT_NOFILE: %w", err)
-	}
-	lim.Cur = lim.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("raise RLIMIT_NOFILE to its hard limit %d: %w", lim.Max, err)
-	}
-	return lim.Cur, nil
 }
 
 // haproxyMaxConn is the most connections one HAProxy can tunnel with fd
@@ -595,7 +510,7 @@ func measurePods(ctx context.Context, cfg config, a *ambit, r *result) error {
 		time.Sleep(500 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
-	rss, err := rssBytes(a.PIDs()[:1])
+	rss, err := benchkit.RSSBytes(a.PIDs()[:1])
 	if err != nil {
 		return err
 	}
