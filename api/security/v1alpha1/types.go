@@ -1,6 +1,8 @@
 package securityv1alpha1
 
 import (
+	"slices"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -29,7 +31,16 @@ type AuthorizationPolicy struct {
 type AuthorizationPolicySpec struct {
 	// Selector picks the workloads (pods) in the policy's namespace the
 	// policy applies to. Unset: every workload in the namespace.
+	// Mutually exclusive with TargetRefs.
 	Selector *WorkloadSelector `json:"selector,omitempty"`
+	// TargetRefs attach the policy to Services (core group, kind Service)
+	// or waypoints (gateway.networking.k8s.io, kind Gateway) of the
+	// policy's namespace instead of selecting pods. A policy on a Service
+	// served by a waypoint, or on the waypoint itself, is enforced by the
+	// waypoint, HTTP fields and `when` included; on a Service without a
+	// waypoint, ztunnel enforces it when it has only L4 fields.
+	// Mutually exclusive with Selector.
+	TargetRefs []PolicyTargetReference `json:"targetRefs,omitempty"`
 	// Action is what a matching rule does. Empty means ALLOW.
 	Action Action `json:"action,omitempty"`
 	// Rules are OR'ed: the policy matches a connection when any rule
@@ -63,6 +74,59 @@ type Rule struct {
 	// To lists the operations (destination side); OR'ed. Unset: any
 	// operation.
 	To []RuleTo `json:"to,omitempty"`
+	// When lists further conditions, AND'ed (L7: only a waypoint
+	// enforces them).
+	When []Condition `json:"when,omitempty"`
+}
+
+// PolicyTargetReference names the object a policy attaches to, in the
+// policy's namespace.
+type PolicyTargetReference struct {
+	// Group is "" (core) for a Service, gateway.networking.k8s.io for a
+	// Gateway.
+	Group string `json:"group"`
+	// Kind is Service or Gateway.
+	Kind string `json:"kind"`
+	// Name of the object.
+	Name string `json:"name"`
+}
+
+// Target kinds and groups of PolicyTargetReference.
+const (
+	TargetKindService = "Service"
+	TargetKindGateway = "Gateway"
+	GatewayGroup      = "gateway.networking.k8s.io"
+)
+
+// Condition is one `when` entry: the value of Key must be one of Values (if
+// set) and none of NotValues (if set).
+//
+// Keys: request.headers[<name>] (an HTTP request header), source.principal,
+// source.namespace, source.ip (an IP or CIDR), destination.port.
+type Condition struct {
+	// Key names the attribute.
+	Key string `json:"key"`
+	// Values: the attribute must match one of them.
+	Values []string `json:"values,omitempty"`
+	// NotValues: the attribute must match none of them.
+	NotValues []string `json:"notValues,omitempty"`
+}
+
+// HTTPFields returns, for each rule field only a waypoint can enforce
+// (HTTP operation fields, `when`), its name, or nil when r is L4 only.
+func (r *Rule) HTTPFields() []string {
+	var out []string
+	for i := range r.To {
+		for _, f := range r.To[i].Operation.HTTPFields() {
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	if len(r.When) > 0 {
+		out = append(out, "when")
+	}
+	return out
 }
 
 // RuleFrom is one entry of Rule.From.
@@ -191,6 +255,13 @@ const (
 	// ReasonUnsupportedL7: a rule uses HTTP fields that ztunnel cannot
 	// enforce (the message names the rules and fields).
 	ReasonUnsupportedL7 = "UnsupportedL7"
+	// ReasonWaypointRequired: a targetRefs Service has no waypoint and a
+	// rule uses HTTP fields; ztunnel denies every connection to the
+	// Service's workloads meanwhile.
+	ReasonWaypointRequired = "WaypointRequired"
+	// ReasonTargetNotFound: a targetRefs entry names no existing Service
+	// or waypoint Gateway.
+	ReasonTargetNotFound = "TargetNotFound"
 )
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object

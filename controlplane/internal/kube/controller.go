@@ -207,6 +207,12 @@ type Controller struct {
 	// each Service, as parent or backend.
 	routes      map[httproute.Ref]httproute.Compiled
 	routesBySvc map[model.ObjectRef]map[httproute.Ref]bool
+	// svcTargetState is, per Service, what an AuthorizationPolicy
+	// targeting it resolves to (exists, selector, waypoint); a change
+	// recompiles the policies with targetRefs of its namespace.
+	svcTargetState map[model.ObjectRef]string
+	// policiesLoaded is set once resyncAll loaded the targetRefs policies.
+	policiesLoaded bool
 	// routesByFault are the routes naming each HTTPFault.
 	routesByFault map[httproute.FaultRef]map[httproute.Ref]bool
 	// backendPolicies is the last resolution of every BackendPolicy.
@@ -267,6 +273,7 @@ func New(client kubernetes.Interface, dyn dynamic.Interface, sink Sink, cfg Conf
 		wpSent:            map[model.ObjectRef]waypointxds.Input{},
 		routes:            map[httproute.Ref]httproute.Compiled{},
 		routesBySvc:       map[model.ObjectRef]map[httproute.Ref]bool{},
+		svcTargetState:    map[model.ObjectRef]string{},
 		routesByFault:     map[httproute.FaultRef]map[httproute.Ref]bool{},
 		faultFactory:      dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
 	}
@@ -615,7 +622,7 @@ func (c *Controller) resyncAll() error {
 	// Policies first: the workloads derived below list the selector
 	// policies that apply to them, and ztunnels get the Authorization
 	// resources before the workloads that name them.
-	if err := c.loadPolicies(); err != nil {
+	if err := c.loadPolicies(false); err != nil {
 		return err
 	}
 	if err := c.publishAuthorizations(); err != nil {
@@ -629,6 +636,16 @@ func (c *Controller) resyncAll() error {
 	}
 	for _, s := range svcs {
 		c.reconcileService(model.ObjectRef{Namespace: s.Namespace, Name: s.Name}, b)
+	}
+	// Policies with targetRefs once the Services' waypoints are known (a
+	// waypoint-bound target must never look unbound: that would make
+	// ztunnel deny its pods).
+	if err := c.loadPolicies(true); err != nil {
+		return err
+	}
+	c.policiesLoaded = true
+	if err := c.publishAuthorizations(); err != nil {
+		return err
 	}
 	pods, err := c.podLister.List(labels.Everything())
 	if err != nil {
@@ -930,6 +947,11 @@ func (c *Controller) reconcileService(ref model.ObjectRef, b *batch) {
 		c.svcMembers[ref] = members
 	}
 	c.serviceRoutesChanged(ref, b)
+	state := ""
+	if svc != nil {
+		state = fmt.Sprintf("selector=%v waypoint=%s", svc.Spec.Selector, c.svcWaypoint[ref])
+	}
+	c.noteTargetState(ref, state, b)
 }
 
 func mergeKeys[V any](a, b map[model.ObjectRef]V) map[model.ObjectRef]struct{} {

@@ -18,6 +18,7 @@ import (
 	workloadv1alpha1 "ambit.dev/api/workload/v1alpha1"
 	"ambit.dev/controlplane/internal/model"
 	"ambit.dev/controlplane/internal/policy"
+	"ambit.dev/controlplane/internal/waypointxds"
 )
 
 // The security.ambit.dev resources the controller watches.
@@ -79,6 +80,9 @@ func (c *Controller) compile(k policy.Kind, obj any) (policy.Compiled, error) {
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ap); err != nil {
 			return policy.Compiled{}, fmt.Errorf("kube: AuthorizationPolicy %s/%s does not match its schema (is the CRD in deploy/ installed at the version the control plane expects?): %w", u.GetNamespace(), u.GetName(), err)
 		}
+		if len(ap.Spec.TargetRefs) > 0 {
+			return policy.CompileTargeted(&ap, c.rootNamespace, c.resolveTargets(&ap), waypointxds.ValidatePolicy(toWaypointPolicy(&ap))), nil
+		}
 		return policy.CompileAuthorizationPolicy(&ap, c.rootNamespace), nil
 	}
 }
@@ -120,14 +124,24 @@ func (c *Controller) reconcilePolicy(r policy.Ref, b *batch) error {
 		c.reconcilePod(model.ObjectRef{Namespace: p.Namespace, Name: p.Name}, b)
 	}
 	c.enqueueStatus(changed...)
+	// Policies with targetRefs are enforced by waypoints too.
+	c.markAllWaypoints(b)
 	return nil
 }
 
 // loadPolicies compiles every cached policy into the index (the initial
-// state). Caller holds c.mu.
-func (c *Controller) loadPolicies() error {
+// state), except AuthorizationPolicies with targetRefs (targeted true:
+// only those), which depend on the Services' waypoint bindings and are
+// loaded once the Services are. Caller holds c.mu.
+func (c *Controller) loadPolicies(targeted bool) error {
 	for _, k := range []policy.Kind{policy.KindAuthorizationPolicy, policy.KindPeerAuthentication} {
+		if targeted && k != policy.KindAuthorizationPolicy {
+			continue
+		}
 		for _, obj := range c.policyInformer(k).GetStore().List() {
+			if k == policy.KindAuthorizationPolicy && hasTargetRefs(obj) != targeted {
+				continue
+			}
 			compiled, err := c.compile(k, obj)
 			if err != nil {
 				return err
@@ -168,4 +182,15 @@ func (c *Controller) publishAuthorizations() error {
 	c.metrics.authorizations.Set(float64(len(c.publishedAuthz)))
 	c.log.Debug("published authorizations", "updated", len(updated), "removed", len(removed))
 	return nil
+}
+
+// hasTargetRefs reports whether a cached AuthorizationPolicy sets
+// spec.targetRefs.
+func hasTargetRefs(obj any) bool {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return false
+	}
+	refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "targetRefs")
+	return len(refs) > 0
 }

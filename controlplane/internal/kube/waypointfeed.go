@@ -154,7 +154,20 @@ func (c *Controller) waypointInput(ref model.ObjectRef) waypointxds.Input {
 		if err != nil {
 			continue // gone: its reconcile unbinds it
 		}
-		in.Services = append(in.Services, c.waypointService(svc, c.svcMembers[svcRef]))
+		ws := c.waypointService(svc, c.svcMembers[svcRef])
+		ws.Policies = c.waypointPolicies(ref, svcRef)
+		in.Services = append(in.Services, ws)
+	}
+	if c.gateways != nil {
+		if obj, ok, _ := c.gateways.GetIndexer().GetByKey(ref.String()); ok {
+			if m, err := metaOf(obj); err == nil {
+				// Unset or invalid: the default (nil); the waypoint
+				// controller reports an invalid value on the Gateway.
+				if pct, problem := model.AccessLogSampling(m.GetAnnotations()); problem == "" && pct != model.DefaultAccessLogSampling {
+					in.Waypoint.AccessLogPercent = &pct
+				}
+			}
+		}
 	}
 	c.addRoutes(ref, &in)
 	return in

@@ -111,7 +111,8 @@ func gatewayChanged(o, n metav1.Object) bool {
 		return true
 	}
 	return og.Class != ng.Class || og.Programmed != ng.Programmed ||
-		og.Labels[model.LabelWaypointFor] != ng.Labels[model.LabelWaypointFor]
+		og.Labels[model.LabelWaypointFor] != ng.Labels[model.LabelWaypointFor] ||
+		o.GetAnnotations()[model.AnnotationAccessLogSampling] != n.GetAnnotations()[model.AnnotationAccessLogSampling]
 }
 
 // loadWaypoints reads every cached waypoint Gateway. Caller holds c.mu.
@@ -144,6 +145,8 @@ func (c *Controller) reconcileGateway(ref model.ObjectRef, b *batch) error {
 	}
 	delete(c.waypoints, ref)
 	b.markWaypoint(ref)
+	// Policies may target the Gateway.
+	c.requeueTargeting(ref.Namespace)
 	if exists {
 		gw, err := toGateway(obj)
 		if err != nil {

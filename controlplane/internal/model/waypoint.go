@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"regexp"
+	"strconv"
+	"strings"
 )
 
 // Waypoint API: a Gateway API Gateway of class WaypointClass is a waypoint
@@ -233,4 +235,27 @@ func bind(t Traffic, wps Waypoints, clusterDomain string, levels ...labelLevel) 
 		return b
 	}
 	return WaypointBinding{Reason: "no " + LabelUseWaypoint + " label applies"}
+}
+
+// AnnotationAccessLogSampling on a waypoint Gateway is the percentage of
+// requests its access log records (XDS.md §13); responses >= 400 are
+// always logged.
+const AnnotationAccessLogSampling = "ambit.dev/access-log-sampling"
+
+// DefaultAccessLogSampling is the sampling without the annotation.
+const DefaultAccessLogSampling = 100
+
+// AccessLogSampling reads AnnotationAccessLogSampling: an integer 0-100,
+// optionally followed by "%". Unset: DefaultAccessLogSampling. An invalid
+// value returns the default and a problem saying what to write.
+func AccessLogSampling(annotations map[string]string) (percent uint32, problem string) {
+	v, ok := annotations[AnnotationAccessLogSampling]
+	if !ok {
+		return DefaultAccessLogSampling, ""
+	}
+	n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), "%"), 10, 32)
+	if err != nil || n > 100 {
+		return DefaultAccessLogSampling, fmt.Sprintf("annotation %s: %q is not a percentage 0-100 (e.g. \"10\"); logging %d%% of requests", AnnotationAccessLogSampling, v, DefaultAccessLogSampling)
+	}
+	return uint32(n), ""
 }

@@ -231,6 +231,11 @@ func CompileAuthorizationPolicy(p *securityv1alpha1.AuthorizationPolicy, rootNam
 // only usable when both are empty.
 func compileRule(path string, r *securityv1alpha1.Rule) (rule *workloadv1alpha1.Rule, problems, http []string) {
 	rule = &workloadv1alpha1.Rule{}
+	// `when` conditions are evaluated by waypoints only: ztunnel must not
+	// drop them (that would widen an ALLOW).
+	for j := range r.When {
+		http = append(http, fmt.Sprintf("%s.when[%d] (key %s)", path, j, r.When[j].Key))
+	}
 	if len(r.From) > 0 {
 		cl := &workloadv1alpha1.Clause{}
 		for j := range r.From {

@@ -698,3 +698,22 @@ func ExampleCompileAuthorizationPolicy() {
 	// False UnsupportedL7
 	// rules[0].to[0].operation sets methods: HTTP fields need a waypoint, which the selected workloads do not have; ztunnel denies every connection to them until the fields are removed
 }
+
+// TestWhenFailsClosedOnZtunnel: a selector policy with `when` cannot be
+// enforced at L4 and is not compiled as if the condition were absent.
+func TestWhenFailsClosedOnZtunnel(t *testing.T) {
+	p := &securityv1alpha1.AuthorizationPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "p", Generation: 1},
+		Spec: securityv1alpha1.AuthorizationPolicySpec{
+			Selector: &securityv1alpha1.WorkloadSelector{MatchLabels: map[string]string{"app": "web"}},
+			Rules:    []securityv1alpha1.Rule{{When: []securityv1alpha1.Condition{{Key: "source.ip", Values: []string{"10.0.0.1"}}}}},
+		},
+	}
+	c := CompileAuthorizationPolicy(p, "ambit-system")
+	if c.Condition.Reason != securityv1alpha1.ReasonUnsupportedL7 || !strings.Contains(c.Condition.Message, "rules[0].when[0]") {
+		t.Errorf("condition %+v, want UnsupportedL7 naming rules[0].when[0]", c.Condition)
+	}
+	if a := c.Authorization; a == nil || a.Action != workloadv1alpha1.Action_DENY || len(a.Rules) != 1 || len(a.Rules[0].Clauses) != 0 {
+		t.Errorf("authorization %v, want deny-all", c.Authorization)
+	}
+}

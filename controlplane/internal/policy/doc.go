@@ -68,10 +68,10 @@
 //
 // # HTTP fields
 //
-// methods, paths, hosts and their not- forms need a waypoint (an HTTP
-// proxy), which Ambit does not have yet; ztunnel only sees TCP. A policy
-// that uses them is never compiled as if they were absent, since that would
-// widen an ALLOW or narrow a DENY:
+// methods, paths, hosts and their not- forms, and rules[].when, need a
+// waypoint (an HTTP proxy: see targetRefs); ztunnel only sees TCP. A
+// selector policy that uses them is never compiled as if they were absent,
+// since that would widen an ALLOW or narrow a DENY:
 //
 //   - ALLOW and DENY: the policy compiles to a deny-all Authorization (action
 //     DENY, one rule without clauses, same name, namespace and scope), so
@@ -81,6 +81,20 @@
 //   - AUDIT: the rules that use HTTP fields are dropped and the others are
 //     audited. Accepted is False, reason UnsupportedL7, and the message says
 //     which rules are not audited.
+//
+// # targetRefs
+//
+// An AuthorizationPolicy with spec.targetRefs (exclusive with selector; the
+// CRD refuses both) attaches to Services or waypoint Gateways of its
+// namespace instead of selecting pods. internal/kube resolves each target
+// (Target) and CompileTargeted decides: a target served by a waypoint is
+// enforced there (XDS.md §12, all fields including `when`), and nothing is
+// sent to ztunnel for it; a Service without a waypoint is enforced by
+// ztunnel on the Service's pods (WORKLOAD_SELECTOR with the Service's
+// selector) when every rule is L4, and fails closed with reason
+// WaypointRequired otherwise; a missing target is TargetNotFound. The
+// policy is recompiled when a target Service appears, goes, changes its
+// selector or its waypoint.
 //
 // # Invalid policies (fail closed)
 //

@@ -364,8 +364,25 @@ func Status(gw *gwapiv1.Gateway, v Verdict, svc *corev1.Service, dep *appsv1.Dep
 			fmt.Sprintf("%d available replica(s)", dep.Status.AvailableReplicas))
 	}
 	st.Conditions = []metav1.Condition{accepted, programmed}
+	if _, set := gw.Annotations[model.AnnotationAccessLogSampling]; set {
+		pct, problem := model.AccessLogSampling(gw.Annotations)
+		if problem != "" {
+			st.Conditions = append(st.Conditions, cond(ConditionAccessLogSampling, false, ReasonInvalidSampling, problem))
+		} else {
+			st.Conditions = append(st.Conditions, cond(ConditionAccessLogSampling, true, ReasonSamplingApplied,
+				fmt.Sprintf("the access log records %d%% of requests and every response >= 400", pct)))
+		}
+	}
 	return st
 }
+
+// The condition a waypoint Gateway with the ambit.dev/access-log-sampling
+// annotation gets (XDS.md §13).
+const (
+	ConditionAccessLogSampling gwapiv1.GatewayConditionType   = "ambit.dev/AccessLogSampling"
+	ReasonSamplingApplied      gwapiv1.GatewayConditionReason = "Applied"
+	ReasonInvalidSampling      gwapiv1.GatewayConditionReason = "InvalidValue"
+)
 
 // NextStatus returns cur with the conditions and addresses of want (other
 // conditions kept; a condition's transition time kept while its status

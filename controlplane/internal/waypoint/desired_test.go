@@ -354,6 +354,50 @@ func TestRootCertConfigMapFor(t *testing.T) {
 	}
 }
 
+// TestStatusAccessLogSampling: the ambit.dev/access-log-sampling
+// annotation gets a condition saying whether it applies (XDS.md §13).
+func TestStatusAccessLogSampling(t *testing.T) {
+	svc := &corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20", ClusterIPs: []string{"10.96.0.20"}}}
+	dep := &appsv1.Deployment{Status: appsv1.DeploymentStatus{AvailableReplicas: 1}}
+	accepted := Verdict{Accepted: true, Reason: gwapiv1.GatewayReasonAccepted, Message: "ok"}
+	for _, tc := range []struct {
+		name, value string
+		set         bool
+		status      metav1.ConditionStatus
+		reason      gwapiv1.GatewayConditionReason
+		message     string
+	}{
+		{name: "unset: no condition"},
+		{name: "valid", value: "10", set: true, status: metav1.ConditionTrue, reason: ReasonSamplingApplied, message: "10%"},
+		{name: "with percent sign", value: "0%", set: true, status: metav1.ConditionTrue, reason: ReasonSamplingApplied, message: "0%"},
+		{name: "too large", value: "150", set: true, status: metav1.ConditionFalse, reason: ReasonInvalidSampling, message: `"150" is not a percentage 0-100`},
+		{name: "not a number", value: "half", set: true, status: metav1.ConditionFalse, reason: ReasonInvalidSampling, message: "logging 100%"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := waypointGateway()
+			if tc.set {
+				gw.Annotations = map[string]string{model.AnnotationAccessLogSampling: tc.value}
+			}
+			st := Status(gw, accepted, svc, dep, "cluster.local")
+			var c *metav1.Condition
+			for i := range st.Conditions {
+				if st.Conditions[i].Type == string(ConditionAccessLogSampling) {
+					c = &st.Conditions[i]
+				}
+			}
+			if !tc.set {
+				if c != nil {
+					t.Fatalf("condition %+v without the annotation", c)
+				}
+				return
+			}
+			if c == nil || c.Status != tc.status || c.Reason != string(tc.reason) || !strings.Contains(c.Message, tc.message) || c.ObservedGeneration != 3 {
+				t.Fatalf("condition %+v, want %s %s with %q", c, tc.status, tc.reason, tc.message)
+			}
+		})
+	}
+}
+
 // TestClassDescriptionFitsTheCRD: the API server refuses a GatewayClass
 // whose description is longer than the Gateway API CRD allows, and the
 // class would never be created.

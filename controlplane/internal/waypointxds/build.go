@@ -269,6 +269,15 @@ func (b *builder) service(s Service) (service, error) {
 		out.ports = append(out.ports, p)
 	}
 	slices.SortFunc(out.ports, func(a, c Port) int { return cmp.Compare(a.Port, c.Port) })
+	for _, pol := range s.Policies {
+		if probs := ValidatePolicy(pol); len(probs) > 0 {
+			return service{}, fmt.Errorf("waypointxds: service %s: AuthorizationPolicy %s/%s: %s", key, pol.Namespace, pol.Name, strings.Join(probs, "; "))
+		}
+	}
+	out.Policies = slices.Clone(s.Policies)
+	slices.SortFunc(out.Policies, func(a, c Policy) int {
+		return cmp.Or(strings.Compare(a.Namespace, c.Namespace), strings.Compare(a.Name, c.Name))
+	})
 	seen := map[netip.Addr]bool{}
 	for i, e := range s.Endpoints {
 		if len(e.Addresses) == 0 || !e.Addresses[0].IsValid() {
@@ -382,7 +391,7 @@ func (b *builder) mainInternal() *listenerv3.Listener {
 	l := internalListener(ListenerMainInternal, corev3.TrafficDirection_INBOUND)
 	for _, s := range b.services {
 		for _, p := range s.ports {
-			l.FilterChains = append(l.FilterChains, vipChain(s, p))
+			l.FilterChains = append(l.FilterChains, vipChain(s, p, b.accessLogPercent()))
 		}
 	}
 	l.DefaultFilterChain = &listenerv3.FilterChain{
@@ -392,7 +401,15 @@ func (b *builder) mainInternal() *listenerv3.Listener {
 	return l
 }
 
-func vipChain(s service, p Port) *listenerv3.FilterChain {
+// accessLogPercent is the waypoint's access log sampling, 0-100.
+func (b *builder) accessLogPercent() uint32 {
+	if b.wp.AccessLogPercent == nil {
+		return DefaultAccessLogPercent
+	}
+	return min(*b.wp.AccessLogPercent, 100)
+}
+
+func vipChain(s service, p Port, logPercent uint32) *listenerv3.FilterChain {
 	proto := p.protocol()
 	name := FilterChainName(s.Hostname, p.Port, proto)
 	m := &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(p.Port))}
@@ -401,7 +418,10 @@ func vipChain(s service, p Port) *listenerv3.FilterChain {
 	}
 	fc := &listenerv3.FilterChain{Name: name, FilterChainMatch: m}
 	if !proto.IsHTTP() {
-		fc.Filters = []*listenerv3.Filter{tcpProxy(name, ClusterName(s.Hostname, p.Port), nil)}
+		for _, r := range networkRBACFilters(name, s.Policies) {
+			fc.Filters = append(fc.Filters, networkFilter(FilterNetworkRBAC, r))
+		}
+		fc.Filters = append(fc.Filters, tcpProxy(name, ClusterName(s.Hostname, p.Port), nil))
 		return fc
 	}
 	fc.Filters = []*listenerv3.Filter{networkFilter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
@@ -418,11 +438,13 @@ func vipChain(s service, p Port) *listenerv3.FilterChain {
 		GenerateRequestId:         wrapperspb.Bool(true),
 		PreserveExternalRequestId: true,
 		Tracing:                   tracing(),
-		HttpFilters: []*hcmv3.HttpFilter{
-			// Fault injection: the routes say what (XDS.md §15).
+		// RBAC first (XDS.md §12), then fault injection: the routes say
+		// what (XDS.md §15); the router last.
+		HttpFilters: append(httpRBACFilters(s.Policies),
 			httpFilter(FaultFilter, &faultv3.HTTPFault{}),
 			httpFilter(wellknown.Router, &routerv3.Router{}),
-		},
+		),
+		AccessLog: accessLog(s.Hostname, logPercent),
 	})}
 	return fc
 }

@@ -120,6 +120,7 @@ func TestGolden(t *testing.T) {
 		{"example", exampleInput()},
 		{"mixed", mixedInput()},
 		{"httproute", httprouteInput()},
+		{"authz", authzInput()},
 		{"fault", faultInput()},
 		{"backendpolicy", backendPolicyInput()},
 		{"empty", Input{Waypoint: Waypoint{Namespace: "demo", Name: "idle"}}},

@@ -11,4 +11,8 @@
 // Dispatcher lets it share the control plane's one AggregatedDiscoveryService
 // with ztunnel's workload discovery (internal/xds), choosing the backend by
 // the node id prefix "waypoint~" of each stream's first request.
+//
+// authz.go adds L7 authorization (XDS.md §12: the RBAC filters built from
+// the AuthorizationPolicies of Service.Policies, ValidatePolicy) and the
+// JSON access log of every HTTP connection manager (§13).
 package waypointxds

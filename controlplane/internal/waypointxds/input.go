@@ -33,6 +33,10 @@ type Waypoint struct {
 	// Addresses are the waypoint pods' IPs, only used to decide whether
 	// connect_terminate also listens on [::] (when one is IPv6). Optional.
 	Addresses []netip.Addr
+	// AccessLogPercent is the percentage (0-100) of requests logged
+	// (XDS.md §13; responses >= 400 are always logged); nil:
+	// DefaultAccessLogPercent.
+	AccessLogPercent *uint32
 }
 
 // Key returns "<namespace>/<name>", the key configuration is served under
@@ -52,6 +56,9 @@ type Service struct {
 	Ports []Port
 	// Endpoints are the pods backing the service.
 	Endpoints []Endpoint
+	// Policies are the AuthorizationPolicies that apply to the service
+	// (XDS.md §12), each valid (ValidatePolicy), in any order.
+	Policies []Policy
 }
 
 // Port is one service port.

@@ -142,6 +142,8 @@ func (a *App) build() error {
 		Metrics:      metrics,
 		DrainTimeout: cfg.DrainPeriod,
 		Logger:       a.log,
+		// The access log (XDS.md §13) goes to stdout, the logs to stderr.
+		AccessLog: os.Stdout,
 	})
 	if err != nil {
 		return err

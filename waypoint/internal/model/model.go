@@ -99,6 +99,11 @@ type Chain struct {
 	Cluster string
 	// RouteName is the HCM's RDS name (HTTP chains).
 	RouteName string
+	// RBAC are the chain's RBAC filters in order (XDS.md §12): HTTP
+	// filters on HTTP chains, network filters on TCP chains.
+	RBAC []RBAC
+	// AccessLog is the HCM's access log (HTTP chains; nil: none).
+	AccessLog *AccessLog
 	// Fault is true when the HCM has envoy.filters.http.fault: the
 	// routes' faults are injected.
 	Fault bool

@@ -173,11 +173,24 @@ type testProxy struct {
 
 func startProxy(t *testing.T, m *testMesh, cfg *model.Config) *testProxy {
 	t.Helper()
-	return startProxyClock(t, m, cfg, nil)
+	return startProxyWith(t, m, cfg, nil, nil)
 }
 
 // startProxyClock is startProxy with the clock of outlier detection.
 func startProxyClock(t *testing.T, m *testMesh, cfg *model.Config, now func() time.Time) *testProxy {
+	t.Helper()
+	return startProxyWith(t, m, cfg, now, nil)
+}
+
+// startProxyLog is startProxy with the access log written to accessLog.
+func startProxyLog(t *testing.T, m *testMesh, cfg *model.Config, accessLog io.Writer) *testProxy {
+	t.Helper()
+	return startProxyWith(t, m, cfg, nil, accessLog)
+}
+
+// startProxyWith is startProxy with a clock (nil: time.Now) and an access
+// log writer (nil: none).
+func startProxyWith(t *testing.T, m *testMesh, cfg *model.Config, now func() time.Time, accessLog io.Writer) *testProxy {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	metrics, err := NewMetrics(reg)
@@ -189,6 +202,7 @@ func startProxyClock(t *testing.T, m *testMesh, cfg *model.Config, now func() ti
 		Identity:    id,
 		Certificate: func(context.Context) (*tls.Certificate, error) { return m.cert(id) },
 		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(), Now: now,
+		AccessLog: accessLog,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +268,12 @@ type client struct {
 // its requests multiplexed on one stream.
 func newClient(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, h2c ...bool) *client {
 	t.Helper()
-	src := mustID(t, "spiffe://cluster.local/ns/demo/sa/client")
+	return newClientAs(t, m, tp, vip, mustID(t, "spiffe://cluster.local/ns/demo/sa/client"), h2c...)
+}
+
+// newClientAs is newClient for the source identity src.
+func newClientAs(t *testing.T, m *testMesh, tp *testProxy, vip netip.AddrPort, src identity.ID, h2c ...bool) *client {
+	t.Helper()
 	d, err := hbone.NewDialer(hbone.DialerConfig{
 		Certificate: func(context.Context, identity.ID) (*tls.Certificate, error) { return m.cert(src) },
 		Roots:       m.ca.Roots, Logger: quiet(),

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ambit.dev/pkg/hbone"
@@ -229,32 +230,82 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &statusWriter{ResponseWriter: w}
 	labels := st.src.labels()
+	req := modelRequest(r)
+	cfg := h.p.conf.Load()
+	ch := cfg.Chain(st.dst)
+	var received atomic.Int64
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = countingBody{ReadCloser: r.Body, n: &received}
+	}
+	var upstreamHost string
 	defer func() {
 		code := rec.code
 		if code == 0 && r.Context().Err() == nil {
 			code = http.StatusOK // net/http answers 200 for a handler that wrote nothing
 		}
-		h.p.cfg.Metrics.request(labels, code, float64(time.Since(start))/float64(time.Millisecond))
+		took := time.Since(start)
+		h.p.cfg.Metrics.request(labels, code, float64(took)/float64(time.Millisecond))
+		if ch == nil || ch.AccessLog == nil {
+			return
+		}
+		details := rec.details
+		if details == "" && code != 0 {
+			details = "via_upstream"
+		}
+		h.p.accessLog.write(ch.AccessLog, &logEntry{
+			start: start, method: r.Method, path: r.RequestURI, authority: r.Host, protocol: protocolOf(r),
+			code: code, flags: rec.flags, details: details, duration: took,
+			bytesReceived: received.Load(), bytesSent: rec.bytes,
+			upstreamHost: upstreamHost, downstreamPeer: st.src.addr.String(),
+			principal: attributes(st, req).Principal, requestID: firstHeader(r.Header, "X-Request-Id"),
+			traceparent: firstHeader(r.Header, "Traceparent"),
+		}, rand.Uint32N(100))
 	}()
 
-	req := modelRequest(r)
-	d := Route(h.p.conf.Load(), st.dst, req, rand.Uint64())
+	// L7 authorization (XDS.md §12): the RBAC filters run before the
+	// router, so a denied request is answered 403 whatever its route.
+	if ch != nil && len(ch.RBAC) > 0 {
+		dec := model.Authorize(ch.RBAC, attributes(st, req))
+		h.p.cfg.Metrics.authz(dec)
+		if len(dec.Audited) > 0 {
+			h.p.log.Info("rbac audit", "policies", dec.Audited, "principal", attributes(st, req).Principal, "method", req.Method, "path", req.Path)
+		}
+		if !dec.Allowed {
+			labels.DestinationService = ch.Service
+			rec.details = dec.ResponseCodeDetails()
+			localReply(rec, nil, http.StatusForbidden, rbacDeniedBody)
+			return
+		}
+	}
+
+	d := Route(cfg, st.dst, req, rand.Uint64())
 	labels.DestinationService = d.Service
 	if d.Code != 0 {
+		switch d.Code {
+		case http.StatusNotFound:
+			rec.flags, rec.details = "NR", "route_not_found"
+		default:
+			rec.details = "cluster_not_found"
+		}
 		localReply(rec, d.Route, d.Code, d.Reason)
 		return
 	}
 	if d.Chain.Fault && d.Route.Fault != nil {
 		if !h.injectFault(rec, r, d.Route, d.Route.Fault.Decide(rand.Uint64(), rand.Uint64())) {
+			if rec.details == "" {
+				rec.flags, rec.details = "FI", "fault_filter_abort" // Envoy's
+			}
 			return
 		}
 	}
 	switch d.Route.Action {
 	case model.ActionRedirect:
 		rec.Header().Set("Location", d.Route.Redirect.Location(req, d.Route.Match))
+		rec.details = "direct_response"
 		localReply(rec, d.Route, d.Route.Redirect.Code, "")
 		return
 	case model.ActionDirect:
+		rec.details = "direct_response"
 		localReply(rec, d.Route, d.Route.DirectStatus, "")
 		return
 	}
@@ -274,6 +325,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.rp.ServeHTTP(rec, r.WithContext(ctx))
 	if ex.hasEP {
 		labels = endpointLabels(labels, ex.ep)
+		upstreamHost = ex.ep.Destination.String()
 	}
 }
 
@@ -407,18 +459,27 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	if ex := exchangeOf(r.Context()); ex != nil {
 		route = ex.route
 	}
+	rec, _ := w.(*statusWriter)
+	mark := func(flags, details string) {
+		if rec != nil {
+			rec.flags, rec.details = flags, details
+		}
+	}
 	switch {
 	case errors.Is(r.Context().Err(), context.DeadlineExceeded), errors.Is(err, errPerTryTimeout):
+		mark("UT", "upstream_response_timeout")
 		localReply(w, route, http.StatusGatewayTimeout, "upstream request timeout")
 	case r.Context().Err() != nil:
 		// The source went away (net/http also cancels a request whose
 		// client half-closed, as Envoy does): abort, never a fake 200.
 		panic(http.ErrAbortHandler)
 	case errors.Is(err, errNoHealthyUpstream):
+		mark("UH", "no_healthy_upstream")
 		localReply(w, route, http.StatusServiceUnavailable, "no healthy upstream")
 	case p.overflowed(w, r, err):
 		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
 	default:
+		mark("UF", "upstream_reset_before_response_started")
 		localReply(w, route, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers: "+err.Error())
 	}
 }
@@ -427,6 +488,10 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 type statusWriter struct {
 	http.ResponseWriter
 	code int
+	// bytes is the body bytes written; flags and details are Envoy's
+	// %RESPONSE_FLAGS% and %RESPONSE_CODE_DETAILS% of a local reply.
+	bytes          int64
+	flags, details string
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -440,7 +505,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach Flush and friends.

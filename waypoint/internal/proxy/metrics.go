@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"ambit.dev/waypoint/internal/model"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"ambit.dev/waypoint/internal/model"
 )
 
 // ReporterWaypoint is the reporter label of every waypoint metric.
@@ -35,6 +35,7 @@ type Metrics struct {
 	tcpReceived *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	overflows   *prometheus.CounterVec
+	rbac        *prometheus.CounterVec
 	faults      *prometheus.CounterVec
 }
 
@@ -58,11 +59,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Retries of upstream requests (Envoy's upstream_rq_retry)."}, []string{"cluster"}),
 		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_upstream_retry_overflow_total",
 			Help: "Retries not made because the cluster's retry budget was exhausted (Envoy's upstream_rq_retry_overflow)."}, []string{"cluster"}),
+		rbac: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_rbac_decisions_total",
+			Help: "L7 authorization decisions (XDS.md §12): result allowed, denied or audited, with the deciding policy id (none: ALLOW policies apply and none matched)."}, []string{"result", "policy"}),
 		faults: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_waypoint_faults_injected_total",
 			Help: "Faults injected by routes' HTTPFaults: kind delay or abort (Envoy's fault.delays_injected, fault.aborts_injected)."}, []string{"kind"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows, m.faults} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.retries, m.overflows, m.rbac, m.faults} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: registering metrics: %w", err)
 			}
@@ -173,6 +176,27 @@ func (m *Metrics) retry(cluster string) { m.retries.WithLabelValues(cluster).Inc
 
 // retryOverflow records a retry the cluster's budget did not allow.
 func (m *Metrics) retryOverflow(cluster string) { m.overflows.WithLabelValues(cluster).Inc() }
+
+// Results of ambit_waypoint_rbac_decisions_total.
+const (
+	RBACAllowed = "allowed"
+	RBACDenied  = "denied"
+	RBACAudited = "audited"
+)
+
+// authz records an authorization decision: the deciding policy of a
+// denial or an ALLOW match, and every matched AUDIT policy.
+func (m *Metrics) authz(d model.AuthzDecision) {
+	for _, a := range d.Audited {
+		m.rbac.WithLabelValues(RBACAudited, a).Inc()
+	}
+	switch {
+	case !d.Allowed:
+		m.rbac.WithLabelValues(RBACDenied, d.Policy).Inc()
+	case d.Allow != "":
+		m.rbac.WithLabelValues(RBACAllowed, d.Allow).Inc()
+	}
+}
 
 // fault records an injected fault of kind "delay" or "abort".
 func (m *Metrics) fault(kind string) { m.faults.WithLabelValues(kind).Inc() }

@@ -19,6 +19,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -56,6 +57,9 @@ type Config struct {
 	// (tests); nil dials t.HBONEAddr.
 	DialTCP func(ctx context.Context, t hbone.Target) (net.Conn, error)
 	Logger  *slog.Logger
+	// AccessLog receives the JSON access log lines of the HTTP chains
+	// that configure one (XDS.md §13); nil: no access log.
+	AccessLog io.Writer
 }
 
 // Proxy is the data path. Build it with New, feed it configs with
@@ -68,6 +72,8 @@ type Proxy struct {
 	http   *http.Server
 	// streams hands HTTP-carrying streams to http.
 	streams *streamListener
+
+	accessLog *accessLogger
 
 	conf     atomic.Pointer[model.Config]
 	clusters sync.Map // cluster name -> *clusterState
@@ -87,7 +93,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener()}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener(), accessLog: &accessLogger{w: cfg.AccessLog}}
 	tlsCfg, err := hbone.ServerTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cfg.Certificate(hello.Context())
 	}, cfg.Roots, cfg.TrustDomain)

@@ -21,6 +21,18 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable,
 			Reason: fmt.Sprintf("cluster %s of %s not received from the control plane yet", ch.Cluster, ch.Name)}
 	}
+	// Network RBAC (XDS.md §12): the L4 parts of the service's policies.
+	if len(ch.RBAC) > 0 {
+		a := model.Attributes{Port: ch.Port, SourceIP: src.addr.Addr()}
+		if src.id.Validate() == nil {
+			a.Principal = src.id.String()
+		}
+		dec := model.Authorize(ch.RBAC, a)
+		p.cfg.Metrics.authz(dec)
+		if !dec.Allowed {
+			return nil, &hbone.StatusError{Code: http.StatusForbidden, Reason: rbacDeniedBody + ": " + dec.ResponseCodeDetails()}
+		}
+	}
 	ep, ok := p.pick(cl)
 	if !ok {
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "no healthy upstream for " + cl.Service.Hostname}

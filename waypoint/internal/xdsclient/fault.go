@@ -174,10 +174,10 @@ func parseTracing(hcm *hcmv3.HttpConnectionManager) (*model.TraceConfig, error) 
 
 // httpFilterNames lists the HTTP filters an L7 chain may have before the
 // router.
-var httpFilterNames = []string{filterFault}
+var httpFilterNames = []string{filterHTTPRBAC, filterFault}
 
-// parseHCMFilters checks the L7 chain's filters: optional fault filter,
-// then the router. It reports whether the fault filter is present.
+// parseHCMFilters checks the L7 chain's filters: RBAC filters (parsed by
+// parseHTTPFilters), optional fault filter, then the router. It reports whether the fault filter is present.
 func parseHCMFilters(fs []*hcmv3.HttpFilter) (bool, error) {
 	if err := checkHTTPFilters(fs, httpFilterNames...); err != nil {
 		return false, err

@@ -9,11 +9,14 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -45,8 +48,8 @@ var supported = map[protoreflect.FullName][]string{
 	msgName(&corev3.HttpProtocolOptions{}): {"max_requests_per_connection"},
 	// Panic mode (XDS.md §11 "How the Go waypoint reads this").
 	msgName(&clusterv3.Cluster_CommonLbConfig{}): {"healthy_panic_threshold"},
-	// access_log is accepted and not acted upon yet (no access logs in
-	// this slice); the rest is honoured (tracing, request ids: XDS.md §16).
+	// Everything is honoured: access_log (XDS.md §13, parseAccessLogs),
+	// tracing and request ids (§16).
 	msgName(&hcmv3.HttpConnectionManager{}): {
 		"codec_type", "stat_prefix", "rds", "route_config", "http_filters", "forward_client_cert_details",
 		"use_remote_address", "http2_protocol_options", "http_protocol_options", "common_http_protocol_options",
@@ -76,9 +79,18 @@ var supported = map[protoreflect.FullName][]string{
 	msgName(&routev3.RouteMatch{}): {
 		"prefix", "path", "path_separated_prefix", "safe_regex", "connect_matcher", "case_sensitive", "headers", "query_parameters",
 	},
-	msgName(&routev3.HeaderMatcher{}):         {"name", "string_match"},
+	// present_match only in RBAC headers (routes refuse it).
+	msgName(&routev3.HeaderMatcher{}):         {"name", "string_match", "present_match"},
 	msgName(&routev3.QueryParameterMatcher{}): {"name", "string_match"},
-	msgName(&matcherv3.StringMatcher{}):       {"exact", "safe_regex"},
+	// prefix, suffix, contains and ignore_case only in RBAC matchers
+	// (routes refuse them, parseStringMatch).
+	msgName(&matcherv3.StringMatcher{}): {"exact", "safe_regex", "prefix", "suffix", "contains", "ignore_case"},
+	// L7 authorization (XDS.md §12).
+	msgName(&httprbacv3.RBAC{}):       {"rules", "shadow_rules", "rules_stat_prefix", "shadow_rules_stat_prefix"},
+	msgName(&netrbacv3.RBAC{}):        {"rules", "shadow_rules", "stat_prefix", "shadow_rules_stat_prefix"},
+	msgName(&rbacv3.RBAC{}):           {"action", "policies"},
+	msgName(&rbacv3.Policy{}):         {"permissions", "principals"},
+	msgName(&matcherv3.PathMatcher{}): {"path"},
 	// google_re2 is deprecated (RE2 is the only engine): accepted, set or not.
 	msgName(&matcherv3.RegexMatcher{}):            {"regex", "google_re2"},
 	msgName(&matcherv3.RegexMatchAndSubstitute{}): {"pattern", "substitution"},

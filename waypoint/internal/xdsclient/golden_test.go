@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -20,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"ambit.dev/pkg/deltaxds"
+	"ambit.dev/waypoint/internal/model"
 	"ambit.dev/waypoint/internal/xdstest"
 )
 
@@ -193,5 +197,71 @@ func TestFixturesMatchControlPlane(t *testing.T) {
 	}
 	if len(mine) > 0 {
 		t.Errorf("xdstest builds resources the control plane does not: %v", slices.Collect(maps.Keys(mine)))
+	}
+}
+
+// TestAuthzGolden evaluates the control plane's authz.golden (XDS.md
+// §12): its RBAC filters parse, and decide as the policies were written.
+func TestAuthzGolden(t *testing.T) {
+	res := readGolden(t, goldenDir+"/authz.golden")
+	var chains []*model.Chain
+	for _, a := range res[TypeListener] {
+		var l listenerv3.Listener
+		if err := a.UnmarshalTo(&l); err != nil {
+			t.Fatal(err)
+		}
+		pl, err := ParseListener(&l, td)
+		if err != nil {
+			t.Fatalf("listener %s: %v", l.GetName(), err)
+		}
+		chains = append(chains, pl.Chains...)
+	}
+	byName := map[string]*model.Chain{}
+	for _, ch := range chains {
+		byName[ch.Name] = ch
+	}
+	httpCh := byName["inbound-vip|80|http|web.demo.svc.cluster.local"]
+	tcpCh := byName["inbound-vip|5432|tcp|web.demo.svc.cluster.local"]
+	if httpCh == nil || tcpCh == nil {
+		t.Fatalf("chains %v", slices.Collect(maps.Keys(byName)))
+	}
+	if len(httpCh.RBAC) != 3 || !httpCh.RBAC[0].Shadow || httpCh.RBAC[1].Action != model.RBACDeny || httpCh.RBAC[2].Action != model.RBACAllow {
+		t.Fatalf("HTTP chain RBAC %+v, want audit (shadow), deny, allow", httpCh.RBAC)
+	}
+	if httpCh.AccessLog == nil || httpCh.AccessLog.Sampled != 10 || httpCh.AccessLog.MinStatus != 400 {
+		t.Errorf("access log %+v, want 10%% sampled or status >= 400", httpCh.AccessLog)
+	}
+	client := "spiffe://cluster.local/ns/demo/sa/client"
+	if len(tcpCh.RBAC) != 3 {
+		t.Fatalf("TCP chain RBAC %+v, want audit, deny, allow", tcpCh.RBAC)
+	}
+	tcpAllow := &model.Chain{RBAC: tcpCh.RBAC[2:]}
+	for _, tc := range []struct {
+		name    string
+		ch      *model.Chain
+		a       model.Attributes
+		allowed bool
+		policy  string
+	}{
+		{"client GET /public", httpCh, model.Attributes{HTTP: true, Method: "GET", Path: "/public/x", Port: 80, Principal: client, Header: http.Header{}}, true, ""},
+		{"client POST /public", httpCh, model.Attributes{HTTP: true, Method: "POST", Path: "/public/x", Port: 80, Principal: client, Header: http.Header{}}, false, "none"},
+		{"debug header denied", httpCh, model.Attributes{HTTP: true, Method: "GET", Path: "/debug/x", Port: 80, Principal: client, Header: http.Header{"X-Debug": {"1"}}}, false, "ns[demo]-policy[deny-debug]-rule[0]"},
+		// The TCP ALLOW filter alone (the DENY rule below matches all of
+		// TCP 5432): only the L4 rule[1] is in it.
+		{"ops namespace on 5432", tcpAllow, model.Attributes{Port: 5432, Principal: "spiffe://cluster.local/ns/ops/sa/db", SourceIP: netip.MustParseAddr("192.168.0.1")}, true, ""},
+		{"ops from 10/8", tcpAllow, model.Attributes{Port: 5432, Principal: "spiffe://cluster.local/ns/ops/sa/db", SourceIP: netip.MustParseAddr("10.1.1.1")}, false, "none"},
+		// The DENY rule's HTTP fields match everything on TCP; its port
+		// condition (not 9090) still applies.
+		{"TCP deny rule matches", tcpCh, model.Attributes{Port: 5432, Principal: client}, false, "ns[demo]-policy[deny-debug]-rule[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := model.Authorize(tc.ch.RBAC, tc.a)
+			if d.Allowed != tc.allowed || d.Policy != tc.policy {
+				t.Errorf("Authorize = %+v, want allowed=%v policy %q", d, tc.allowed, tc.policy)
+			}
+			if tc.ch != tcpAllow && len(d.Audited) != 1 {
+				t.Errorf("audited %v, want the audit-all rule", d.Audited)
+			}
+		})
 	}
 }

@@ -128,6 +128,9 @@ func parseStringMatch(sm *matcherv3.StringMatcher, where string) (model.StringMa
 	if err := checkFields(sm, where+" string_match"); err != nil {
 		return model.StringMatch{}, err
 	}
+	if sm.GetIgnoreCase() {
+		return model.StringMatch{}, fmt.Errorf("%s: string_match ignore_case is not supported in routes", where)
+	}
 	switch p := sm.GetMatchPattern().(type) {
 	case *matcherv3.StringMatcher_Exact:
 		return model.StringMatch{Exact: p.Exact}, nil

@@ -15,7 +15,9 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -321,10 +323,26 @@ func parseChain(fc *listenerv3.FilterChain) (*model.Chain, error) {
 	if fc.GetTransportSocket() != nil {
 		return nil, errors.New("a transport_socket on an internal chain is not supported")
 	}
-	if len(fc.GetFilters()) != 1 {
-		return nil, fmt.Errorf("has %d network filters, want exactly one (%s or %s)", len(fc.GetFilters()), filterHCM, filterTCPProxy)
+	fs := fc.GetFilters()
+	if len(fs) == 0 {
+		return nil, fmt.Errorf("has no network filters, want %s or %s last", filterHCM, filterTCPProxy)
 	}
-	f := fc.GetFilters()[0]
+	// TCP chains: network RBAC filters before tcp_proxy (XDS.md §12).
+	for i, nf := range fs[:len(fs)-1] {
+		if proto.IsHTTP() || nf.GetName() != filterNetworkRBAC {
+			return nil, fmt.Errorf("network filter %d %q: only %s filters may come before %s (XDS.md §12)", i, nf.GetName(), filterNetworkRBAC, filterTCPProxy)
+		}
+		var rb netrbacv3.RBAC
+		if err := unmarshalAny(nf.GetTypedConfig(), &rb); err != nil {
+			return nil, fmt.Errorf("network filter %d: %w", i, err)
+		}
+		rs, err := parseNetworkRBAC(&rb)
+		if err != nil {
+			return nil, fmt.Errorf("network filter %d (%s): %w", i, filterNetworkRBAC, err)
+		}
+		ch.RBAC = append(ch.RBAC, rs...)
+	}
+	f := fs[len(fs)-1]
 	switch {
 	case proto.IsHTTP():
 		if f.GetName() != filterHCM {
@@ -335,6 +353,12 @@ func parseChain(fc *listenerv3.FilterChain) (*model.Chain, error) {
 			return nil, err
 		}
 		if ch.RouteName, ch.Fault, ch.Trace, err = parseHCM(&hcm); err != nil {
+			return nil, err
+		}
+		if ch.RBAC, err = parseHTTPFilters(hcm.GetHttpFilters()); err != nil {
+			return nil, err
+		}
+		if ch.AccessLog, err = parseAccessLogs(hcm.GetAccessLog()); err != nil {
 			return nil, err
 		}
 	default:
@@ -392,6 +416,37 @@ func parseHCM(hcm *hcmv3.HttpConnectionManager) (name string, fault bool, trace 
 		return "", false, nil, err
 	}
 	return name, fault, trace, nil
+}
+
+// parseHTTPFilters translates the RBAC filters (parseHCMFilters checked
+// the list), in order. They must come before every other filter: the Go
+// waypoint authorizes a request before anything else acts on it (XDS.md
+// §12).
+func parseHTTPFilters(fs []*hcmv3.HttpFilter) ([]model.RBAC, error) {
+	var out []model.RBAC
+	other := ""
+	for i, f := range fs[:len(fs)-1] {
+		if f.GetName() != filterHTTPRBAC {
+			other = f.GetName()
+			continue
+		}
+		if other != "" {
+			return nil, fmt.Errorf("http filter %d: %s after %s: RBAC filters must come first (XDS.md §12)", i, filterHTTPRBAC, other)
+		}
+		if f.GetIsOptional() || f.GetDisabled() {
+			return nil, fmt.Errorf("http filter %d %q: is_optional and disabled are not supported", i, f.GetName())
+		}
+		var rb httprbacv3.RBAC
+		if err := unmarshalAny(f.GetTypedConfig(), &rb); err != nil {
+			return nil, fmt.Errorf("http filter %d: %w", i, err)
+		}
+		rs, err := parseHTTPRBAC(&rb)
+		if err != nil {
+			return nil, fmt.Errorf("http filter %d (%s): %w", i, filterHTTPRBAC, err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
 }
 
 // checkIdleTimeout accepts an unset or zero stream_idle_timeout: the Go

@@ -1,6 +1,8 @@
 package xdsclient
 
 import (
+	cfgrbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -110,6 +112,13 @@ func TestBuildExample(t *testing.T) {
 			Prefixes: []netip.Prefix{netip.MustParsePrefix("10.96.0.10/32"), netip.MustParsePrefix("fd00:10:96::a/128")}, Port: 80,
 			RouteName: "web.demo.svc.cluster.local:80", Fault: true,
 			Trace: &model.TraceConfig{GenerateRequestID: true, Tracing: true, SamplePerMillion: model.PerMillion}},
+	}
+	if len(cfg.Chains) == 2 {
+		al := cfg.Chains[1].AccessLog
+		if al == nil || al.Path != "/dev/stdout" || al.Sampled != 100 || al.MinStatus != 0 || len(al.Fields) != len(xdstest.AccessLogFields)+1 {
+			t.Errorf("HTTP chain access log %+v, want every request logged as JSON to /dev/stdout with %d fields", al, len(xdstest.AccessLogFields)+1)
+		}
+		wantChains[1].AccessLog = al
 	}
 	if !reflect.DeepEqual(cfg.Chains, wantChains) {
 		t.Errorf("chains:\n got %+v\nwant %+v", deref(cfg.Chains), deref(wantChains))
@@ -277,12 +286,34 @@ func TestParseListenerRejects(t *testing.T) {
 			setHCM(l.FilterChains[0], func(h *hcmv3.HttpConnectionManager) { h.StreamIdleTimeout = durationpb.New(5 * time.Minute) })
 			return l
 		}(), want: "stream_idle_timeout 5m0s"},
-		{name: "RBAC filter before the router", l: mainInternal(func(l *listenerv3.Listener) {
+		{name: "RBAC permission the waypoint cannot evaluate", l: mainInternal(func(l *listenerv3.Listener) {
 			setHCM(l.FilterChains[0], func(h *hcmv3.HttpConnectionManager) {
 				h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.rbac",
+					ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: xdstest.Any(&rbacv3.RBAC{Rules: &cfgrbacv3.RBAC{
+						Policies: map[string]*cfgrbacv3.Policy{"p": {
+							Permissions: []*cfgrbacv3.Permission{{Rule: &cfgrbacv3.Permission_RequestedServerName{RequestedServerName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "x"}}}}},
+							Principals:  []*cfgrbacv3.Principal{{Identifier: &cfgrbacv3.Principal_Any{Any: true}}},
+						}},
+					}})}}}, h.HttpFilters...)
+			})
+		}), want: `policy "p": permission *rbacv3.Permission_RequestedServerName is not supported`},
+		{name: "RBAC principal by authenticated name", l: mainInternal(func(l *listenerv3.Listener) {
+			setHCM(l.FilterChains[0], func(h *hcmv3.HttpConnectionManager) {
+				h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.rbac",
+					ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: xdstest.Any(&rbacv3.RBAC{Rules: &cfgrbacv3.RBAC{
+						Policies: map[string]*cfgrbacv3.Policy{"p": {
+							Permissions: []*cfgrbacv3.Permission{{Rule: &cfgrbacv3.Permission_Any{Any: true}}},
+							Principals:  []*cfgrbacv3.Principal{{Identifier: &cfgrbacv3.Principal_Authenticated_{Authenticated: &cfgrbacv3.Principal_Authenticated{}}}},
+						}},
+					}})}}}, h.HttpFilters...)
+			})
+		}), want: `matched by filter_state io.istio.peer_principal`},
+		{name: "unknown HTTP filter before the router", l: mainInternal(func(l *listenerv3.Listener) {
+			setHCM(l.FilterChains[0], func(h *hcmv3.HttpConnectionManager) {
+				h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.lua",
 					ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: xdstest.Any(&rbacv3.RBAC{})}}}, h.HttpFilters...)
 			})
-		}), want: `HTTP filter "envoy.filters.http.rbac" is not supported`},
+		}), want: `HTTP filter "envoy.filters.http.lua" is not supported`},
 		{name: "bad chain name", l: mainInternal(func(l *listenerv3.Listener) { l.FilterChains[0].Name = "web" }),
 			want: "inbound-vip|<port>|<protocol>|<hostname>"},
 		{name: "unknown protocol", l: mainInternal(func(l *listenerv3.Listener) {
@@ -568,7 +599,8 @@ func TestSupportedFieldNames(t *testing.T) {
 		&matcherv3.RegexMatchAndSubstitute{}, &routev3.WeightedCluster{}, &routev3.WeightedCluster_ClusterWeight{},
 		&routev3.RetryPolicy{}, &routev3.RetryPolicy_RetryBackOff{}, &routev3.RedirectAction{}, &routev3.DirectResponseAction{},
 		&corev3.HeaderValueOption{}, &corev3.HeaderValue{}, &clusterv3.CircuitBreakers{}, &clusterv3.CircuitBreakers_Thresholds{},
-		&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}, &hcmv3.HttpConnectionManager_Tracing{}, &tracev3.ZipkinConfig{},
+		&clusterv3.CircuitBreakers_Thresholds_RetryBudget{}, &rbacv3.RBAC{}, &netrbacv3.RBAC{}, &cfgrbacv3.RBAC{},
+		&cfgrbacv3.Policy{}, &matcherv3.PathMatcher{}, &hcmv3.HttpConnectionManager_Tracing{}, &tracev3.ZipkinConfig{},
 		&faultv3.HTTPFault{}, &commonfaultv3.FaultDelay{}, &faultv3.FaultAbort{}}
 	if len(msgs) != len(supported) {
 		t.Fatalf("%d messages checked, %d in supported", len(msgs), len(supported))

@@ -10,12 +10,14 @@ import (
 	"strconv"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	commonsfsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/set_filter_state/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -47,6 +49,10 @@ type Service struct {
 	// Protocol is http, http2, grpc or tcp.
 	Protocol  string
 	Endpoints []Endpoint
+	// HTTPFilters go before the router (RBAC filters, XDS.md §12).
+	HTTPFilters []*hcmv3.HttpFilter
+	// LogPercent, when set, samples the access log (XDS.md §13).
+	LogPercent *uint32
 }
 
 // Endpoint is one backing pod.
@@ -84,10 +90,12 @@ func (s Service) ChainName() string {
 // IsHTTP reports whether the service is an HTTP kind.
 func (s Service) IsHTTP() bool { return s.Protocol != "tcp" }
 
-// Any marshals m into an Any; it panics on error (test fixtures).
+// Any marshals m into an Any, deterministically (map fields such as a
+// json_format or RBAC policies in a stable order, as protojson and the
+// control plane write them); it panics on error (test fixtures).
 func Any(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic(err)
 	}
 	return a
@@ -235,13 +243,71 @@ func Chain(s Service) *listenerv3.FilterChain {
 			GenerateRequestId:         wrapperspb.Bool(true),
 			PreserveExternalRequestId: true,
 			Tracing:                   Tracing(),
-			HttpFilters:               []*hcmv3.HttpFilter{typed("envoy.filters.http.fault", &faultv3.HTTPFault{}), router()},
+			HttpFilters:               append(append([]*hcmv3.HttpFilter{}, s.HTTPFilters...), typed("envoy.filters.http.fault", &faultv3.HTTPFault{}), router()),
+			AccessLog:                 AccessLog(s.Host(), s.LogPercent),
 		})}
 	} else {
 		fc.Filters = []*listenerv3.Filter{netFilter("envoy.filters.network.tcp_proxy", &tcpproxyv3.TcpProxy{
 			StatPrefix: s.ChainName(), ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: s.ClusterName()}})}
 	}
 	return fc
+}
+
+// AccessLogFields are the JSON access log fields of XDS.md §13 (name →
+// command operator), besides the literal destination_service.
+var AccessLogFields = map[string]string{
+	"start_time":            "%START_TIME%",
+	"method":                "%REQ(:METHOD)%",
+	"path":                  "%REQ(:PATH)%",
+	"authority":             "%REQ(:AUTHORITY)%",
+	"protocol":              "%PROTOCOL%",
+	"response_code":         "%RESPONSE_CODE%",
+	"response_flags":        "%RESPONSE_FLAGS%",
+	"response_code_details": "%RESPONSE_CODE_DETAILS%",
+	"duration":              "%DURATION%",
+	"bytes_received":        "%BYTES_RECEIVED%",
+	"bytes_sent":            "%BYTES_SENT%",
+	"upstream_host":         "%UPSTREAM_HOST%",
+	"downstream_peer":       "%DOWNSTREAM_REMOTE_ADDRESS%",
+	"source_principal":      "%FILTER_STATE(io.istio.peer_principal:PLAIN)%",
+	"request_id":            "%REQ(X-REQUEST-ID)%",
+	"traceparent":           "%REQ(TRACEPARENT)%",
+}
+
+// AccessLog is an HCM's access log (§13): JSON on /dev/stdout, sampled
+// at *percent (nil: every request) or-ed with status >= 400.
+func AccessLog(hostname string, percent *uint32) []*accesslogv3.AccessLog {
+	fields := map[string]*structpb.Value{"destination_service": structpb.NewStringValue(hostname)}
+	for k, v := range AccessLogFields {
+		fields[k] = structpb.NewStringValue(v)
+	}
+	al := &accesslogv3.AccessLog{
+		Name: "envoy.access_loggers.file",
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: Any(&filev3.FileAccessLog{
+			Path: "/dev/stdout",
+			AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+				Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: &structpb.Struct{Fields: fields}},
+			}},
+		})},
+	}
+	if percent != nil && *percent < 100 {
+		al.Filter = &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_OrFilter{OrFilter: &accesslogv3.OrFilter{
+			Filters: []*accesslogv3.AccessLogFilter{
+				{FilterSpecifier: &accesslogv3.AccessLogFilter_RuntimeFilter{RuntimeFilter: &accesslogv3.RuntimeFilter{
+					RuntimeKey:               "ambit.access_log.sampling",
+					PercentSampled:           &typev3.FractionalPercent{Numerator: *percent, Denominator: typev3.FractionalPercent_HUNDRED},
+					UseIndependentRandomness: true,
+				}}},
+				{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{StatusCodeFilter: &accesslogv3.StatusCodeFilter{
+					Comparison: &accesslogv3.ComparisonFilter{
+						Op:    accesslogv3.ComparisonFilter_GE,
+						Value: &corev3.RuntimeUInt32{DefaultValue: 400, RuntimeKey: "ambit.access_log.min_status"},
+					},
+				}}},
+			},
+		}}}
+	}
+	return []*accesslogv3.AccessLog{al}
 }
 
 // Tracing is the HCM tracing of §16: every request traced by Zipkin in

@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"ambit.dev/waypoint/internal/model"
+)
+
+// This file writes the JSON access log of XDS.md §13 and holds the
+// L7 authorization step of a request (§12).
+
+// rbacDeniedBody is Envoy's local reply body for an RBAC denial.
+const rbacDeniedBody = "RBAC: access denied"
+
+// logEntry is what an access log line can say about one request.
+type logEntry struct {
+	start                             time.Time
+	method, path, authority, protocol string
+	code                              int
+	flags, details                    string
+	duration                          time.Duration
+	bytesReceived, bytesSent          int64
+	upstreamHost, downstreamPeer      string
+	principal, requestID, traceparent string
+}
+
+// value is the JSON value of one format string: a command operator of
+// XDS.md §13 (numbers for codes, durations and byte counts; null when the
+// value is unknown, as Envoy's json_format writes it) or a literal.
+func (e *logEntry) value(format string) any {
+	str := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
+	switch format {
+	case "%START_TIME%":
+		return e.start.UTC().Format("2006-01-02T15:04:05.000Z")
+	case "%REQ(:METHOD)%":
+		return str(e.method)
+	case "%REQ(:PATH)%":
+		return str(e.path)
+	case "%REQ(:AUTHORITY)%":
+		return str(e.authority)
+	case "%PROTOCOL%":
+		return str(e.protocol)
+	case "%RESPONSE_CODE%":
+		return e.code
+	case "%RESPONSE_FLAGS%":
+		if e.flags == "" {
+			return "-"
+		}
+		return e.flags
+	case "%RESPONSE_CODE_DETAILS%":
+		return str(e.details)
+	case "%DURATION%":
+		return e.duration.Milliseconds()
+	case "%BYTES_RECEIVED%":
+		return e.bytesReceived
+	case "%BYTES_SENT%":
+		return e.bytesSent
+	case "%UPSTREAM_HOST%":
+		return str(e.upstreamHost)
+	case "%DOWNSTREAM_REMOTE_ADDRESS%":
+		return str(e.downstreamPeer)
+	case "%FILTER_STATE(io.istio.peer_principal:PLAIN)%":
+		return str(e.principal)
+	case "%REQ(X-REQUEST-ID)%":
+		return str(e.requestID)
+	case "%REQ(TRACEPARENT)%":
+		return str(e.traceparent)
+	}
+	return format // a literal (xdsclient accepted no other operator)
+}
+
+// accessLogger serialises lines to one writer.
+type accessLogger struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// write logs e as al describes, when al's filter keeps it (r is uniform
+// in [0, 100)). A write error is dropped: the log must not fail requests.
+func (l *accessLogger) write(al *model.AccessLog, e *logEntry, r uint32) {
+	if l == nil || l.w == nil || !al.Logs(e.code, r) {
+		return
+	}
+	line := make(map[string]any, len(al.Fields))
+	for _, f := range al.Fields {
+		line[f.Name] = e.value(f.Format)
+	}
+	b, err := json.Marshal(line)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.w.Write(append(b, '\n'))
+}
+
+// attributes is what the RBAC filters see of a request on a stream.
+func attributes(st *httpStream, req model.Request) model.Attributes {
+	a := model.Attributes{
+		HTTP: true, Method: req.Method, Host: req.Host, Path: req.Path, Header: req.Header,
+		Port: st.dst.Port(), SourceIP: st.src.addr.Addr(),
+	}
+	if st.src.id.Validate() == nil {
+		a.Principal = st.src.id.String()
+	}
+	return a
+}
+
+// protocolOf is Envoy's %PROTOCOL%.
+func protocolOf(r *http.Request) string {
+	if r.ProtoMajor == 2 {
+		return "HTTP/2"
+	}
+	return r.Proto
+}
+
+// countingBody counts the request body bytes read.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func firstHeader(h http.Header, name string) string {
+	return strings.TrimSpace(h.Get(name))
+}
