@@ -141,20 +141,10 @@ func backendPolicyAncestors(t *testing.T, f *framework.Framework, dyn dynamic.In
 	if err != nil {
 		t.Fatal(err)
 	}
-	ancestors, _, _ := unstructured.NestedSlice(u.Object, "status", "ancestors")
-	for _, a := range ancestors {
-		am, _ := a.(map[string]any)
-		if am["controllerName"] != "ambit.dev/waypoint-controller" {
-			continue
-		}
-		conds, _ := am["conditions"].([]any)
-		for _, c := range conds {
-			if cm, _ := c.(map[string]any); cm["type"] == "Accepted" && cm["observedGeneration"] == u.GetGeneration() {
-				r, _ := cm["reason"].(string)
-				m, _ := cm["message"].(string)
-				reasons, messages = append(reasons, r), append(messages, m)
-			}
-		}
+	for _, cm := range ambitConditions(u, "ancestors", "Accepted") {
+		r, _ := cm["reason"].(string)
+		m, _ := cm["message"].(string)
+		reasons, messages = append(reasons, r), append(messages, m)
 	}
 	return reasons, messages
 }

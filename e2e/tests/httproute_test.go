@@ -86,20 +86,31 @@ func routeConditionOf(t *testing.T, f *framework.Framework, dyn dynamic.Interfac
 	if err != nil {
 		t.Fatal(err)
 	}
-	parents, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
-	for _, p := range parents {
-		pm, _ := p.(map[string]any)
-		if pm["controllerName"] != "ambit.dev/waypoint-controller" {
+	if cs := ambitConditions(u, "parents", typ); len(cs) > 0 {
+		return cs[0]
+	}
+	return nil
+}
+
+// ambitConditions returns the conditions of type typ, for u's current
+// generation, of the entries of status.<list> (a route's parents, a
+// policy's ancestors) that Ambit's waypoint controller wrote.
+func ambitConditions(u *unstructured.Unstructured, list, typ string) []map[string]any {
+	entries, _, _ := unstructured.NestedSlice(u.Object, "status", list)
+	var out []map[string]any
+	for _, e := range entries {
+		em, _ := e.(map[string]any)
+		if em["controllerName"] != "ambit.dev/waypoint-controller" {
 			continue
 		}
-		conds, _ := pm["conditions"].([]any)
+		conds, _ := em["conditions"].([]any)
 		for _, c := range conds {
 			if cm, _ := c.(map[string]any); cm["type"] == typ && cm["observedGeneration"] == u.GetGeneration() {
-				return cm
+				out = append(out, cm)
 			}
 		}
 	}
-	return nil
+	return out
 }
 
 func waitRouteCondition(t *testing.T, f *framework.Framework, dyn dynamic.Interface, ns, name, typ, status, reason string) map[string]any {
