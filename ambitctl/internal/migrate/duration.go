@@ -1,0 +1,28 @@
+package migrate
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// duration formats d as a Gateway API Duration (GEP-2257: [0-9]{1,5}
+// followed by h, m, s or ms, up to four times), which Ambit's CRDs also
+// accept: whole seconds as "Ns" (or "Nm"/"Nh" when exact), else "Nms".
+// ok is false when d is not a whole number of milliseconds or too long.
+func duration(d *durationpb.Duration) (string, bool) {
+	v := d.AsDuration()
+	switch {
+	case v <= 0 || v%time.Millisecond != 0:
+		return "", false
+	case v%time.Hour == 0:
+		return fmt.Sprintf("%dh", v/time.Hour), v/time.Hour < 100000
+	case v%time.Minute == 0 && v/time.Minute < 100000:
+		return fmt.Sprintf("%dm", v/time.Minute), true
+	case v%time.Second == 0 && v/time.Second < 100000:
+		return fmt.Sprintf("%ds", v/time.Second), true
+	default:
+		return fmt.Sprintf("%dms", v/time.Millisecond), v/time.Millisecond < 100000
+	}
+}
