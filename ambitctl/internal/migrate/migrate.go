@@ -53,6 +53,9 @@ type Inputs struct {
 	AuthorizationPolicies []*clisec.AuthorizationPolicy
 	PeerAuthentications   []*clisec.PeerAuthentication
 	Services              []corev1.Service
+	// Unserved are the Istio resources the apiserver does not serve
+	// (e.g. virtualservices.networking.istio.io/v1): the plan says so.
+	Unserved []string
 }
 
 // Ref names an object of the namespace.
@@ -83,6 +86,8 @@ type Entry struct {
 type Plan struct {
 	Namespace string
 	Entries   []Entry
+	// Unserved is Inputs.Unserved.
+	Unserved []string
 }
 
 // Objects returns every produced object, in plan order.
@@ -153,7 +158,7 @@ func Convert(in Inputs) Plan {
 			cmp.Compare(slices.Index(kindOrder, a.Source.Kind), slices.Index(kindOrder, b.Source.Kind)),
 			strings.Compare(a.Source.Name, b.Source.Name))
 	})
-	return Plan{Namespace: in.Namespace, Entries: entries}
+	return Plan{Namespace: in.Namespace, Entries: entries, Unserved: in.Unserved}
 }
 
 // service resolves an Istio host (name, name.ns, name.ns.svc[.domain]) to
