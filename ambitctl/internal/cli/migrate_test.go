@@ -19,7 +19,7 @@ import (
 func TestMigratePlan(t *testing.T) {
 	vs := &clinet.VirtualService{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "reviews"},
 		Spec: apinet.VirtualService{Hosts: []string{"reviews"}, Http: []*apinet.HTTPRoute{{
-			Route: []*apinet.HTTPRouteDestination{{Destination: &apinet.Destination{Host: "reviews"}}},
+			Route:  []*apinet.HTTPRouteDestination{{Destination: &apinet.Destination{Host: "reviews"}}},
 			Mirror: &apinet.Destination{Host: "reviews"},
 		}}}}
 	reviews := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "reviews"},

@@ -171,15 +171,19 @@ func authzRule(e *entry, path string, r *apisec.Rule) (map[string]any, bool, boo
 }
 
 // peerAuthentication copies a PeerAuthentication: Ambit's has the same
-// fields and modes (DISABLE included: plaintext is accepted and sent).
+// fields and modes; DISABLE is reported, as Ambit treats it as PERMISSIVE.
 func (c *converter) peerAuthentication(pa *clisec.PeerAuthentication) Entry {
 	e := &entry{Entry: Entry{Source: Ref{KindPeerAuthentication, pa.Name}}}
 	spec := map[string]any{}
 	if sel := pa.Spec.GetSelector().GetMatchLabels(); len(sel) > 0 {
 		spec["selector"] = map[string]any{"matchLabels": anyMap(sel)}
 	}
+	const disabled = "DISABLE is kept, but Ambit treats it as PERMISSIVE: mTLS (HBONE) connections are accepted too"
 	if m := pa.Spec.Mtls; m != nil {
 		spec["mtls"] = map[string]any{"mode": m.Mode.String()}
+		if m.Mode == apisec.PeerAuthentication_MutualTLS_DISABLE {
+			e.gap("mtls.mode", disabled)
+		}
 	}
 	if len(pa.Spec.PortLevelMtls) > 0 {
 		ports := map[string]any{}
@@ -189,7 +193,11 @@ func (c *converter) peerAuthentication(pa *clisec.PeerAuthentication) Entry {
 		}
 		slices.Sort(keys)
 		for _, p := range keys {
-			ports[fmt.Sprint(p)] = map[string]any{"mode": pa.Spec.PortLevelMtls[p].GetMode().String()}
+			mode := pa.Spec.PortLevelMtls[p].GetMode()
+			ports[fmt.Sprint(p)] = map[string]any{"mode": mode.String()}
+			if mode == apisec.PeerAuthentication_MutualTLS_DISABLE {
+				e.gap(fmt.Sprintf("portLevelMtls[%d].mode", p), disabled)
+			}
 		}
 		spec["portLevelMtls"] = ports
 	}
