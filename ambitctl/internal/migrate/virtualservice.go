@@ -109,12 +109,12 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 		switch {
 		case rw.UriRegexRewrite != nil:
 			e.gap(path+".rewrite.uriRegexRewrite", "Gateway API's URLRewrite replaces a full path or a matched prefix, not a regular expression")
-		case rw.Uri != "" && allPrefix:
+		case rw.Uri != "" && allPrefix && len(r.Match) == 1:
 			u["path"] = map[string]any{"type": "ReplacePrefixMatch", "replacePrefixMatch": rw.Uri}
 		case rw.Uri != "" && allExact:
 			u["path"] = map[string]any{"type": "ReplaceFullPath", "replaceFullPath": rw.Uri}
 		case rw.Uri != "":
-			e.gap(path+".rewrite.uri", "URLRewrite of a path needs every match of the rule to be a uri prefix (ReplacePrefixMatch) or every one exact (ReplaceFullPath): split the route")
+			e.gap(path+".rewrite.uri", "URLRewrite of a path needs the rule's only match to be a uri prefix (ReplacePrefixMatch) or every match exact (ReplaceFullPath): split the route")
 		}
 		if len(u) > 0 {
 			filters = append(filters, map[string]any{"type": "URLRewrite", "urlRewrite": u})
