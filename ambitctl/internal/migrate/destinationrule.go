@@ -85,13 +85,7 @@ func (c *converter) backendPolicy(e *entry, path, name, service, section string,
 			if t.MaxConnections != 0 {
 				tcp["maxConnections"] = int64(t.MaxConnections)
 			}
-			if t.ConnectTimeout != nil {
-				if d, ok := duration(t.ConnectTimeout); ok {
-					tcp["connectTimeout"] = d
-				} else {
-					e.gap(path+".connectionPool.tcp.connectTimeout", "not a whole number of milliseconds")
-				}
-			}
+			e.setDuration(tcp, "connectTimeout", path+".connectionPool.tcp.connectTimeout", t.ConnectTimeout)
 			if t.TcpKeepalive != nil {
 				e.gap(path+".connectionPool.tcp.tcpKeepalive", "ztunnel's HBONE connections have their own keepalive; not configurable per Service")
 			}
@@ -137,20 +131,8 @@ func (c *converter) backendPolicy(e *entry, path, name, service, section string,
 		if v := od.ConsecutiveGatewayErrors; v != nil {
 			out["consecutiveGatewayErrors"] = int64(v.GetValue())
 		}
-		if od.Interval != nil {
-			if d, ok := duration(od.Interval); ok {
-				out["interval"] = d
-			} else {
-				e.gap(path+".outlierDetection.interval", "not a whole number of milliseconds")
-			}
-		}
-		if od.BaseEjectionTime != nil {
-			if d, ok := duration(od.BaseEjectionTime); ok {
-				out["baseEjectionTime"] = d
-			} else {
-				e.gap(path+".outlierDetection.baseEjectionTime", "not a whole number of milliseconds")
-			}
-		}
+		e.setDuration(out, "interval", path+".outlierDetection.interval", od.Interval)
+		e.setDuration(out, "baseEjectionTime", path+".outlierDetection.baseEjectionTime", od.BaseEjectionTime)
 		if od.MaxEjectionPercent != 0 {
 			out["maxEjectionPercent"] = int64(od.MaxEjectionPercent)
 		}

@@ -26,3 +26,16 @@ func duration(d *durationpb.Duration) (string, bool) {
 		return fmt.Sprintf("%dms", v/time.Millisecond), v/time.Millisecond < 100000
 	}
 }
+
+// setDuration sets m[key] to d as a Gateway API Duration, or reports
+// field when d cannot be one. A nil d sets nothing.
+func (e *entry) setDuration(m map[string]any, key, field string, d *durationpb.Duration) {
+	if d == nil {
+		return
+	}
+	if v, ok := duration(d); ok {
+		m[key] = v
+	} else {
+		e.gap(field, fmt.Sprintf("%v: durations convert to whole milliseconds, at most 99999 of a unit (h, m, s or ms)", d.AsDuration()))
+	}
+}

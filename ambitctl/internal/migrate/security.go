@@ -96,11 +96,6 @@ func (c *converter) authorizationPolicy(ap *clisec.AuthorizationPolicy) Entry {
 func authzRule(e *entry, path string, r *apisec.Rule) (map[string]any, bool, bool) {
 	rule := map[string]any{}
 	ok, l7 := true, false
-	set := func(m map[string]any, key string, v []string) {
-		if len(v) > 0 {
-			m[key] = anyStrings(v)
-		}
-	}
 	bad := func(field, reason string) {
 		e.gap(path+"."+field, reason)
 		ok = false
@@ -110,12 +105,9 @@ func authzRule(e *entry, path string, r *apisec.Rule) (map[string]any, bool, boo
 		s := f.GetSource()
 		fp := fmt.Sprintf("from[%d].source.", i)
 		src := map[string]any{}
-		set(src, "principals", s.Principals)
-		set(src, "notPrincipals", s.NotPrincipals)
-		set(src, "namespaces", s.Namespaces)
-		set(src, "notNamespaces", s.NotNamespaces)
-		set(src, "ipBlocks", s.IpBlocks)
-		set(src, "notIpBlocks", s.NotIpBlocks)
+		setAll(src, fields{{"principals", s.Principals}, {"notPrincipals", s.NotPrincipals},
+			{"namespaces", s.Namespaces}, {"notNamespaces", s.NotNamespaces},
+			{"ipBlocks", s.IpBlocks}, {"notIpBlocks", s.NotIpBlocks}})
 		if len(s.RequestPrincipals)+len(s.NotRequestPrincipals) > 0 {
 			bad(fp+"requestPrincipals", "Ambit does not validate JWTs (no RequestAuthentication)")
 		}
@@ -134,14 +126,10 @@ func authzRule(e *entry, path string, r *apisec.Rule) (map[string]any, bool, boo
 	for _, t := range r.To {
 		o := t.GetOperation()
 		op := map[string]any{}
-		set(op, "ports", o.Ports)
-		set(op, "notPorts", o.NotPorts)
-		set(op, "methods", o.Methods)
-		set(op, "notMethods", o.NotMethods)
-		set(op, "paths", o.Paths)
-		set(op, "notPaths", o.NotPaths)
-		set(op, "hosts", o.Hosts)
-		set(op, "notHosts", o.NotHosts)
+		setAll(op, fields{{"ports", o.Ports}, {"notPorts", o.NotPorts},
+			{"methods", o.Methods}, {"notMethods", o.NotMethods},
+			{"paths", o.Paths}, {"notPaths", o.NotPaths},
+			{"hosts", o.Hosts}, {"notHosts", o.NotHosts}})
 		if len(o.Methods)+len(o.NotMethods)+len(o.Paths)+len(o.NotPaths)+len(o.Hosts)+len(o.NotHosts) > 0 {
 			l7 = true
 		}
@@ -160,8 +148,7 @@ func authzRule(e *entry, path string, r *apisec.Rule) (map[string]any, bool, boo
 			l7 = true
 		}
 		cond := map[string]any{"key": w.Key}
-		set(cond, "values", w.Values)
-		set(cond, "notValues", w.NotValues)
+		setAll(cond, fields{{"values", w.Values}, {"notValues", w.NotValues}})
 		when = append(when, cond)
 	}
 	if len(when) > 0 {
@@ -203,4 +190,18 @@ func (c *converter) peerAuthentication(pa *clisec.PeerAuthentication) Entry {
 	}
 	e.add(AmbitSecurityAPI, "PeerAuthentication", pa.Name, c.ns, spec)
 	return e.Entry
+}
+
+// fields are string-list fields copied under the same names.
+type fields []struct {
+	key    string
+	values []string
+}
+
+func setAll(m map[string]any, fs fields) {
+	for _, f := range fs {
+		if len(f.values) > 0 {
+			m[f.key] = anyStrings(f.values)
+		}
+	}
 }

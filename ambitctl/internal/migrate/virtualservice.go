@@ -188,27 +188,11 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 	}
 
 	timeouts := map[string]any{}
-	if r.Timeout != nil {
-		if d, ok := duration(r.Timeout); ok {
-			timeouts["request"] = d
-		} else {
-			e.gap(path+".timeout", "not a whole number of milliseconds (Gateway API durations are h, m, s or ms)")
-		}
-	}
+	e.setDuration(timeouts, "request", path+".timeout", r.Timeout)
 	if rt := r.Retries; rt != nil {
 		retry := map[string]any{"attempts": int64(rt.Attempts)}
-		if rt.PerTryTimeout != nil {
-			if d, ok := duration(rt.PerTryTimeout); ok {
-				timeouts["backendRequest"] = d
-			} else {
-				e.gap(path+".retries.perTryTimeout", "not a whole number of milliseconds")
-			}
-		}
-		if rt.Backoff != nil {
-			if d, ok := duration(rt.Backoff); ok {
-				retry["backoff"] = d
-			}
-		}
+		e.setDuration(timeouts, "backendRequest", path+".retries.perTryTimeout", rt.PerTryTimeout)
+		e.setDuration(retry, "backoff", path+".retries.backoff", rt.Backoff)
 		codes, rest := retryCodes(rt.RetryOn)
 		if len(codes) > 0 {
 			retry["codes"] = codes
@@ -339,29 +323,22 @@ func httpMatch(e *entry, path string, m *apinet.HTTPMatchRequest) (map[string]an
 			bad("method", "Gateway API matches one exact method (GET, POST, ...): split the route per method")
 		}
 	}
-	var headers []any
-	for _, k := range sortedKeys(m.Headers) {
-		t, v := stringMatch(m.Headers[k])
-		if t == "" {
-			bad("headers."+k, "a header presence match has no Gateway API equivalent (use RegularExpression .*)")
-			continue
+	for _, f := range []struct {
+		key, what string
+		in        map[string]*apinet.StringMatch
+	}{{"headers", "header", m.Headers}, {"queryParams", "query parameter", m.QueryParams}} {
+		var list []any
+		for _, k := range sortedKeys(f.in) {
+			t, v := stringMatch(f.in[k])
+			if t == "" {
+				bad(f.key+"."+k, "a "+f.what+" presence match has no Gateway API equivalent (use a RegularExpression .*)")
+				continue
+			}
+			list = append(list, map[string]any{"name": k, "type": t, "value": v})
 		}
-		headers = append(headers, map[string]any{"name": k, "type": t, "value": v})
-	}
-	if len(headers) > 0 {
-		out["headers"] = headers
-	}
-	var qps []any
-	for _, k := range sortedKeys(m.QueryParams) {
-		t, v := stringMatch(m.QueryParams[k])
-		if t == "" {
-			bad("queryParams."+k, "a query parameter presence match has no Gateway API equivalent")
-			continue
+		if len(list) > 0 {
+			out[f.key] = list
 		}
-		qps = append(qps, map[string]any{"name": k, "type": t, "value": v})
-	}
-	if len(qps) > 0 {
-		out["queryParams"] = qps
 	}
 	if m.Scheme != nil {
 		bad("scheme", "Gateway API routes do not match the scheme")
