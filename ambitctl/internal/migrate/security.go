@@ -24,7 +24,7 @@ func (c *converter) authorizationPolicy(ap *clisec.AuthorizationPolicy) Entry {
 	e := &entry{Entry: Entry{Source: Ref{KindAuthorizationPolicy, ap.Name}}}
 	spec := &ap.Spec
 	if spec.Action == apisec.AuthorizationPolicy_CUSTOM {
-		e.gap("action", "CUSTOM (external authorization) is not supported by Ambit: the policy is not converted")
+		e.gap("action", "CUSTOM (external authorization) is not supported by Ambit: the policy is not converted; the requests it sent to the provider are not checked")
 		return e.Entry
 	}
 	out := map[string]any{"action": spec.Action.String()}
@@ -44,8 +44,11 @@ func (c *converter) authorizationPolicy(ap *clisec.AuthorizationPolicy) Entry {
 		rules = append(rules, rule)
 	}
 	if len(spec.Rules) > 0 && len(rules) == 0 {
-		e.gap("rules", "no rule could be converted: the policy is not converted")
-		return e.Entry
+		if spec.Action != apisec.AuthorizationPolicy_ALLOW {
+			e.gap("rules", "no rule could be converted: the policy is not converted")
+			return e.Entry
+		}
+		e.gap("rules", "no rule could be converted: the ALLOW policy is kept without rules, which allows nothing")
 	}
 	if len(rules) > 0 {
 		out["rules"] = rules
@@ -68,6 +71,7 @@ func (c *converter) authorizationPolicy(ap *clisec.AuthorizationPolicy) Entry {
 	}
 	switch {
 	case len(targets) > 0 && len(refs) == 0:
+		e.gap("targetRefs", "no target could be converted: the policy is not converted"+notConverted(spec.Action))
 		return e.Entry
 	case len(refs) > 0:
 		out["targetRefs"] = refs
@@ -79,7 +83,7 @@ func (c *converter) authorizationPolicy(ap *clisec.AuthorizationPolicy) Entry {
 			if len(labels) > 0 {
 				scope = "pods " + labelString(labels)
 			}
-			e.gap("selector", fmt.Sprintf("HTTP fields are enforced by a waypoint, which policies reach through targetRefs, and no Service of namespace %s selects only %s: create one (or target the waypoint) and run the plan again", c.ns, scope))
+			e.gap("selector", fmt.Sprintf("HTTP fields are enforced by a waypoint, which policies reach through targetRefs, and no Service of namespace %s selects only %s: create one (or target the waypoint) and run the plan again%s", c.ns, scope, notConverted(spec.Action)))
 			return e.Entry
 		}
 		for _, n := range names {
@@ -204,4 +208,12 @@ func setAll(m map[string]any, fs fields) {
 			m[f.key] = anyStrings(f.values)
 		}
 	}
+}
+
+// notConverted says what leaving out a whole policy does.
+func notConverted(a apisec.AuthorizationPolicy_Action) string {
+	if a == apisec.AuthorizationPolicy_ALLOW {
+		return "; until then the workloads are not restricted by this ALLOW policy"
+	}
+	return ""
 }
