@@ -33,10 +33,11 @@ func (c *converter) authorizationPolicy(ap *clisec.AuthorizationPolicy) Entry {
 	for i, r := range spec.Rules {
 		rule, ruleL7, ok := authzRule(e, fmt.Sprintf("rules[%d]", i), r)
 		if !ok {
-			what := "the policy allows fewer requests"
-			if spec.Action == apisec.AuthorizationPolicy_DENY {
-				what = "the policy DENIES FEWER requests than under Istio"
-			}
+			what := map[apisec.AuthorizationPolicy_Action]string{
+				apisec.AuthorizationPolicy_ALLOW: "the policy allows fewer requests",
+				apisec.AuthorizationPolicy_DENY:  "the policy DENIES FEWER requests than under Istio",
+				apisec.AuthorizationPolicy_AUDIT: "the policy audits fewer requests",
+			}[spec.Action]
 			e.gap(fmt.Sprintf("rules[%d]", i), "left out: "+what)
 			continue
 		}
