@@ -48,7 +48,7 @@ func (g *globals) migratePlan() *cobra.Command {
 			}
 			ctx, cancel := withTimeout(cmd.Context(), timeout)
 			defer cancel()
-			in, err := kube.ReadMigrationInputs(ctx, c.Istio, c.Typed, namespace)
+			in, err := kube.ReadMigrationInputs(ctx, c.Istio, c.Typed, c.Dynamic, namespace)
 			if err != nil {
 				return err
 			}

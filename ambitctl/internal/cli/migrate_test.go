@@ -27,7 +27,7 @@ func TestMigratePlan(t *testing.T) {
 	run := func(args ...string) (string, error) {
 		var out bytes.Buffer
 		cmd := NewCommand(Env{Out: &out, Connect: func(kube.Flags) (*kube.Clients, error) {
-			return &kube.Clients{Typed: fake.NewClientset(ns("demo", nil), reviews), Istio: istiofake.NewSimpleClientset(vs)}, nil
+			return &kube.Clients{Typed: fake.NewClientset(ns("demo", nil), reviews), Dynamic: crds(), Istio: istiofake.NewSimpleClientset(vs)}, nil
 		}})
 		cmd.SetArgs(args)
 		err := cmd.ExecuteContext(t.Context())

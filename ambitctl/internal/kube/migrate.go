@@ -7,18 +7,23 @@ import (
 	istio "istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"ambit.dev/ambitctl/internal/migrate"
 )
 
+// httpRouteCRD is the name of Gateway API's HTTPRoute CRD.
+const httpRouteCRD = "httproutes.gateway.networking.k8s.io"
+
 // ReadMigrationInputs reads what migrate plan converts: namespace's Istio
 // VirtualServices, DestinationRules and Sidecars (networking.istio.io/v1),
 // AuthorizationPolicies and PeerAuthentications (security.istio.io/v1)
-// and its Services. A resource the apiserver does not serve (404: Istio's
+// and its Services, and the cluster's HTTPRoute CRD (does it keep
+// rules[].retry?). A resource the apiserver does not serve (404: Istio's
 // CRDs absent or older than 1.22) is listed in Inputs.Unserved, not an
 // error.
-func ReadMigrationInputs(ctx context.Context, ic istio.Interface, typed kubernetes.Interface, namespace string) (migrate.Inputs, error) {
+func ReadMigrationInputs(ctx context.Context, ic istio.Interface, typed kubernetes.Interface, dyn dynamic.Interface, namespace string) (migrate.Inputs, error) {
 	in := migrate.Inputs{Namespace: namespace}
 	if _, err := typed.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -91,5 +96,13 @@ func ReadMigrationInputs(ctx context.Context, ic istio.Interface, typed kubernet
 		return in, fmt.Errorf("listing Services in namespace %s: %w (migrate plan needs list on them)", namespace, err)
 	}
 	in.Services = svcs.Items
+	crd, err := dyn.Resource(CRDResource).Get(ctx, httpRouteCRD, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		crd = nil
+	case err != nil:
+		return in, fmt.Errorf("reading CRD %s: %w (migrate plan reads it to tell whether HTTPRoute retries are kept)", httpRouteCRD, err)
+	}
+	in.HTTPRouteCRD = migrate.HTTPRouteCRDChannel(crd)
 	return in, nil
 }

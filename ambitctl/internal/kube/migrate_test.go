@@ -14,10 +14,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"ambit.dev/ambitctl/internal/migrate"
 )
 
 func TestReadMigrationInputs(t *testing.T) {
@@ -38,7 +42,16 @@ func TestReadMigrationInputs(t *testing.T) {
 		&corev1.Service{ObjectMeta: meta("demo", "reviews")},
 		&corev1.Service{ObjectMeta: meta("other", "reviews")},
 	)
-	in, err := ReadMigrationInputs(context.Background(), ic, typed, "demo")
+	// The experimental channel's HTTPRoute CRD (it has rules[].retry).
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{CRDResource: "CustomResourceDefinitionList"},
+		&unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+			"metadata": map[string]any{"name": "httproutes.gateway.networking.k8s.io"},
+			"spec": map[string]any{"versions": []any{map[string]any{"name": "v1", "schema": map[string]any{"openAPIV3Schema": map[string]any{
+				"properties": map[string]any{"spec": map[string]any{"properties": map[string]any{"rules": map[string]any{
+					"items": map[string]any{"properties": map[string]any{"retry": map[string]any{"type": "object"}}}}}}}}}}}}}})
+	in, err := ReadMigrationInputs(context.Background(), ic, typed, dyn, "demo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,14 +70,22 @@ func TestReadMigrationInputs(t *testing.T) {
 	if !slices.Equal(in.Unserved, []string{"peerauthentications.security.istio.io/v1"}) {
 		t.Errorf("Unserved = %v", in.Unserved)
 	}
+	if in.HTTPRouteCRD != migrate.HTTPRouteCRDExperimental {
+		t.Errorf("HTTPRouteCRD = %q, want experimental", in.HTTPRouteCRD)
+	}
+	noCRD := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{CRDResource: "CustomResourceDefinitionList"})
+	if in, err := ReadMigrationInputs(context.Background(), ic, typed, noCRD, "demo"); err != nil || in.HTTPRouteCRD != migrate.HTTPRouteCRDMissing {
+		t.Errorf("without the CRD: HTTPRouteCRD = %q, err = %v; want missing", in.HTTPRouteCRD, err)
+	}
 
-	if _, err := ReadMigrationInputs(context.Background(), ic, typed, "nope"); err == nil || !strings.Contains(err.Error(), "namespace nope does not exist") {
+	if _, err := ReadMigrationInputs(context.Background(), ic, typed, dyn, "nope"); err == nil || !strings.Contains(err.Error(), "namespace nope does not exist") {
 		t.Errorf("missing namespace: err = %v", err)
 	}
 	ic.PrependReactor("list", "virtualservices", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "networking.istio.io", Resource: "virtualservices"}, "", nil)
 	})
-	if _, err := ReadMigrationInputs(context.Background(), ic, typed, "demo"); err == nil || !strings.Contains(err.Error(), "needs get on the namespace and list") {
+	if _, err := ReadMigrationInputs(context.Background(), ic, typed, dyn, "demo"); err == nil || !strings.Contains(err.Error(), "needs get on the namespace and list") {
 		t.Errorf("forbidden: err = %v", err)
 	}
 }

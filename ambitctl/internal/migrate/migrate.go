@@ -9,6 +9,7 @@ package migrate
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -56,7 +57,19 @@ type Inputs struct {
 	// Unserved are the Istio resources the apiserver does not serve
 	// (e.g. virtualservices.networking.istio.io/v1): the plan says so.
 	Unserved []string
+	// HTTPRouteCRD is what the cluster's HTTPRoute CRD is: empty when
+	// not read, HTTPRouteCRDMissing, HTTPRouteCRDStandard (it has no
+	// rules[].retry, which the apiserver then drops) or
+	// HTTPRouteCRDExperimental.
+	HTTPRouteCRD string
 }
+
+// Values of Inputs.HTTPRouteCRD.
+const (
+	HTTPRouteCRDMissing      = "missing"
+	HTTPRouteCRDStandard     = "standard"
+	HTTPRouteCRDExperimental = "experimental"
+)
 
 // Ref names an object of the namespace.
 type Ref struct {
@@ -86,8 +99,9 @@ type Entry struct {
 type Plan struct {
 	Namespace string
 	Entries   []Entry
-	// Unserved is Inputs.Unserved.
-	Unserved []string
+	// Notes are about the whole plan: Istio resources not served, the
+	// Gateway API CRDs missing.
+	Notes []string
 }
 
 // Objects returns every produced object, in plan order.
@@ -102,7 +116,8 @@ func (p Plan) Objects() []*unstructured.Unstructured {
 // converter holds the namespace's Services and DestinationRules, which
 // conversions look up.
 type converter struct {
-	ns       string
+	ns           string
+	httpRouteCRD string
 	services []corev1.Service
 	rules    []*clinet.DestinationRule
 }
@@ -133,7 +148,7 @@ func (e *entry) add(apiVersion, kind, name, namespace string, spec map[string]an
 func Convert(in Inputs) Plan {
 	services := slices.Clone(in.Services)
 	slices.SortFunc(services, func(a, b corev1.Service) int { return strings.Compare(a.Name, b.Name) })
-	c := &converter{ns: in.Namespace, services: services, rules: in.DestinationRules}
+	c := &converter{ns: in.Namespace, httpRouteCRD: in.HTTPRouteCRD, services: services, rules: in.DestinationRules}
 	var entries []Entry
 	for _, vs := range in.VirtualServices {
 		entries = append(entries, c.virtualService(vs))
@@ -158,7 +173,16 @@ func Convert(in Inputs) Plan {
 			cmp.Compare(slices.Index(kindOrder, a.Source.Kind), slices.Index(kindOrder, b.Source.Kind)),
 			strings.Compare(a.Source.Name, b.Source.Name))
 	})
-	return Plan{Namespace: in.Namespace, Entries: entries, Unserved: in.Unserved}
+	var notes []string
+	for _, u := range in.Unserved {
+		notes = append(notes, fmt.Sprintf("the apiserver does not serve %s (Istio's CRDs are not installed, or Istio is older than 1.22): none read", u))
+	}
+	if in.HTTPRouteCRD == HTTPRouteCRDMissing && slices.ContainsFunc(entries, func(e Entry) bool {
+		return slices.ContainsFunc(e.Objects, func(o *unstructured.Unstructured) bool { return o.GetKind() == "HTTPRoute" })
+	}) {
+		notes = append(notes, "the cluster has no HTTPRoute CRD: install the Gateway API CRDs (ambitctl install does, gatewayAPI.installCRDs) before applying the HTTPRoutes")
+	}
+	return Plan{Namespace: in.Namespace, Entries: entries, Notes: notes}
 }
 
 // service resolves an Istio host (name, name.ns, name.ns.svc[.domain]) to
@@ -254,4 +278,25 @@ func anyMap(m map[string]string) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// HTTPRouteCRDChannel says whether the HTTPRoute CRD crd (as read from
+// the cluster; nil: not found) keeps rules[].retry in its served v1
+// schema: HTTPRouteCRDExperimental if so, else HTTPRouteCRDStandard.
+func HTTPRouteCRDChannel(crd *unstructured.Unstructured) string {
+	if crd == nil {
+		return HTTPRouteCRDMissing
+	}
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	for _, v := range versions {
+		vm, _ := v.(map[string]any)
+		if name, _, _ := unstructured.NestedString(vm, "name"); name != "v1" {
+			continue
+		}
+		_, found, _ := unstructured.NestedMap(vm, "schema", "openAPIV3Schema", "properties", "spec", "properties", "rules", "items", "properties", "retry")
+		if found {
+			return HTTPRouteCRDExperimental
+		}
+	}
+	return HTTPRouteCRDStandard
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -57,5 +59,53 @@ func golden(t *testing.T, path string, got []byte) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// TestHTTPRouteCRD: with the standard channel's HTTPRoute CRD a route's
+// retries are reported (the apiserver would drop them); without the CRD
+// the plan says to install it.
+func TestHTTPRouteCRD(t *testing.T) {
+	data, err := os.ReadFile("testdata/virtualservice.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := Decode("demo", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retryGaps := func(p Plan) (n int) {
+		for _, e := range p.Entries {
+			for _, g := range e.NotMapped {
+				if strings.HasSuffix(g.Field, ".retries") && strings.Contains(g.Reason, "standard channel") {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		crd      string
+		gaps     int
+		noteWord string
+	}{
+		{"", 0, ""},
+		{HTTPRouteCRDExperimental, 0, ""},
+		{HTTPRouteCRDStandard, 2, ""},
+		{HTTPRouteCRDMissing, 0, "no HTTPRoute CRD"},
+	} {
+		in.HTTPRouteCRD = c.crd
+		p := Convert(in)
+		if got := retryGaps(p); got != c.gaps {
+			t.Errorf("%q: %d retry gaps, want %d", c.crd, got, c.gaps)
+		}
+		notes := strings.Join(p.Notes, "\n")
+		if (c.noteWord == "") != (notes == "") || !strings.Contains(notes, c.noteWord) {
+			t.Errorf("%q: notes %q, want %q", c.crd, notes, c.noteWord)
+		}
+	}
+	std := HTTPRouteCRDChannel(&unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{"versions": []any{map[string]any{"name": "v1"}}}}})
+	if std != HTTPRouteCRDStandard || HTTPRouteCRDChannel(nil) != HTTPRouteCRDMissing {
+		t.Errorf("HTTPRouteCRDChannel: %q for a CRD without retry, %q for none", std, HTTPRouteCRDChannel(nil))
 	}
 }

@@ -23,8 +23,8 @@ func (e Entry) becomes() string {
 // Table prints one row per source object: SOURCE, BECOMES (the objects
 // it becomes) and NOT MAPPED (field: reason), one line per field.
 func (p Plan) Table(w io.Writer) error {
-	for _, u := range p.Unserved {
-		fmt.Fprintf(w, "note: the apiserver does not serve %s (Istio's CRDs are not installed, or Istio is older than 1.22): none read\n", u)
+	for _, n := range p.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
 	}
 	if len(p.Entries) == 0 {
 		_, err := fmt.Fprintf(w, "No Istio objects (VirtualService, DestinationRule, AuthorizationPolicy, PeerAuthentication, Sidecar) in namespace %s.\n", p.Namespace)
@@ -52,8 +52,8 @@ func (p Plan) Table(w io.Writer) error {
 func (p Plan) YAML(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# ambitctl migrate plan -n %s\n", p.Namespace)
-	for _, u := range p.Unserved {
-		fmt.Fprintf(&b, "# note: the apiserver does not serve %s: none read\n", u)
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "# note: %s\n", n)
 	}
 	var gaps []string
 	for _, e := range p.Entries {

@@ -204,6 +204,9 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 			e.gap(path+".retries", "retryRemoteLocalities and retryIgnorePreviousHosts have no Gateway API equivalent")
 		}
 		rule["retry"] = retry
+		if c.httpRouteCRD == HTTPRouteCRDStandard {
+			e.gap(path+".retries", "the cluster's HTTPRoute CRD is the standard channel's, without rules[].retry: the apiserver drops it and the waypoint uses its default retries; install the experimental one (ambitctl install --set gatewayAPI.channel=experimental) to keep it")
+		}
 	}
 	if len(timeouts) > 0 {
 		rule["timeouts"] = timeouts
