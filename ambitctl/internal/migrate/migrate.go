@@ -118,8 +118,8 @@ func (p Plan) Objects() []*unstructured.Unstructured {
 type converter struct {
 	ns           string
 	httpRouteCRD string
-	services []corev1.Service
-	rules    []*clinet.DestinationRule
+	services     []corev1.Service
+	rules        []*clinet.DestinationRule
 }
 
 // entry collects one source object's output.
