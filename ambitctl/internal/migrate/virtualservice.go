@@ -148,10 +148,13 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 		}
 		filters = append(filters, map[string]any{"type": "RequestRedirect", "requestRedirect": red})
 	}
+	// The HTTPFault is added once the rule is known to be kept.
+	var faultSpec map[string]any
+	faultName := fmt.Sprintf("%s-fault-%d", vsName, index)
 	if r.Fault != nil {
 		if spec, ok := fault(e, path+".fault", r.Fault); ok {
-			name := fmt.Sprintf("%s-fault-%d", vsName, index)
-			e.add(AmbitNetworkingAPI, "HTTPFault", name, c.ns, spec)
+			faultSpec = spec
+			name := faultName
 			filters = append(filters, map[string]any{"type": "ExtensionRef",
 				"extensionRef": map[string]any{"group": AmbitNetworkingGroup, "kind": "HTTPFault", "name": name}})
 		}
@@ -210,6 +213,9 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 	}
 	if len(timeouts) > 0 {
 		rule["timeouts"] = timeouts
+	}
+	if faultSpec != nil {
+		e.add(AmbitNetworkingAPI, "HTTPFault", faultName, c.ns, faultSpec)
 	}
 	return rule
 }
