@@ -9,12 +9,15 @@ import (
 
 // duration formats d as a Gateway API Duration (GEP-2257: [0-9]{1,5}
 // followed by h, m, s or ms, up to four times), which Ambit's CRDs also
-// accept: whole seconds as "Ns" (or "Nm"/"Nh" when exact), else "Nms".
+// accept: whole seconds as "Ns" (or "Nm"/"Nh" when exact), else "Nms";
+// zero is "0s" (for a timeout: none).
 // ok is false when d is not a whole number of milliseconds or too long.
 func duration(d *durationpb.Duration) (string, bool) {
 	v := d.AsDuration()
 	switch {
-	case v <= 0 || v%time.Millisecond != 0:
+	case v == 0:
+		return "0s", true
+	case v < 0 || v%time.Millisecond != 0:
 		return "", false
 	case v%time.Hour == 0:
 		return fmt.Sprintf("%dh", v/time.Hour), v/time.Hour < 100000

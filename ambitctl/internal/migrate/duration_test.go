@@ -21,7 +21,8 @@ func TestDuration(t *testing.T) {
 		{100000 * time.Second, "", false},
 		{time.Duration(99999) * time.Second, "99999s", true},
 		{500 * time.Microsecond, "", false},
-		{0, "", false},
+		{0, "0s", true},
+		{-time.Second, "", false},
 	} {
 		got, ok := duration(durationpb.New(c.in))
 		if ok != c.ok || (ok && got != c.want) {

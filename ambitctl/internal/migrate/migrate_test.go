@@ -91,7 +91,7 @@ func TestHTTPRouteCRD(t *testing.T) {
 	}{
 		{"", 0, ""},
 		{HTTPRouteCRDExperimental, 0, ""},
-		{HTTPRouteCRDStandard, 2, ""},
+		{HTTPRouteCRDStandard, 3, ""},
 		{HTTPRouteCRDMissing, 0, "no HTTPRoute CRD"},
 	} {
 		in.HTTPRouteCRD = c.crd

@@ -201,7 +201,7 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 			retry["codes"] = codes
 		}
 		if len(rest) > 0 {
-			e.gap(path+".retries.retryOn", fmt.Sprintf("%s: Gateway API retries on listed HTTP status codes only (gateway-error becomes 502, 503, 504); connection failures are retried by ztunnel's connect", strings.Join(rest, ",")))
+			e.gap(path+".retries.retryOn", fmt.Sprintf("%s: Gateway API retries on listed HTTP status codes only (gateway-error becomes 502, 503, 504): list the codes to retry on (5xx: 500, 502, 503, 504)", strings.Join(rest, ",")))
 		}
 		if rt.RetryRemoteLocalities != nil || rt.RetryIgnorePreviousHosts != nil {
 			e.gap(path+".retries", "retryRemoteLocalities and retryIgnorePreviousHosts have no Gateway API equivalent")
@@ -210,6 +210,11 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 		if c.httpRouteCRD == HTTPRouteCRDStandard {
 			e.gap(path+".retries", "the cluster's HTTPRoute CRD is the standard channel's, without rules[].retry: the apiserver drops it and the waypoint uses its default retries; install the experimental one (ambitctl install --set gatewayAPI.channel=experimental) to keep it")
 		}
+	}
+	if r.Timeout != nil && r.GetRetries().GetPerTryTimeout() != nil && timeouts["backendRequest"] != nil && timeouts["request"] != "0s" &&
+		r.Retries.PerTryTimeout.AsDuration() > r.Timeout.AsDuration() {
+		delete(timeouts, "backendRequest")
+		e.gap(path+".retries.perTryTimeout", "longer than the route's timeout: Gateway API requires timeouts.backendRequest ≤ timeouts.request, so it is left out")
 	}
 	if len(timeouts) > 0 {
 		rule["timeouts"] = timeouts
