@@ -34,8 +34,15 @@ func (c *converter) virtualService(vs *clinet.VirtualService) Entry {
 		e.gap("exportTo", "Gateway API routes have no visibility setting: the HTTPRoute applies to every client of the Service")
 	}
 	var parents []any
+	seen := map[string]bool{}
 	for i, h := range spec.Hosts {
 		s := c.service(h)
+		switch {
+		case s != nil && seen[s.Name]:
+			continue
+		case s != nil:
+			seen[s.Name] = true
+		}
 		if s == nil {
 			e.gap(fmt.Sprintf("hosts[%d]", i), fmt.Sprintf("%q is not a Service of namespace %s: a GAMMA HTTPRoute attaches to a Service (external hosts need a ServiceEntry equivalent Ambit does not have)", h, c.ns))
 			continue
