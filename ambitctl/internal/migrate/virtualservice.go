@@ -148,11 +148,11 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 		if code == 0 {
 			code = 301
 		}
-		if slices.Contains([]uint32{301, 302, 303, 307, 308}, code) {
-			red["statusCode"] = int64(code)
-		} else {
+		if !slices.Contains([]uint32{301, 302, 303, 307, 308}, code) {
 			e.gap(path+".redirect.redirectCode", fmt.Sprintf("%d: Gateway API redirects with 301, 302, 303, 307 or 308 only; 301 is used", code))
+			code = 301
 		}
+		red["statusCode"] = int64(code)
 		filters = append(filters, map[string]any{"type": "RequestRedirect", "requestRedirect": red})
 	}
 	// The HTTPFault is added once the rule is known to be kept.
@@ -161,9 +161,8 @@ func (c *converter) httpRule(e *entry, vsName, path string, index int, r *apinet
 	if r.Fault != nil {
 		if spec, ok := fault(e, path+".fault", r.Fault); ok {
 			faultSpec = spec
-			name := faultName
 			filters = append(filters, map[string]any{"type": "ExtensionRef",
-				"extensionRef": map[string]any{"group": AmbitNetworkingGroup, "kind": "HTTPFault", "name": name}})
+				"extensionRef": map[string]any{"group": AmbitNetworkingGroup, "kind": "HTTPFault", "name": faultName}})
 		}
 	}
 	if r.Mirror != nil || len(r.Mirrors) > 0 || r.MirrorPercent != nil || r.MirrorPercentage != nil {
