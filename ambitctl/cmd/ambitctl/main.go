@@ -1,6 +1,6 @@
 // Command ambitctl installs, checks and inspects Ambit from anywhere kubectl
 // works: install, uninstall, check, enroll, unenroll, status, ztunnel,
-// waypoint, version. See ambitctl --help.
+// waypoint, migrate, version. See ambitctl --help.
 package main
 
 import (

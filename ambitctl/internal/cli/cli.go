@@ -102,6 +102,7 @@ func NewCommand(env Env) *cobra.Command {
 		g.statusCommand(),
 		g.ztunnelCommand(),
 		g.waypointCommand(),
+		g.migrateCommand(),
 		g.versionCommand(),
 	)
 	return root

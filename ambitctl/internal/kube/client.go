@@ -9,6 +9,8 @@ package kube
 import (
 	"fmt"
 
+	istio "istio.io/client-go/pkg/clientset/versioned"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -35,6 +37,8 @@ type Clients struct {
 	// Mapper maps kinds to resources from the apiserver's discovery; it is
 	// read lazily and Reset when a kind is not found (a CRD just created).
 	Mapper meta.ResettableRESTMapper
+	// Istio reads Istio's objects (migrate).
+	Istio istio.Interface
 }
 
 // Connect builds the clients for f. It reads the kubeconfig but does not
@@ -58,6 +62,10 @@ func Connect(f Flags) (*Clients, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the dynamic client for %s: %w", cfg.Host, err)
 	}
+	ic, err := istio.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building the Istio client for %s: %w", cfg.Host, err)
+	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(typed.Discovery()))
-	return &Clients{Config: cfg, Typed: typed, Dynamic: dyn, Mapper: mapper}, nil
+	return &Clients{Config: cfg, Typed: typed, Dynamic: dyn, Mapper: mapper, Istio: ic}, nil
 }
