@@ -127,6 +127,10 @@ func CompareSchema(t *testing.T, enums map[reflect.Type][]string, path string, t
 			t.Errorf("%s: format %v, want date-time", path, s["format"])
 		}
 		return
+	case typ == reflect.TypeFor[metav1.Duration]():
+		// Marshals as a Go duration string ("200ms").
+		wantType("string")
+		return
 	case typ == reflect.TypeFor[metav1.ObjectMeta]():
 		// Validated by the API server itself; the schema only says object.
 		wantType("object")
@@ -259,6 +263,9 @@ type Want struct {
 	// Enums are the allowed values of the Go string types the schema
 	// restricts with an enum.
 	Enums map[reflect.Type][]string
+	// NoStatus is set for a kind nothing writes a status on (no status
+	// subresource).
+	NoStatus bool
 }
 
 // Check loads w.File and checks its names, scope, single served and
@@ -295,8 +302,11 @@ func Check(t *testing.T, w Want) map[string]any {
 	if v.Name != w.Version || !v.Served || !v.Storage {
 		t.Errorf("version %q served=%v storage=%v, want %s served and stored", v.Name, v.Served, v.Storage, w.Version)
 	}
-	if v.Subresources.Status == nil {
+	switch {
+	case v.Subresources.Status == nil && !w.NoStatus:
 		t.Error("no status subresource: the control plane writes status through /status")
+	case v.Subresources.Status != nil && w.NoStatus:
+		t.Errorf("a status subresource, but nothing writes the status of %s", w.Kind)
 	}
 	gotColumns := map[string]string{}
 	for _, col := range v.AdditionalPrinterColumns {

@@ -26,4 +26,11 @@ func TestCRDs(t *testing.T) {
 	if got := crdtest.Lookup(t, root, "spec", "outlierDetection", "maxEjectionPercent"); got["minimum"] != 0.0 || got["maximum"] != 100.0 {
 		t.Errorf("maxEjectionPercent bounds %v-%v, want 0-100", got["minimum"], got["maximum"])
 	}
+	crdtest.Check(t, crdtest.Want{
+		File: "networking.ambit.dev_httpfaults.yaml", Group: GroupName, Version: SchemeGroupVersion.Version,
+		Kind: HTTPFaultKind, ListKind: "HTTPFaultList", Plural: "httpfaults", Obj: HTTPFault{},
+		Columns:  map[string]string{"Delay": ".spec.delay.fixedDelay", "Abort": ".spec.abort.httpStatus", "Age": ".metadata.creationTimestamp"},
+		Enums:    enums,
+		NoStatus: true,
+	})
 }
