@@ -111,7 +111,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	fs.DurationVar(&c.DrainPeriod, "drain-period", 5*time.Second, "on SIGTERM, how long open streams may continue before they are closed")
 	fs.StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json | text")
-	fs.IntVar(&c.SoftMemoryLimitMiB, "soft-memory-limit-mib", DefaultSoftMemoryLimitMiB, "Go soft memory limit in MiB (0: none); GOMEMLIMIT wins, a smaller container memory limit lowers it to 90 % of that")
+	fs.IntVar(&c.SoftMemoryLimitMiB, "soft-memory-limit-mib", DefaultSoftMemoryLimitMiB, "Go soft memory limit in MiB (0: none, the default); GOMEMLIMIT wins, a smaller container memory limit lowers it to 90 % of that")
 	if err := flagenv.Parse(fs, args, lookupEnv); err != nil {
 		return Config{}, err
 	}

@@ -63,9 +63,9 @@ func TestParse(t *testing.T) {
 				t.Fatalf("soft memory limit %d MiB, want %d", c.SoftMemoryLimitMiB, DefaultSoftMemoryLimitMiB)
 			}
 		}},
-		{name: "soft memory limit from the environment", env: map[string]string{"AMBIT_SOFT_MEMORY_LIMIT_MIB": "0"}, check: func(t *testing.T, c Config) {
-			if c.SoftMemoryLimitMiB != 0 {
-				t.Fatalf("soft memory limit %d MiB, want 0", c.SoftMemoryLimitMiB)
+		{name: "soft memory limit from the environment", env: map[string]string{"AMBIT_SOFT_MEMORY_LIMIT_MIB": "24"}, check: func(t *testing.T, c Config) {
+			if c.SoftMemoryLimitMiB != 24 {
+				t.Fatalf("soft memory limit %d MiB, want 24", c.SoftMemoryLimitMiB)
 			}
 		}},
 		{name: "negative soft memory limit", args: []string{"--soft-memory-limit-mib", "-1"}, wantErr: "--soft-memory-limit-mib -1 must not be negative"},

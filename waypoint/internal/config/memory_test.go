@@ -10,9 +10,10 @@ func TestSoftMemoryLimit(t *testing.T) {
 		cgroup     string
 		want       int64
 	}{
-		{"default, no container limit", DefaultSoftMemoryLimitMiB, false, "max\n", 24 << 20},
-		{"default, cgroup unreadable", DefaultSoftMemoryLimitMiB, false, "", 24 << 20},
-		{"GOMEMLIMIT wins", DefaultSoftMemoryLimitMiB, true, "max\n", 0},
+		{"default: none", DefaultSoftMemoryLimitMiB, false, "max\n", 0},
+		{"flag, no container limit", 24, false, "max\n", 24 << 20},
+		{"flag, cgroup unreadable", 24, false, "", 24 << 20},
+		{"GOMEMLIMIT wins", 24, true, "max\n", 0},
 		{"GOMEMLIMIT wins over a container limit", 64, true, "20971520\n", 0},
 		{"disabled", 0, false, "max\n", 0},
 		{"disabled even with a container limit", 0, false, "20971520\n", 0},
