@@ -114,7 +114,14 @@ func (c *batchConn) flushHeld() {
 // Close closes the TLS connection, then stops the timer; held credit is
 // dropped (the peer is going away). It closes before taking the lock: a
 // Close is what unblocks a Write stuck on a peer that stopped reading.
+// Like x/net does for a *tls.Conn (which it no longer sees), the socket
+// is closed outright when the TLS close (its close_notify alert) hangs
+// for 250 ms on an unresponsive peer.
 func (c *batchConn) Close() error {
+	if nc, ok := c.tlsConn.(interface{ NetConn() net.Conn }); ok {
+		t := time.AfterFunc(250*time.Millisecond, func() { nc.NetConn().Close() })
+		defer t.Stop()
+	}
 	err := c.tlsConn.Close()
 	c.mu.Lock()
 	c.timer.Stop()

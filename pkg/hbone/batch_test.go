@@ -157,3 +157,38 @@ func TestBatchConnLargeWriteAfterHeldCredit(t *testing.T) {
 		t.Fatalf("got %d writes, want the held window update then the large write, in order", len(got))
 	}
 }
+
+// hangingTLSConn's Close blocks until its socket is closed, like a
+// *tls.Conn whose close_notify cannot be written to a peer that stopped
+// reading.
+type hangingTLSConn struct {
+	recordingConn
+	sock *closeRecorder
+}
+
+type closeRecorder struct {
+	net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *closeRecorder) Close() error { c.once.Do(func() { close(c.closed) }); return nil }
+
+func (c *hangingTLSConn) NetConn() net.Conn { return c.sock }
+func (c *hangingTLSConn) Close() error      { <-c.sock.closed; return nil }
+
+func TestBatchConnCloseClosesTheSocketWhenTLSCloseHangs(t *testing.T) {
+	hc := &hangingTLSConn{sock: &closeRecorder{closed: make(chan struct{})}}
+	c := newBatchConn(hc)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { c.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung although the TLS close was stuck: the socket was not closed")
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("socket closed after %v: want the TLS close given 250 ms first", d)
+	}
+}
