@@ -314,7 +314,7 @@ func (d *Dialer) connect(ctx context.Context, t Target) (*poolConn, error) {
 		tc.Close()
 		return nil, fmt.Errorf("hbone: %s negotiated ALPN %q, want %q: is it an HBONE server?", t.HBONEAddr, p, ALPN)
 	}
-	cc, err := d.h2.NewClientConn(tc)
+	cc, err := d.h2.NewClientConn(newBatchConn(tc))
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("hbone: starting HTTP/2 with %s: %w", t.HBONEAddr, err)

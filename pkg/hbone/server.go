@@ -223,7 +223,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	}
 	stop := context.AfterFunc(ctx, func() { tc.Close() })
 	defer stop()
-	s.h2.ServeConn(tc, &http2.ServeConnOpts{
+	s.h2.ServeConn(newBatchConn(tc), &http2.ServeConnOpts{
 		Context:    ctx,
 		BaseConfig: s.h1,
 		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(w, r, ci) }),

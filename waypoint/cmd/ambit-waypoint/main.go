@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"ambit.dev/waypoint/internal/app"
@@ -26,6 +27,12 @@ func main() {
 		os.Exit(2)
 	}
 	log := cfg.Logger(os.Stderr)
+	if ml := cfg.SoftMemoryLimitFromOS(); ml.Bytes > 0 {
+		debug.SetMemoryLimit(ml.Bytes)
+		log.Info("soft memory limit", "bytes", ml.Bytes, "source", ml.Source)
+	} else {
+		log.Info("soft memory limit not set by the waypoint", "source", ml.Source)
+	}
 	a, err := app.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "error", err)

@@ -67,6 +67,9 @@ type Config struct {
 	DrainPeriod time.Duration
 	LogLevel    slog.Level
 	LogFormat   string // json | text
+	// SoftMemoryLimitMiB is the Go soft memory limit in MiB (0: none);
+	// see SoftMemoryLimit.
+	SoftMemoryLimitMiB int
 }
 
 // Identity returns the waypoint's SPIFFE ID.
@@ -108,6 +111,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	fs.DurationVar(&c.DrainPeriod, "drain-period", 5*time.Second, "on SIGTERM, how long open streams may continue before they are closed")
 	fs.StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
 	fs.StringVar(&c.LogFormat, "log-format", "json", "json | text")
+	fs.IntVar(&c.SoftMemoryLimitMiB, "soft-memory-limit-mib", DefaultSoftMemoryLimitMiB, "Go soft memory limit in MiB (0: none, the default); GOMEMLIMIT wins, a smaller container memory limit lowers it to 90 % of that")
 	if err := flagenv.Parse(fs, args, lookupEnv); err != nil {
 		return Config{}, err
 	}
@@ -184,6 +188,9 @@ func (c Config) Validate() []error {
 	}
 	if c.DrainPeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--drain-period %s must be positive", c.DrainPeriod))
+	}
+	if c.SoftMemoryLimitMiB < 0 {
+		errs = append(errs, fmt.Errorf("--soft-memory-limit-mib %d must not be negative (0 disables it)", c.SoftMemoryLimitMiB))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", c.LogFormat))

@@ -58,6 +58,17 @@ func TestParse(t *testing.T) {
 				t.Fatalf("%v", c.PodIPs)
 			}
 		}},
+		{name: "soft memory limit default", check: func(t *testing.T, c Config) {
+			if c.SoftMemoryLimitMiB != DefaultSoftMemoryLimitMiB {
+				t.Fatalf("soft memory limit %d MiB, want %d", c.SoftMemoryLimitMiB, DefaultSoftMemoryLimitMiB)
+			}
+		}},
+		{name: "soft memory limit from the environment", env: map[string]string{"AMBIT_SOFT_MEMORY_LIMIT_MIB": "24"}, check: func(t *testing.T, c Config) {
+			if c.SoftMemoryLimitMiB != 24 {
+				t.Fatalf("soft memory limit %d MiB, want 24", c.SoftMemoryLimitMiB)
+			}
+		}},
+		{name: "negative soft memory limit", args: []string{"--soft-memory-limit-mib", "-1"}, wantErr: "--soft-memory-limit-mib -1 must not be negative"},
 		{name: "missing gateway", env: map[string]string{"AMBIT_GATEWAY": ""}, wantErr: "--gateway is required (or AMBIT_GATEWAY)"},
 		{name: "gateway of another namespace", env: map[string]string{"AMBIT_GATEWAY": "other/waypoint"}, wantErr: "not in the pod's namespace"},
 		{name: "gateway without namespace", env: map[string]string{"AMBIT_GATEWAY": "waypoint"}, wantErr: "must be <namespace>/<name>"},

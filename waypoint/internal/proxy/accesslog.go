@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,17 +93,61 @@ func (l *accessLogger) write(al *model.AccessLog, e *logEntry, r uint32) {
 	if l == nil || l.w == nil || !al.Logs(e.code, r) {
 		return
 	}
-	line := make(map[string]any, len(al.Fields))
-	for _, f := range al.Fields {
-		line[f.Name] = e.value(f.Format)
-	}
-	b, err := json.Marshal(line)
-	if err != nil {
-		return
-	}
+	bp := lineBufs.Get().(*[]byte)
+	b := appendLine((*bp)[:0], al.Fields, e)
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	_, _ = l.w.Write(append(b, '\n'))
+	_, _ = l.w.Write(b)
+	l.mu.Unlock()
+	*bp = b
+	lineBufs.Put(bp)
+}
+
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// appendLine appends e's JSON line (and a newline) to b: the object
+// encoding/json makes of a map of the fields (they are in name order, as
+// it sorts map keys), without the map and the reflection per request.
+func appendLine(b []byte, fields []model.LogField, e *logEntry) []byte {
+	b = append(b, '{')
+	for i, f := range fields {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, f.Name)
+		b = append(b, ':')
+		switch v := e.value(f.Format).(type) {
+		case nil:
+			b = append(b, "null"...)
+		case string:
+			b = appendJSONString(b, v)
+		case int:
+			b = strconv.AppendInt(b, int64(v), 10)
+		case int64:
+			b = strconv.AppendInt(b, v, 10)
+		default: // not made by value; encoding/json keeps it correct
+			j, err := json.Marshal(v)
+			if err != nil {
+				j = []byte("null")
+			}
+			b = append(b, j...)
+		}
+	}
+	return append(b, '}', '\n')
+}
+
+// appendJSONString appends s as encoding/json writes it: plain printable
+// ASCII directly, anything it would escape (quotes, backslash, control
+// characters, <>& and non-ASCII) through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			j, _ := json.Marshal(s) // a string always marshals
+			return append(b, j...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // attributes is what the RBAC filters see of a request on a stream.
