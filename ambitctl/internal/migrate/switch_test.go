@@ -62,7 +62,7 @@ func TestPlanSwitch(t *testing.T) {
 		},
 	}, {
 		name: "nothing converted, revision label, already enrolled",
-		st: SwitchState{Namespace: "shop", Labels: map[string]string{"istio.io/rev": "1-22", "ambit.dev/dataplane-mode": "ambient"}},
+		st:   SwitchState{Namespace: "shop", Labels: map[string]string{"istio.io/rev": "1-22", "ambit.dev/dataplane-mode": "ambient"}},
 		want: map[Step]string{
 			StepApply:           "nothing to apply",
 			StepWaypoint:        "no waypoint needed",
