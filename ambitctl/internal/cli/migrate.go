@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,11 +70,38 @@ func (g *globals) migratePlan() *cobra.Command {
 	return cmd
 }
 
-func (g *globals) migrateApply() *cobra.Command {
+// switchCommand builds migrate apply / rollback: -n, --dry-run and
+// --timeout, then dry (print what would be done) or run.
+func (g *globals) switchCommand(cmd *cobra.Command, verb, timeoutHelp string,
+	dry func(ctx context.Context, c *kube.Clients, ns string, w io.Writer) error,
+	run func(ctx context.Context, c *kube.Clients, ns string, o kube.SwitchOptions) error) *cobra.Command {
 	var namespace string
 	var dryRun bool
 	var timeout time.Duration
-	cmd := &cobra.Command{
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if namespace == "" {
+			return fmt.Errorf("-n/--namespace is required: the namespace to %s", verb)
+		}
+		c, err := g.connect()
+		if err != nil {
+			return err
+		}
+		if dryRun {
+			fmt.Fprintf(g.env.Out, "%s -n %s would (dry run, nothing changed):\n", cmd.CommandPath(), namespace)
+			return dry(cmd.Context(), c, namespace, g.env.Out)
+		}
+		return run(cmd.Context(), c, namespace, kube.SwitchOptions{
+			StepTimeout: timeout, Out: g.env.Out, AmbitNamespace: g.namespace, Now: g.env.Now})
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "the namespace to "+verb)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be done, change nothing")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, timeoutHelp)
+	return cmd
+}
+
+func (g *globals) migrateApply() *cobra.Command {
+	return g.switchCommand(&cobra.Command{
 		Use:   "apply -n <namespace> [--dry-run] [--timeout 5m]",
 		Short: "Switch a namespace from Istio sidecars to Ambit, step by step",
 		Long: "apply runs, in order, each step verified before the next: server-side apply the converted\n" +
@@ -84,46 +113,26 @@ func (g *globals) migrateApply() *cobra.Command {
 			"rollout; verify every pod is captured and none has a sidecar. Progress is recorded in the\n" +
 			"namespace annotation " + migrate.AnnotationMigration + ": re-running continues where an interrupted run stopped,\n" +
 			"and migrate rollback undoes it. --dry-run prints the steps and changes nothing.",
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if namespace == "" {
-				return errors.New("-n/--namespace is required: the namespace to migrate")
-			}
-			c, err := g.connect()
+	}, "migrate", "how long each waiting step (objects Accepted, waypoint, each rollout, verify) may take",
+		func(ctx context.Context, c *kube.Clients, ns string, w io.Writer) error {
+			st, _, err := kube.ReadSwitchState(ctx, c, ns)
 			if err != nil {
 				return err
 			}
-			if dryRun {
-				st, _, err := kube.ReadSwitchState(cmd.Context(), c, namespace)
-				if err != nil {
-					return err
+			actions := migrate.PlanSwitch(st)
+			for i, a := range actions {
+				state := "todo"
+				if a.Done {
+					state = "done"
 				}
-				actions := migrate.PlanSwitch(st)
-				fmt.Fprintf(g.env.Out, "migrate apply -n %s would (dry run, nothing changed):\n", namespace)
-				for i, a := range actions {
-					state := "todo"
-					if a.Done {
-						state = "done"
-					}
-					fmt.Fprintf(g.env.Out, "[%d/%d] %s (%s): %s\n", i+1, len(actions), a.Step, state, a.What)
-				}
-				return nil
+				fmt.Fprintf(w, "[%d/%d] %s (%s): %s\n", i+1, len(actions), a.Step, state, a.What)
 			}
-			return kube.MigrateApply(cmd.Context(), c, namespace, kube.SwitchOptions{
-				StepTimeout: timeout, Out: g.env.Out, AmbitNamespace: g.namespace, Now: g.env.Now})
-		},
-	}
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "the namespace to migrate")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the steps, change nothing")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long each waiting step (objects Accepted, waypoint, each rollout, verify) may take")
-	return cmd
+			return nil
+		}, kube.MigrateApply)
 }
 
 func (g *globals) migrateRollback() *cobra.Command {
-	var namespace string
-	var dryRun bool
-	var timeout time.Duration
-	cmd := &cobra.Command{
+	return g.switchCommand(&cobra.Command{
 		Use:   "rollback -n <namespace> [--dry-run] [--timeout 5m]",
 		Short: "Undo migrate apply on a namespace",
 		Long: "rollback reads the namespace annotation " + migrate.AnnotationMigration + " migrate apply wrote and undoes what it\n" +
@@ -132,32 +141,15 @@ func (g *globals) migrateRollback() *cobra.Command {
 			"injector running, the new pods get their sidecars from it), deletes the objects apply made\n" +
 			"(only those still annotated " + migrate.AnnotationMigratedFrom + " and managed by ambitctl) and removes the\n" +
 			"annotation. It records its progress the same way, so it can be re-run.",
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if namespace == "" {
-				return errors.New("-n/--namespace is required: the namespace to roll back")
-			}
-			c, err := g.connect()
+	}, "roll back", "how long each rollout may take",
+		func(ctx context.Context, c *kube.Clients, ns string, w io.Writer) error {
+			rec, err := kube.ReadMigrationRecord(ctx, c, ns)
 			if err != nil {
 				return err
 			}
-			if dryRun {
-				rec, err := kube.ReadMigrationRecord(cmd.Context(), c, namespace)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(g.env.Out, "migrate rollback -n %s would (dry run, nothing changed):\n", namespace)
-				for _, l := range migrate.PlanRollback(namespace, rec) {
-					fmt.Fprintf(g.env.Out, "- %s\n", l)
-				}
-				return nil
+			for _, l := range migrate.PlanRollback(ns, rec) {
+				fmt.Fprintf(w, "- %s\n", l)
 			}
-			return kube.MigrateRollback(cmd.Context(), c, namespace, kube.SwitchOptions{
-				StepTimeout: timeout, Out: g.env.Out, AmbitNamespace: g.namespace, Now: g.env.Now})
-		},
-	}
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "the namespace to roll back")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be undone, change nothing")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long each rollout may take")
-	return cmd
+			return nil
+		}, kube.MigrateRollback)
 }
