@@ -521,33 +521,8 @@ func (s *switcher) verify(ctx context.Context) error {
 		if err != nil {
 			return false, "", listErr("pods", err)
 		}
-		var live []corev1.Pod
-		var problems []string
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp != nil {
-				continue
-			}
-			live = append(live, p)
-			if migrate.HasSidecar(p.Annotations, p.Spec) {
-				problems = append(problems, p.Name+" has a sidecar")
-			}
-		}
-		captured := 0
-		for _, p := range enrolment.Pods(nsObj.Labels, live) {
-			switch {
-			case !p.InMesh:
-				problems = append(problems, p.Name+": "+p.Why)
-			case p.Redirection != enrol.RedirectionEnabled:
-				problems = append(problems, p.Name+": "+p.Note(s.opt.AmbitNamespace))
-			default:
-				captured++
-			}
-		}
-		line := fmt.Sprintf("%d/%d pods captured", captured, len(live))
-		if len(problems) > 0 {
-			line += "; " + strings.Join(problems, "; ")
-		}
-		return len(problems) == 0, line, nil
+		ok, line := migrate.Verify(nsObj.Labels, pods.Items, s.opt.AmbitNamespace)
+		return ok, line, nil
 	})
 }
 

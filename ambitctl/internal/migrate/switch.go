@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"ambit.dev/ambitctl/internal/enrolment"
 	"ambit.dev/pkg/enrol"
 )
 
@@ -499,4 +500,48 @@ func RollbackLabels(r *Record) map[string]any {
 		}
 	}
 	return out
+}
+
+// Verify judges the verify step from the namespace's labels and pods:
+// every live pod (not terminating, not finished) has no sidecar and is
+// captured by Ambit, except the pods that stay out of the mesh on purpose
+// (labelled ambit.dev/dataplane-mode=none, like the waypoint's own pods, or
+// host-network). The line counts them and names each pod that is not
+// there yet, and why.
+func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string) (bool, string) {
+	var problems []string
+	var meshPods []corev1.Pod
+	optedOut := 0
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		switch {
+		case HasSidecar(p.Annotations, p.Spec):
+			problems = append(problems, p.Name+" has a sidecar")
+		case p.Spec.HostNetwork || p.Labels[enrol.LabelDataplaneMode] == enrol.DataplaneModeNone:
+			optedOut++
+		default:
+			meshPods = append(meshPods, p)
+		}
+	}
+	captured := 0
+	for _, p := range enrolment.Pods(nsLabels, meshPods) {
+		switch {
+		case !p.InMesh:
+			problems = append(problems, p.Name+": "+p.Why)
+		case p.Redirection != enrol.RedirectionEnabled:
+			problems = append(problems, p.Name+": "+p.Note(ambitNamespace))
+		default:
+			captured++
+		}
+	}
+	line := fmt.Sprintf("%d/%d pods captured", captured, captured+len(problems))
+	if optedOut > 0 {
+		line += fmt.Sprintf(" (%d out of the mesh on purpose: %s=%s or host network)", optedOut, enrol.LabelDataplaneMode, enrol.DataplaneModeNone)
+	}
+	if len(problems) > 0 {
+		line += "; " + strings.Join(problems, "; ")
+	}
+	return len(problems) == 0, line
 }

@@ -240,3 +240,48 @@ func TestRecordRoundTripAndRollback(t *testing.T) {
 		t.Errorf("empty record changes labels %v", l)
 	}
 }
+
+func TestVerify(t *testing.T) {
+	pod := func(name string, mut ...func(*corev1.Pod)) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{}, Annotations: map[string]string{"ambit.dev/redirection": "enabled"}},
+			Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "app"}}}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		for _, m := range mut {
+			m(&p)
+		}
+		return p
+	}
+	sidecar := func(p *corev1.Pod) {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy"})
+	}
+	pending := func(p *corev1.Pod) { p.Annotations["ambit.dev/redirection"] = "pending" }
+	optOut := func(p *corev1.Pod) {
+		p.Labels["ambit.dev/dataplane-mode"] = "none"
+		delete(p.Annotations, "ambit.dev/redirection")
+	}
+	gone := func(p *corev1.Pod) { now := metav1.Now(); p.DeletionTimestamp = &now }
+	done := func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }
+	ambient := map[string]string{"ambit.dev/dataplane-mode": "ambient"}
+	tests := []struct {
+		name   string
+		labels map[string]string
+		pods   []corev1.Pod
+		ok     bool
+		line   string
+	}{
+		{"all captured, waypoint opted out, old pod terminating", ambient,
+			[]corev1.Pod{pod("a"), pod("b"), pod("waypoint", optOut), pod("old", sidecar, gone), pod("job", sidecar, done)},
+			true, "2/2 pods captured (1 out of the mesh on purpose: ambit.dev/dataplane-mode=none or host network)"},
+		{"a sidecar left", ambient, []corev1.Pod{pod("a"), pod("b", sidecar)}, false, "1/2 pods captured; b has a sidecar"},
+		{"capture pending", ambient, []corev1.Pod{pod("a", pending)}, false, "0/1 pods captured; a: capture pending; see the logs of the node agent on n1"},
+		{"namespace not enrolled", nil, []corev1.Pod{pod("a")}, false, `0/1 pods captured; a: namespace "shop" is not labelled`},
+		{"empty namespace", ambient, nil, true, "0/0 pods captured"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ok, line := Verify(tc.labels, tc.pods, "ambit-system")
+			if ok != tc.ok || !strings.HasPrefix(line, tc.line) {
+				t.Errorf("Verify = %v %q, want %v %q…", ok, line, tc.ok, tc.line)
+			}
+		})
+	}
+}
