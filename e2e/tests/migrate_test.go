@@ -179,7 +179,13 @@ func clientLoop(f *framework.Framework, ns, client, url string, stop <-chan stru
 			st.fail += fl
 			if fl > 0 {
 				st.failedBatches = append(st.failedBatches, [2]time.Time{start, end})
-				st.errs = append(st.errs, fmt.Sprintf("%s: %d failed: %s", start.Format(time.TimeOnly), fl, excerptLines(stderr+out, 3)))
+				var why []string
+				for _, l := range strings.Split(stderr+out, "\n") {
+					if l != "" && !strings.HasPrefix(l, "{") {
+						why = append(why, l)
+					}
+				}
+				st.errs = append(st.errs, fmt.Sprintf("%s: %d failed: %s", start.Format(time.TimeOnly), fl, excerptLines(strings.Join(why, "\n"), 3)))
 			}
 		}
 		st.mu.Unlock()
