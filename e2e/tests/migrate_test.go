@@ -241,7 +241,7 @@ func TestMigrate(t *testing.T) {
 	ns := f.Namespace("legacy", map[string]string{"istio-injection": "enabled"})
 	sidecarDeployment(t, f, ns, "reviews-v1", map[string]string{"app": "reviews", "version": "v1"})
 	sidecarDeployment(t, f, ns, "reviews-v2", map[string]string{"app": "reviews", "version": "v2"})
-	selectorService(t, f, ns, "reviews", map[string]string{"app": "reviews"})
+	reviews := selectorService(t, f, ns, "reviews", map[string]string{"app": "reviews"})
 	selectorService(t, f, ns, "reviews-v1", map[string]string{"app": "reviews", "version": "v1"})
 	selectorService(t, f, ns, "reviews-v2", map[string]string{"app": "reviews", "version": "v2"})
 	waitDeploymentReady(t, f, ns, "reviews-v1")
@@ -291,7 +291,8 @@ spec:
   mtls: {mode: PERMISSIVE}
 `)
 
-	url := fmt.Sprintf("http://reviews.%s.svc.cluster.local/", ns)
+	// The local cluster has no DNS: the Service's address.
+	url := fmt.Sprintf("http://%s/", reviews.Spec.ClusterIP)
 	// Sidecar era: the client (Ambit) reaches the sidecar pods in
 	// plaintext.
 	if _, failed := getMany(t, f, clients, client.Name, url, 20); failed > 0 {
