@@ -246,32 +246,40 @@ func (s *switcher) applyObjects(ctx context.Context, objs []*unstructured.Unstru
 			}
 		}
 	}
-	return s.waitAccepted(ctx, objs, true)
+	return s.waitAccepted(ctx, objs, false)
 }
 
-// waitAccepted waits until every object is Accepted (allowWaypoint: or
-// only waits for a waypoint); a rejected object fails the step.
-func (s *switcher) waitAccepted(ctx context.Context, objs []*unstructured.Unstructured, allowWaypoint bool) error {
+// waitAccepted waits until every object is where migrate.Progress wants
+// it (waypointBound: after the waypoint step).
+func (s *switcher) waitAccepted(ctx context.Context, objs []*unstructured.Unstructured, waypointBound bool) error {
 	return s.poll(ctx, "the converted objects to be Accepted", func(ctx context.Context) (bool, string, error) {
 		var waiting []string
+		accepted := 0
 		for _, o := range objs {
 			live, err := s.cl.Get(ctx, o.GroupVersionKind(), s.ns, o.GetName())
 			if err != nil {
 				return false, "", fmt.Errorf("reading %s %s/%s: %w", o.GetKind(), s.ns, o.GetName(), err)
 			}
 			r, msg := migrate.Judge(live)
+			if r == migrate.Accepted {
+				accepted++
+			}
+			done, fatal := migrate.Progress(r, len(migrate.WaypointServices(s.ns, []*unstructured.Unstructured{o})) > 0, waypointBound)
 			switch {
-			case r == migrate.Rejected:
+			case fatal:
 				return false, "", fmt.Errorf("%s %s/%s is not Accepted: %s (kubectl -n %s get %s %s -o yaml shows its status)", o.GetKind(), s.ns, o.GetName(), msg, s.ns, strings.ToLower(o.GetKind()), o.GetName())
-			case r == migrate.Accepted, r == migrate.NeedsWaypoint && allowWaypoint:
-			default:
+			case !done:
 				waiting = append(waiting, migrate.RefOf(o).String()+" ("+msg+")")
 			}
 		}
+		line := fmt.Sprintf("%d/%d Accepted", accepted, len(objs))
 		if len(waiting) == 0 {
-			return true, fmt.Sprintf("%d/%d Accepted", len(objs), len(objs)), nil
+			if accepted < len(objs) {
+				line += " (the others wait for the waypoint step)"
+			}
+			return true, line, nil
 		}
-		return false, fmt.Sprintf("%d/%d Accepted; waiting for %s", len(objs)-len(waiting), len(objs), strings.Join(waiting, ", ")), nil
+		return false, line + "; waiting for " + strings.Join(waiting, ", "), nil
 	})
 }
 
@@ -323,7 +331,7 @@ func (s *switcher) waitWaypoint(ctx context.Context, objs []*unstructured.Unstru
 	if err != nil {
 		return err
 	}
-	return s.waitAccepted(ctx, objs, false)
+	return s.waitAccepted(ctx, objs, true)
 }
 
 func (s *switcher) labelAmbient(ctx context.Context) error {

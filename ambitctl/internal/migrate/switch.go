@@ -545,3 +545,28 @@ func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string
 	}
 	return len(problems) == 0, line
 }
+
+// Progress says what the switch does with a converted object's readiness
+// r: done (go on), fatal (stop the step with the object's message) or
+// neither (wait). Before the waypoint step (waypointBound false), an L7
+// object's status is about a Service without a waypoint and may be any of
+// NeedsWaypoint or Rejected (e.g. a policy with several Service targets
+// is Invalid until they have a waypoint): any condition will do. An L4
+// object must be Accepted then, and a rejection is final. After the
+// waypoint step, every object must be Accepted; a rejection may still be
+// the one from before the binding, so it is waited out (until the step's
+// timeout, which then reports it).
+func Progress(r Readiness, l7, waypointBound bool) (done, fatal bool) {
+	switch {
+	case r == Pending:
+		return false, false
+	case r == Accepted:
+		return true, false
+	case !waypointBound && l7:
+		return true, false
+	case !waypointBound:
+		return r == NeedsWaypoint, r == Rejected
+	default:
+		return false, false
+	}
+}

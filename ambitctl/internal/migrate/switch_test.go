@@ -285,3 +285,32 @@ func TestVerify(t *testing.T) {
 		})
 	}
 }
+
+func TestProgress(t *testing.T) {
+	tests := []struct {
+		r                 Readiness
+		l7, bound         bool
+		wantDone, wantErr bool
+	}{
+		{Pending, false, false, false, false},
+		{Pending, true, true, false, false},
+		{Accepted, false, false, true, false},
+		{Accepted, true, true, true, false},
+		// Before the waypoint: an L7 object's verdict is provisional.
+		{NeedsWaypoint, true, false, true, false},
+		{Rejected, true, false, true, false},
+		// An L4 object cannot be helped by a waypoint.
+		{Rejected, false, false, false, true},
+		{NeedsWaypoint, false, false, true, false},
+		// After the waypoint: only Accepted goes on; the rest is waited out.
+		{NeedsWaypoint, true, true, false, false},
+		{Rejected, true, true, false, false},
+		{Rejected, false, true, false, false},
+	}
+	for _, tc := range tests {
+		done, fatal := Progress(tc.r, tc.l7, tc.bound)
+		if done != tc.wantDone || fatal != tc.wantErr {
+			t.Errorf("Progress(%v, l7=%v, bound=%v) = %v, %v; want %v, %v", tc.r, tc.l7, tc.bound, done, fatal, tc.wantDone, tc.wantErr)
+		}
+	}
+}
