@@ -73,3 +73,41 @@ func TestMigratePlan(t *testing.T) {
 		}
 	}
 }
+
+func TestMigrateDryRun(t *testing.T) {
+	vs := &clinet.VirtualService{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "reviews"},
+		Spec: apinet.VirtualService{Hosts: []string{"reviews"}, Http: []*apinet.HTTPRoute{{
+			Route: []*apinet.HTTPRouteDestination{{Destination: &apinet.Destination{Host: "reviews"}}}}}}}
+	reviews := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "reviews"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "reviews"}, Ports: []corev1.ServicePort{{Name: "http", Port: 9080}}}}
+	typed := fake.NewClientset(ns("demo", map[string]string{"istio-injection": "enabled"}), reviews)
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		cmd := NewCommand(Env{Out: &out, Connect: func(kube.Flags) (*kube.Clients, error) {
+			return &kube.Clients{Typed: typed, Dynamic: crds(), Istio: istiofake.NewSimpleClientset(vs)}, nil
+		}})
+		cmd.SetArgs(args)
+		err := cmd.ExecuteContext(t.Context())
+		return out.String(), err
+	}
+	out, err := run("migrate", "apply", "-n", "demo", "--dry-run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"ambitctl migrate apply -n demo would (dry run, nothing changed):",
+		"[1/6] apply-objects (todo): server-side apply 1 objects", "[2/6] waypoint (todo): wait until Services reviews are bound",
+		"[4/6] remove-injection-label (todo): remove namespace labels istio-injection=enabled", "[5/6] restart (todo): no Deployment has sidecars"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("dry run lacks %q:\n%s", s, out)
+		}
+	}
+	if n, _ := typed.CoreV1().Namespaces().Get(t.Context(), "demo", metav1.GetOptions{}); n.Labels["istio-injection"] != "enabled" || len(n.Annotations) != 0 {
+		t.Errorf("dry run changed the namespace: %v %v", n.Labels, n.Annotations)
+	}
+	if _, err := run("migrate", "rollback", "-n", "demo", "--dry-run"); err == nil || !strings.Contains(err.Error(), "nothing to roll back") {
+		t.Errorf("rollback dry run without a record: %v", err)
+	}
+	if _, err := run("migrate", "apply"); err == nil || !strings.Contains(err.Error(), "-n/--namespace is required: the namespace to migrate") {
+		t.Errorf("apply without -n: %v", err)
+	}
+}

@@ -1,0 +1,206 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"ambit.dev/ambitctl/internal/migrate"
+)
+
+func sidecarPod(name string, sidecar bool, redirection string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{"app": "a"}, Annotations: map[string]string{}},
+		Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "app"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	if sidecar {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy"})
+		p.Annotations["sidecar.istio.io/status"] = "{}"
+	}
+	if redirection != "" {
+		p.Annotations["ambit.dev/redirection"] = redirection
+	}
+	return p
+}
+
+func deployment(name string, tmplSidecar bool, annotations map[string]string) *appsv1.Deployment {
+	one := int32(1)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Annotations: annotations},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}, Annotations: map[string]string{}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}},
+			},
+		},
+		Status: appsv1.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1},
+	}
+	if tmplSidecar {
+		d.Spec.Template.Spec.Containers = append(d.Spec.Template.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "proxyv2"})
+		d.Spec.Template.Annotations["sidecar.istio.io/status"] = "{}"
+	}
+	return d
+}
+
+func switchClients(typed *fake.Clientset, objs ...runtime.Object) *Clients {
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{CRDResource: "CustomResourceDefinitionList"}, objs...)
+	return &Clients{Typed: typed, Dynamic: dyn, Istio: istiofake.NewSimpleClientset(),
+		Mapper: newMapper(schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"},
+			schema.GroupVersionKind{Group: "security.ambit.dev", Version: "v1alpha1", Kind: "AuthorizationPolicy"})}
+}
+
+func record(t *testing.T, c *Clients) *migrate.Record {
+	t.Helper()
+	n, err := c.Typed.CoreV1().Namespaces().Get(context.Background(), "shop", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := migrate.ParseRecord(n.Annotations[migrate.AnnotationMigration])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestMigrateApplyResumes runs apply on a namespace whose pods keep their
+// sidecars (no controller replaces them in the fake): it stops at verify
+// with the reason, having done and recorded the earlier steps; once the
+// pods are replaced, a re-run only verifies.
+func TestMigrateApplyResumes(t *testing.T) {
+	ctx := context.Background()
+	typed := fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"istio-injection": "enabled", "team": "x"}}},
+		deployment("a", true, nil), deployment("plain", false, nil),
+		sidecarPod("a-1", true, ""),
+	)
+	c := switchClients(typed)
+	var out bytes.Buffer
+	stamp := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	opt := SwitchOptions{StepTimeout: 300 * time.Millisecond, Interval: 50 * time.Millisecond, Out: &out, AmbitNamespace: "ambit-system", Now: func() time.Time { return stamp }}
+	err := MigrateApply(ctx, c, "shop", opt)
+	if err == nil || !strings.Contains(err.Error(), "step verify") || !strings.Contains(err.Error(), "a-1 has a sidecar") || !strings.Contains(err.Error(), "re-run ambitctl migrate apply -n shop") {
+		t.Fatalf("apply: %v\n%s", err, out.String())
+	}
+	r := record(t, c)
+	if !r.IsDone(migrate.StepRestart) || r.IsDone(migrate.StepVerify) || !r.AmbientLabelAdded || r.RemovedLabels["istio-injection"] != "enabled" || len(r.Restarted) != 1 || r.Restarted[0] != "a" {
+		t.Fatalf("record after the interrupted run: %+v", r)
+	}
+	n, _ := typed.CoreV1().Namespaces().Get(ctx, "shop", metav1.GetOptions{})
+	if n.Labels["ambit.dev/dataplane-mode"] != "ambient" || n.Labels["istio-injection"] != "" || n.Labels["team"] != "x" {
+		t.Errorf("labels %v", n.Labels)
+	}
+	d, _ := typed.AppsV1().Deployments("shop").Get(ctx, "a", metav1.GetOptions{})
+	if len(d.Spec.Template.Spec.Containers) != 1 || d.Spec.Template.Annotations["sidecar.istio.io/status"] != "" ||
+		d.Spec.Template.Annotations[migrate.AnnotationRestartedAt] != "2026-12-07T03:00:00Z" || d.Annotations[migrate.AnnotationSidecarRemoved] == "" {
+		t.Errorf("deployment a after restart: %+v %v", d.Spec.Template, d.Annotations)
+	}
+	if p, _ := typed.AppsV1().Deployments("shop").Get(ctx, "plain", metav1.GetOptions{}); p.Spec.Template.Annotations[migrate.AnnotationRestartedAt] != "" {
+		t.Error("a Deployment without sidecars was restarted")
+	}
+
+	// The rollout replaced the pod; the node agent captured it.
+	if err := typed.CoreV1().Pods("shop").Delete(ctx, "a-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := typed.CoreV1().Pods("shop").Create(ctx, sidecarPod("a-2", false, "enabled"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	stamp = stamp.Add(time.Hour)
+	if err := MigrateApply(ctx, c, "shop", opt); err != nil {
+		t.Fatalf("re-run: %v\n%s", err, out.String())
+	}
+	for _, s := range []string{"[5/6] restart: done by an earlier run", "[6/6] verify", "1/1 pods captured", "migrated to Ambit"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("re-run output lacks %q:\n%s", s, out.String())
+		}
+	}
+	if d, _ := typed.AppsV1().Deployments("shop").Get(ctx, "a", metav1.GetOptions{}); d.Spec.Template.Annotations[migrate.AnnotationRestartedAt] != "2026-12-07T03:00:00Z" {
+		t.Error("the re-run restarted a again")
+	}
+	if r := record(t, c); !r.Complete() {
+		t.Errorf("record not complete: %+v", r)
+	}
+	out.Reset()
+	if err := MigrateApply(ctx, c, "shop", opt); err != nil || !strings.Contains(out.String(), "already migrated") {
+		t.Errorf("third run: %v %s", err, out.String())
+	}
+}
+
+func TestMigrateRollback(t *testing.T) {
+	ctx := context.Background()
+	sc, _ := json.Marshal(migrate.Sidecar{Containers: []corev1.Container{{Name: "istio-proxy", Image: "proxyv2"}}, Annotations: map[string]string{"sidecar.istio.io/status": "{}"}})
+	rec := &migrate.Record{Done: migrate.Steps, AmbientLabelAdded: true, RemovedLabels: map[string]string{"istio-injection": "enabled"}, Restarted: []string{"a", "gone"},
+		Applied: []migrate.ObjectRef{
+			{APIVersion: "gateway.networking.k8s.io/v1", Kind: "HTTPRoute", Name: "reviews"},
+			{APIVersion: "security.ambit.dev/v1alpha1", Kind: "AuthorizationPolicy", Name: "taken"},
+			{APIVersion: "security.ambit.dev/v1alpha1", Kind: "AuthorizationPolicy", Name: "deleted"},
+		}}
+	typed := fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"ambit.dev/dataplane-mode": "ambient", "team": "x"},
+			Annotations: map[string]string{migrate.AnnotationMigration: rec.Encode()}}},
+		deployment("a", false, map[string]string{migrate.AnnotationSidecarRemoved: string(sc)}),
+	)
+	obj := func(apiVersion, kind, name, manager string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion(apiVersion)
+		u.SetKind(kind)
+		u.SetName(name)
+		u.SetNamespace("shop")
+		u.SetAnnotations(map[string]string{migrate.AnnotationMigratedFrom: "VirtualService/reviews"})
+		u.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: manager, Operation: metav1.ManagedFieldsOperationApply}})
+		return u
+	}
+	c := switchClients(typed,
+		obj("gateway.networking.k8s.io/v1", "HTTPRoute", "reviews", "ambitctl"),
+		obj("security.ambit.dev/v1alpha1", "AuthorizationPolicy", "taken", "kubectl"))
+	var out bytes.Buffer
+	opt := SwitchOptions{StepTimeout: time.Second, Interval: 50 * time.Millisecond, Out: &out}
+	if err := MigrateRollback(ctx, c, "shop", opt); err != nil {
+		t.Fatalf("rollback: %v\n%s", err, out.String())
+	}
+	t.Log(out.String())
+	n, _ := typed.CoreV1().Namespaces().Get(ctx, "shop", metav1.GetOptions{})
+	if n.Labels["istio-injection"] != "enabled" || n.Labels["ambit.dev/dataplane-mode"] != "" || n.Labels["team"] != "x" || n.Annotations[migrate.AnnotationMigration] != "" {
+		t.Errorf("namespace after rollback: %v %v", n.Labels, n.Annotations)
+	}
+	d, _ := typed.AppsV1().Deployments("shop").Get(ctx, "a", metav1.GetOptions{})
+	if len(d.Spec.Template.Spec.Containers) != 2 || d.Spec.Template.Spec.Containers[1].Image != "proxyv2" || d.Spec.Template.Annotations["sidecar.istio.io/status"] != "{}" ||
+		d.Annotations[migrate.AnnotationSidecarRemoved] != "" || d.Spec.Template.Annotations[migrate.AnnotationRestartedAt] == "" {
+		t.Errorf("deployment a after rollback: %+v %v", d.Spec.Template, d.Annotations)
+	}
+	routes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
+	if _, err := c.Dynamic.Resource(routes).Namespace("shop").Get(ctx, "reviews", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("HTTPRoute reviews not deleted: %v", err)
+	}
+	aps := schema.GroupVersionResource{Group: "security.ambit.dev", Version: "v1alpha1", Resource: "authorizationpolicies"}
+	if _, err := c.Dynamic.Resource(aps).Namespace("shop").Get(ctx, "taken", metav1.GetOptions{}); err != nil {
+		t.Errorf("AuthorizationPolicy taken (managed by kubectl now) was deleted: %v", err)
+	}
+	for _, s := range []string{"deployment/gone is gone", "AuthorizationPolicy/taken kept", "AuthorizationPolicy/deleted is already gone", "rolled back"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("output lacks %q", s)
+		}
+	}
+	if err := MigrateRollback(ctx, c, "shop", opt); err == nil || !strings.Contains(err.Error(), "nothing to roll back") {
+		t.Errorf("second rollback: %v", err)
+	}
+}
