@@ -332,7 +332,7 @@ spec:
 	restartFrom, restartTo := steps["remove-injection-label"], steps["restart"]
 	for _, b := range st.failedBatches {
 		if restartFrom.IsZero() || restartTo.IsZero() || b[1].Before(restartFrom) || b[0].After(restartTo.Add(2*time.Second)) {
-			t.Errorf("requests failed outside the restarts (%s–%s): batch %s–%s (503 upstream connect error from the waypoint to a sidecar pod: docs/migration.md, known limitation)", restartFrom.Format(time.TimeOnly), restartTo.Format(time.TimeOnly), b[0].Format(time.TimeOnly), b[1].Format(time.TimeOnly))
+			t.Errorf("requests failed outside the restarts (%s–%s): batch %s–%s", restartFrom.Format(time.TimeOnly), restartTo.Format(time.TimeOnly), b[0].Format(time.TimeOnly), b[1].Format(time.TimeOnly))
 		}
 	}
 	// Re-running is a no-op.

@@ -113,8 +113,7 @@ func TestWaypointFeedHTTPRoute(t *testing.T) {
 		Namespace: "demo", Name: "web-v2", Hostname: "web-v2.demo.svc.cluster.local",
 		VIPs:  []netip.Addr{netip.MustParseAddr("10.96.0.20")},
 		Ports: []waypointxds.Port{{Name: "http", Port: 80, TargetPort: 8080}},
-		Endpoints: []waypointxds.Endpoint{{Name: "p2", Namespace: "demo", Addresses: []netip.Addr{netip.MustParseAddr("fd00:10:244:1::20")}, Node: "node-1",
-			Identity: "spiffe://cluster.local/ns/demo/sa/web", Healthy: true, TargetPorts: map[uint16]uint16{80: 8080}}},
+		Endpoints: []waypointxds.Endpoint{webEndpoint("p2", "fd00:10:244:1::20", true)},
 	}
 	if len(c.in.Backends) != 1 || !reflect.DeepEqual(c.in.Backends[0], wantV2) {
 		t.Fatalf("backends\n%+v\nwant\n%+v", c.in.Backends, wantV2)

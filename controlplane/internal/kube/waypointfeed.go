@@ -185,7 +185,8 @@ func (c *Controller) waypointService(svc *corev1.Service, members map[model.Obje
 		if err != nil {
 			continue
 		}
-		if ep, ok := WaypointEndpoint(p, members[podRef], c.cfg.TrustDomain); ok {
+		ns, _ := c.nsLister.Get(p.Namespace)
+		if ep, ok := WaypointEndpoint(p, ns, members[podRef], c.cfg.TrustDomain); ok {
 			out.Endpoints = append(out.Endpoints, ep)
 		}
 	}
@@ -219,9 +220,11 @@ func WaypointPorts(svc *corev1.Service) []waypointxds.Port {
 // WaypointEndpoint converts a pod backing a Service, with its port
 // mappings, into a waypoint endpoint: its IPs, node, SPIFFE identity
 // (spiffe://<td>/ns/<namespace>/sa/<service account>), readiness and
-// target port per service port. ok is false for a pod without an IP or a
-// valid identity.
-func WaypointEndpoint(p *corev1.Pod, ports []model.PortMapping, trustDomain string) (waypointxds.Endpoint, bool) {
+// target port per service port; a pod outside the mesh (not enrolled in
+// namespace ns, which may be nil: e.g. a pod with an Istio sidecar) is a
+// Plaintext endpoint. ok is false for a pod without an IP or a valid
+// identity.
+func WaypointEndpoint(p *corev1.Pod, ns *corev1.Namespace, ports []model.PortMapping, trustDomain string) (waypointxds.Endpoint, bool) {
 	mp := toPod(p)
 	if len(mp.IPs) == 0 {
 		return waypointxds.Endpoint{}, false
@@ -236,6 +239,9 @@ func WaypointEndpoint(p *corev1.Pod, ports []model.PortMapping, trustDomain stri
 		Node:      p.Spec.NodeName,
 		Identity:  id.String(),
 		Healthy:   mp.Ready && !mp.Terminating,
+	}
+	if enrolled, _ := model.Enrolled(toNamespace(ns), mp); !enrolled {
+		ep.Plaintext, ep.Identity = true, ""
 	}
 	for _, m := range ports {
 		if m.ServicePort == 0 || m.ServicePort > 65535 || m.TargetPort == 0 || m.TargetPort > 65535 {

@@ -69,11 +69,21 @@ func webFor(eps ...waypointxds.Endpoint) waypointxds.Service {
 	}
 }
 
+// webEndpoint is a pod of web in namespace demo, which the fixture does
+// not enrol: outside the mesh, the waypoint reaches it in plaintext.
 func webEndpoint(name, ip string, healthy bool) waypointxds.Endpoint {
 	return waypointxds.Endpoint{
 		Name: name, Namespace: "demo", Addresses: []netip.Addr{netip.MustParseAddr(ip)}, Node: "node-1",
-		Identity: "spiffe://cluster.local/ns/demo/sa/web", Healthy: healthy, TargetPorts: map[uint16]uint16{80: 8080},
+		Plaintext: true, Healthy: healthy, TargetPorts: map[uint16]uint16{80: 8080},
 	}
+}
+
+// meshEndpoint is webEndpoint once demo is enrolled: reached over HBONE,
+// its ztunnel proving the pod's identity.
+func meshEndpoint(name, ip string, healthy bool) waypointxds.Endpoint {
+	ep := webEndpoint(name, ip, healthy)
+	ep.Plaintext, ep.Identity = false, "spiffe://cluster.local/ns/demo/sa/web"
+	return ep
 }
 
 func TestWaypointFeed(t *testing.T) {
@@ -101,6 +111,13 @@ func TestWaypointFeed(t *testing.T) {
 	e.putGateway(gateway(t, "demo", "wp", "service", false))
 	e.expectWaypointUpdate()
 	e.putGateway(gateway(t, "demo", "wp", "service", true))
+	e.expectWaypointUpdate(webFor(webEndpoint("p1", "10.244.1.10", false), webEndpoint("p2", "fd00:10:244:1::20", true)))
+
+	// The namespace joins the mesh: its pods are reached over HBONE now
+	// (and back in plaintext when it leaves).
+	e.labelNamespace("demo", map[string]string{model.LabelDataplaneMode: model.DataplaneModeAmbient})
+	e.expectWaypointUpdate(webFor(meshEndpoint("p1", "10.244.1.10", false), meshEndpoint("p2", "fd00:10:244:1::20", true)))
+	e.labelNamespace("demo", nil)
 	e.expectWaypointUpdate(webFor(webEndpoint("p1", "10.244.1.10", false), webEndpoint("p2", "fd00:10:244:1::20", true)))
 
 	// The Service opts out: an Update without it.
@@ -156,24 +173,34 @@ func TestWaypointEndpoint(t *testing.T) {
 	noSA.Spec.ServiceAccountName = ""
 	noIP := pod("demo", "p3", "")
 	noIP.Status.PodIPs = nil
+	sidecar := pod("demo", "p4", "10.244.1.40")
+	sidecar.Annotations = map[string]string{"sidecar.istio.io/status": "{}"}
 	ports := []model.PortMapping{{ServicePort: 80, TargetPort: 8080}}
+	enrolled := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"ambit.dev/dataplane-mode": "ambient"}}}
 	tests := []struct {
 		name   string
 		pod    *corev1.Pod
+		ns     *corev1.Namespace
 		want   waypointxds.Endpoint
 		wantOK bool
 	}{
-		{"dual stack", dual, waypointxds.Endpoint{Name: "p1", Namespace: "demo", Node: "node-1", Healthy: true,
+		{"dual stack", dual, enrolled, waypointxds.Endpoint{Name: "p1", Namespace: "demo", Node: "node-1", Healthy: true,
 			Addresses: []netip.Addr{netip.MustParseAddr("10.244.1.10"), netip.MustParseAddr("fd00:10:244:1::10")},
 			Identity:  "spiffe://cluster.local/ns/demo/sa/web", TargetPorts: map[uint16]uint16{80: 8080}}, true},
-		{"IPv6, default service account", noSA, waypointxds.Endpoint{Name: "p2", Namespace: "demo", Node: "node-1", Healthy: true,
+		{"IPv6, default service account", noSA, enrolled, waypointxds.Endpoint{Name: "p2", Namespace: "demo", Node: "node-1", Healthy: true,
 			Addresses: []netip.Addr{netip.MustParseAddr("fd00:10:244:1::20")},
 			Identity:  "spiffe://cluster.local/ns/demo/sa/default", TargetPorts: map[uint16]uint16{80: 8080}}, true},
-		{"no IP", noIP, waypointxds.Endpoint{}, false},
+		{"no IP", noIP, enrolled, waypointxds.Endpoint{}, false},
+		// Outside the mesh: reached in plaintext, no identity to check.
+		{"an Istio sidecar pod", sidecar, enrolled, waypointxds.Endpoint{Name: "p4", Namespace: "demo", Node: "node-1", Healthy: true,
+			Addresses: []netip.Addr{netip.MustParseAddr("10.244.1.40")}, Plaintext: true, TargetPorts: map[uint16]uint16{80: 8080}}, true},
+		{"a namespace not enrolled", dual, nil, waypointxds.Endpoint{Name: "p1", Namespace: "demo", Node: "node-1", Healthy: true,
+			Addresses: []netip.Addr{netip.MustParseAddr("10.244.1.10"), netip.MustParseAddr("fd00:10:244:1::10")},
+			Plaintext: true, TargetPorts: map[uint16]uint16{80: 8080}}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := WaypointEndpoint(tt.pod, ports, "cluster.local")
+			got, ok := WaypointEndpoint(tt.pod, tt.ns, ports, "cluster.local")
 			if ok != tt.wantOK || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("WaypointEndpoint = %+v, %v; want %+v, %v", got, ok, tt.want, tt.wantOK)
 			}

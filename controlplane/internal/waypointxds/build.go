@@ -283,12 +283,15 @@ func (b *builder) service(s Service) (service, error) {
 		if len(e.Addresses) == 0 || !e.Addresses[0].IsValid() {
 			return service{}, fmt.Errorf("waypointxds: service %s endpoint %d (%s/%s): no valid pod IP", key, i, e.Namespace, e.Name)
 		}
-		id, err := identity.Parse(e.Identity)
-		if err != nil {
-			return service{}, fmt.Errorf("waypointxds: service %s endpoint %s: its identity is needed to verify its ztunnel: %w", key, e.Addresses[0], err)
-		}
-		if id.TrustDomain != b.wp.TrustDomain {
-			return service{}, fmt.Errorf("waypointxds: service %s endpoint %s: identity %s is not in the mesh trust domain %q", key, e.Addresses[0], e.Identity, b.wp.TrustDomain)
+		var id identity.ID
+		if !e.Plaintext {
+			var err error
+			if id, err = identity.Parse(e.Identity); err != nil {
+				return service{}, fmt.Errorf("waypointxds: service %s endpoint %s: its identity is needed to verify its ztunnel: %w", key, e.Addresses[0], err)
+			}
+			if id.TrustDomain != b.wp.TrustDomain {
+				return service{}, fmt.Errorf("waypointxds: service %s endpoint %s: identity %s is not in the mesh trust domain %q", key, e.Addresses[0], e.Identity, b.wp.TrustDomain)
+			}
 		}
 		a := e.Addresses[0].Unmap()
 		if seen[a] {
@@ -710,12 +713,26 @@ func lbEndpoint(e endpoint, targetPort uint16) *endpointv3.LbEndpoint {
 	if !e.Healthy {
 		health = corev3.HealthStatus_UNHEALTHY
 	}
-	ambit := map[string]*structpb.Value{"identity": structpb.NewStringValue(e.id.String())}
+	ambit := map[string]*structpb.Value{}
 	for k, v := range map[string]string{"node": e.Node, "workload": e.Name, "namespace": e.Namespace} {
 		if v != "" {
 			ambit[k] = structpb.NewStringValue(v)
 		}
 	}
+	if e.Plaintext {
+		// Outside the mesh: the pod itself, over the cluster's transport
+		// socket (internal_upstream around raw_buffer; nothing to pass
+		// to an internal listener for a socket address).
+		return &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: e.addr.String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(targetPort)}}}},
+			}},
+			HealthStatus: health,
+			Metadata:     &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataAmbit: {Fields: ambit}}},
+		}
+	}
+	ambit["identity"] = structpb.NewStringValue(e.id.String())
 	return &endpointv3.LbEndpoint{
 		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 			Address: internalAddress(ListenerConnectOriginate, dst),

@@ -71,6 +71,9 @@ func mixedInput() Input {
 						Identity: id, Healthy: false, TargetPorts: map[uint16]uint16{9000: 19001}},
 					{Name: "api-c", Namespace: "shop", Addresses: []netip.Addr{addr("10.1.0.10")}, Node: "n2",
 						Identity: id, Healthy: true}, // lacks the named port: only in 8443
+					// Outside the mesh (a sidecar-era pod): reached directly.
+					{Name: "api-legacy", Namespace: "shop", Addresses: []netip.Addr{addr("10.1.0.11")}, Node: "n1",
+						Healthy: true, Plaintext: true},
 				},
 			},
 			{Namespace: "shop", Name: "headless", Ports: []Port{{Name: "http", Port: 80}}},

@@ -281,8 +281,14 @@ type Endpoint struct {
 	// Node is the node the pod runs on (telemetry; optional).
 	Node string
 	// Identity is the pod's SPIFFE ID (spiffe://<td>/ns/<ns>/sa/<sa>),
-	// the identity its ztunnel presents for it. Required.
+	// the identity its ztunnel presents for it. Required unless
+	// Plaintext.
 	Identity string
+	// Plaintext is set for a pod outside the mesh (no ztunnel captures
+	// it: a sidecar-era pod during a migration, or one opted out): the
+	// waypoint connects to podIP:targetPort directly, without HBONE
+	// (XDS.md §6), as ztunnel does for a destination outside the mesh.
+	Plaintext bool
 	// Healthy is false for a pod that is not ready: it is sent with
 	// health_status UNHEALTHY and never picked.
 	Healthy bool

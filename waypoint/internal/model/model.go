@@ -151,14 +151,20 @@ type Service struct {
 	Port      uint16
 }
 
-// Endpoint is one backing pod, reached through its node's ztunnel.
+// Endpoint is one backing pod, reached through its node's ztunnel, or
+// directly when it is outside the mesh (Plaintext).
 type Endpoint struct {
-	// Tunnel is the HBONE address: podIP:15008.
+	// Tunnel is the HBONE address: podIP:15008 (unset when Plaintext).
 	Tunnel netip.AddrPort
-	// Destination is the CONNECT :authority: podIP:targetPort.
+	// Destination is the CONNECT :authority: podIP:targetPort; for a
+	// Plaintext endpoint, the address dialled.
 	Destination netip.AddrPort
-	// Identity is what the ztunnel's server certificate must name.
+	// Identity is what the ztunnel's server certificate must name (zero
+	// when Plaintext).
 	Identity identity.ID
+	// Plaintext is a pod outside the mesh (XDS.md §6): a plain TCP
+	// connection to Destination, no identity to check.
+	Plaintext bool
 	// Healthy is false for a pod that is not ready; it is never picked.
 	Healthy bool
 	// Workload, Namespace and Node are telemetry metadata.

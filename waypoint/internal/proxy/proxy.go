@@ -240,11 +240,28 @@ func (p *Proxy) pick(cl *model.Cluster) (model.Endpoint, bool) {
 
 func (p *Proxy) now() time.Time { return p.cfg.Now() }
 
+// upstreamConn is a connection to an endpoint: an HBONE stream, or a TCP
+// connection to a pod outside the mesh.
+type upstreamConn interface {
+	net.Conn
+	CloseWrite() error
+}
+
 // dialEndpoint opens an HBONE stream to ep's ztunnel presenting the
-// waypoint's certificate; the server must prove ep's identity.
-func (p *Proxy) dialEndpoint(ctx context.Context, ep model.Endpoint, cl *model.Cluster, src source) (*hbone.Conn, error) {
+// waypoint's certificate; the server must prove ep's identity. A pod
+// outside the mesh (ep.Plaintext) is dialled directly, in plaintext, as
+// ztunnel does for such a destination.
+func (p *Proxy) dialEndpoint(ctx context.Context, ep model.Endpoint, cl *model.Cluster, src source) (upstreamConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cl.ConnectTimeout)
 	defer cancel()
+	if ep.Plaintext {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", ep.Destination.String())
+		if err != nil {
+			return nil, &connectError{fmt.Errorf("endpoint %s of %s (outside the mesh, plaintext): %w", ep.Destination, cl.Name, err)}
+		}
+		return c.(*net.TCPConn), nil
+	}
 	c, err := p.dialer.Dial(ctx, hbone.Target{
 		SourceID:  p.cfg.Identity,
 		DestID:    ep.Identity,
@@ -260,5 +277,8 @@ func (p *Proxy) dialEndpoint(ctx context.Context, ep model.Endpoint, cl *model.C
 
 func endpointLabels(l Labels, ep model.Endpoint) Labels {
 	l.DestinationWorkload, l.DestinationNamespace, l.DestinationPrincipal = ep.Workload, ep.Namespace, ep.Identity.String()
+	if ep.Plaintext {
+		l.DestinationPrincipal = "unknown" // outside the mesh: no identity (Istio's value)
+	}
 	return l
 }

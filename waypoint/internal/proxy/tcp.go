@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"ambit.dev/pkg/hbone"
+	"ambit.dev/pkg/netcopy"
 	"ambit.dev/waypoint/internal/model"
 )
 
@@ -64,21 +65,21 @@ func (p *Proxy) dialTCP(ctx context.Context, cfg *model.Config, ch *model.Chain,
 	l := src.labels()
 	l.DestinationService = cl.Service.Hostname
 	m := p.cfg.Metrics.openTCP(endpointLabels(l, ep))
-	return &countingConn{Conn: up, m: m, release: release}, nil
+	return &countingConn{upstreamConn: up, m: m, release: release}, nil
 }
 
 // countingConn is the upstream side of a TCP stream: what the HBONE
 // server reads from it is sent to the source, what it writes was received
 // from the source.
 type countingConn struct {
-	*hbone.Conn
+	upstreamConn
 	m       tcpConn
 	release func()
 	once    sync.Once
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
+	n, err := c.upstreamConn.Read(b)
 	if n > 0 {
 		c.m.sent.Add(float64(n))
 	}
@@ -86,11 +87,20 @@ func (c *countingConn) Read(b []byte) (int, error) {
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
+	n, err := c.upstreamConn.Write(b)
 	if n > 0 {
 		c.m.received.Add(float64(n))
 	}
 	return n, err
+}
+
+// WaitRead waits until the upstream is readable (netcopy.Waiter: an HBONE
+// stream's WaitRead, or a poll of a TCP socket).
+func (c *countingConn) WaitRead() error {
+	if w := netcopy.Waiter(c.upstreamConn); w != nil {
+		return w()
+	}
+	return nil
 }
 
 func (c *countingConn) Close() error {
@@ -98,5 +108,5 @@ func (c *countingConn) Close() error {
 		c.m.closed.Inc()
 		c.release()
 	})
-	return c.Conn.Close()
+	return c.upstreamConn.Close()
 }

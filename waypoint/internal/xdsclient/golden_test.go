@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"ambit.dev/pkg/deltaxds"
 	"ambit.dev/waypoint/internal/model"
@@ -263,5 +265,50 @@ func TestAuthzGolden(t *testing.T) {
 				t.Errorf("audited %v, want the audit-all rule", d.Audited)
 			}
 		})
+	}
+}
+
+// TestPlaintextEndpointGolden: the control plane's endpoint for a pod
+// outside the mesh (mixed.golden's api-legacy) is read as a plaintext
+// endpoint, and a socket address with tunnel metadata is refused.
+func TestPlaintextEndpointGolden(t *testing.T) {
+	res := readGolden(t, goldenDir+"/mixed.golden")
+	found := false
+	for _, a := range res[TypeAssignment] {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cla := m.(*endpointv3.ClusterLoadAssignment)
+		eps, err := ParseAssignment(cla, "example.org")
+		if err != nil {
+			t.Fatalf("%s: %v", cla.GetClusterName(), err)
+		}
+		for _, ep := range eps {
+			if ep.Workload != "api-legacy" {
+				continue
+			}
+			found = true
+			if !ep.Plaintext || ep.Destination != netip.MustParseAddrPort("10.1.0.11:8443") || ep.Tunnel.IsValid() || !ep.Identity.IsZero() {
+				t.Fatalf("api-legacy = %+v, want plaintext to 10.1.0.11:8443", ep)
+			}
+		}
+		// The same endpoint with tunnel metadata is a contradiction.
+		for _, loc := range cla.GetEndpoints() {
+			for _, lb := range loc.GetLbEndpoints() {
+				if lb.GetEndpoint().GetAddress().GetSocketAddress() == nil {
+					continue
+				}
+				bad := proto.Clone(cla).(*endpointv3.ClusterLoadAssignment)
+				bad.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{proto.Clone(lb).(*endpointv3.LbEndpoint)}}}
+				bad.Endpoints[0].LbEndpoints[0].Metadata.FilterMetadata[MetadataTunnel], _ = structpb.NewStruct(map[string]any{"address": "10.1.0.11:15008"})
+				if _, err := ParseAssignment(bad, "example.org"); err == nil || !strings.Contains(err.Error(), "takes no tunnel") {
+					t.Fatalf("a socket address with tunnel metadata: %v", err)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Fatal("mixed.golden has no api-legacy endpoint")
 	}
 }

@@ -42,6 +42,9 @@ const (
 	// namespaces (XDS.md §5.2, §6).
 	MetadataTunnel = "tunnel"
 	MetadataAmbit  = "ambit"
+	// MetadataOriginalDst is the endpoint metadata the internal listener's
+	// original_dst filter reads (XDS.md §6).
+	MetadataOriginalDst = "envoy.filters.listener.original_dst"
 
 	// DefaultConnectTimeout is Envoy's default connect_timeout.
 	DefaultConnectTimeout = 5 * time.Second
@@ -651,6 +654,37 @@ func parseEndpoint(lb *endpointv3.LbEndpoint, td string) (model.Endpoint, error)
 	tun, amb := md[MetadataTunnel], md[MetadataAmbit]
 	var ep model.Endpoint
 	var err error
+	if sa := lb.GetEndpoint().GetAddress().GetSocketAddress(); sa != nil {
+		// Outside the mesh: the pod itself, in plaintext.
+		if tun != nil || md[MetadataOriginalDst] != nil || str(amb, "identity") != "" {
+			return model.Endpoint{}, errors.New("a socket_address endpoint (outside the mesh) takes no tunnel, original_dst or identity metadata")
+		}
+		if sa.GetProtocol() != corev3.SocketAddress_TCP || sa.GetResolverName() != "" || sa.GetNamedPort() != "" || sa.GetIpv4Compat() {
+			return model.Endpoint{}, errors.New("socket_address: only a TCP ip and port_value are supported")
+		}
+		ip, perr := netip.ParseAddr(sa.GetAddress())
+		if perr != nil || ip.Zone() != "" || sa.GetPortValue() == 0 || sa.GetPortValue() > 65535 {
+			return model.Endpoint{}, fmt.Errorf("socket_address %s:%d is not an IP and port", sa.GetAddress(), sa.GetPortValue())
+		}
+		ep.Destination, ep.Plaintext = netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), true
+	} else {
+		if ep, err = tunnelEndpoint(tun, amb, td); err != nil {
+			return model.Endpoint{}, err
+		}
+	}
+	switch lb.GetHealthStatus() {
+	case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
+		ep.Healthy = true
+	}
+	ep.Workload, ep.Namespace, ep.Node = str(amb, "workload"), str(amb, "namespace"), str(amb, "node")
+	return ep, nil
+}
+
+// tunnelEndpoint reads the HBONE target of an endpoint in the mesh from
+// its metadata.
+func tunnelEndpoint(tun, amb *structpb.Struct, td string) (model.Endpoint, error) {
+	var ep model.Endpoint
+	var err error
 	if ep.Tunnel, err = addrPort(str(tun, "address")); err != nil {
 		return model.Endpoint{}, fmt.Errorf("metadata tunnel.address: %w", err)
 	}
@@ -666,11 +700,6 @@ func parseEndpoint(lb *endpointv3.LbEndpoint, td string) (model.Endpoint, error)
 	if ep.Identity.TrustDomain != td {
 		return model.Endpoint{}, fmt.Errorf("identity %s is not in this waypoint's trust domain %q", ep.Identity, td)
 	}
-	switch lb.GetHealthStatus() {
-	case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
-		ep.Healthy = true
-	}
-	ep.Workload, ep.Namespace, ep.Node = str(amb, "workload"), str(amb, "namespace"), str(amb, "node")
 	return ep, nil
 }
 
