@@ -111,8 +111,8 @@ func TestWaypointFeedHTTPRoute(t *testing.T) {
 	}
 	wantV2 := waypointxds.Service{
 		Namespace: "demo", Name: "web-v2", Hostname: "web-v2.demo.svc.cluster.local",
-		VIPs:  []netip.Addr{netip.MustParseAddr("10.96.0.20")},
-		Ports: []waypointxds.Port{{Name: "http", Port: 80, TargetPort: 8080}},
+		VIPs:      []netip.Addr{netip.MustParseAddr("10.96.0.20")},
+		Ports:     []waypointxds.Port{{Name: "http", Port: 80, TargetPort: 8080}},
 		Endpoints: []waypointxds.Endpoint{webEndpoint("p2", "fd00:10:244:1::20", true)},
 	}
 	if len(c.in.Backends) != 1 || !reflect.DeepEqual(c.in.Backends[0], wantV2) {
