@@ -2,6 +2,8 @@
 # Installs the Debian packages Ambit's build, tests and local cluster need.
 # Idempotent and quick when everything is present; needs root for apt.
 set -euo pipefail
+# openssl: deploy/ca/istio-intermediate.sh and its test in
+# controlplane/internal/ca (which fails without it).
 pkgs=(containerd runc containernetworking-plugins etcd-server protobuf-compiler
       iptables iproute2 conntrack util-linux kmod openssl ca-certificates)
 missing=()
