@@ -56,11 +56,18 @@ die() {
   exit 1
 }
 
+# bad_usage: a command-line error, with the usage, exit 2.
+bad_usage() {
+  echo "$prog: $*" >&2
+  usage >&2
+  exit 2
+}
+
 root_cert="" root_key="" out="" days=730 org="Istio"
 while [ $# -gt 0 ]; do
   case "$1" in
     --root-cert|--root-key|--out|--days|--org)
-      [ $# -ge 2 ] || { echo "$prog: $1 needs a value" >&2; usage >&2; exit 2; }
+      [ $# -ge 2 ] || bad_usage "$1 needs a value"
       case "$1" in
         --root-cert) root_cert=$2 ;;
         --root-key) root_key=$2 ;;
@@ -70,12 +77,12 @@ while [ $# -gt 0 ]; do
       esac
       shift 2 ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "$prog: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    *) bad_usage "unknown argument $1" ;;
   esac
 done
 for flag in root-cert root-key out; do
   var=${flag//-/_}
-  [ -n "${!var}" ] || { echo "$prog: --$flag is required" >&2; usage >&2; exit 2; }
+  [ -n "${!var}" ] || bad_usage "--$flag is required"
 done
 [[ $days =~ ^[1-9][0-9]*$ ]] || die "--days $days: want a whole number of days, e.g. 730"
 case "$org" in *[/=+,\\]*|"") die "--org \"$org\": want a plain name (no / = + , or backslash)" ;; esac

@@ -211,19 +211,6 @@ func secretFromCommand(t *testing.T, stdout string) *corev1.Secret {
 	return sec
 }
 
-func chainFromPEM(t *testing.T, chainPEM []string) []*x509.Certificate {
-	t.Helper()
-	var chain []*x509.Certificate
-	for _, p := range chainPEM {
-		certs, err := identity.ParseCertsPEM([]byte(p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		chain = append(chain, certs...)
-	}
-	return chain
-}
-
 // TestIstioSharedRoot: Ambit's CA, plugged into Istio's root with the
 // script's output, issues leaves that verify against Istio's root alone,
 // and publishes a bundle against which a leaf of istiod's own intermediate

@@ -16,9 +16,9 @@ import (
 	"ambit.dev/pkg/identity"
 )
 
-// verifyLeaf checks that chain (PEM, leaf first, root last) is a valid
-// X.509-SVID for want that chains to roots, and returns the leaf.
-func verifyLeaf(t *testing.T, chainPEM []string, want identity.ID, roots []*x509.Certificate) *x509.Certificate {
+// chainFromPEM parses a certificate list of the CA API (cert_chain,
+// roots): one PEM certificate per element.
+func chainFromPEM(t *testing.T, chainPEM []string) []*x509.Certificate {
 	t.Helper()
 	var chain []*x509.Certificate
 	for i, p := range chainPEM {
@@ -28,6 +28,14 @@ func verifyLeaf(t *testing.T, chainPEM []string, want identity.ID, roots []*x509
 		}
 		chain = append(chain, certs[0])
 	}
+	return chain
+}
+
+// verifyLeaf checks that chain (PEM, leaf first, root last) is a valid
+// X.509-SVID for want that chains to roots, and returns the leaf.
+func verifyLeaf(t *testing.T, chainPEM []string, want identity.ID, roots []*x509.Certificate) *x509.Certificate {
+	t.Helper()
+	chain := chainFromPEM(t, chainPEM)
 	if len(chain) < 2 {
 		t.Fatalf("cert_chain has %d elements, want leaf ... root", len(chain))
 	}
