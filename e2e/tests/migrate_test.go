@@ -320,7 +320,11 @@ spec:
 	time.Sleep(3 * time.Second)
 	close(stop)
 	wg.Wait()
-	res.expect(t, 0, "migrated to Ambit")
+	// verify saw each pod served by its node's ztunnel with a Valid
+	// certificate of its identity, and the client loop's traffic reach the
+	// namespace over HBONE.
+	res.expect(t, 0, "migrated to Ambit", "served by ztunnel with their identity",
+		"inbound to spiffe://cluster.local/ns/"+ns+"/sa/default: ", "over HBONE (mutual TLS) from spiffe://cluster.local/ns/")
 	t.Logf("migrate apply took %s; client loop: %d ok, %d failed; steps done at %v", applyEnd.Sub(applyStart).Round(time.Second), st.ok, st.fail, steps)
 	for _, e := range st.errs {
 		t.Logf("client loop: %s", e)

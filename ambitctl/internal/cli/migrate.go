@@ -110,7 +110,9 @@ func (g *globals) migrateApply() *cobra.Command {
 			"remove the injection labels (istio-injection, istio.io/rev); restart, one at a time, the\n" +
 			"Deployments whose pods have sidecars (kubectl rollout restart's annotation; a sidecar written\n" +
 			"into the template by istioctl kube-inject is taken out and kept for rollback) and wait for each\n" +
-			"rollout; verify every pod is captured and none has a sidecar. Progress is recorded in the\n" +
+			"rollout; verify every pod is captured, none has a sidecar and the ztunnel of its node holds a\n" +
+			"Valid certificate of its SPIFFE identity, then report the inbound HBONE (mTLS) connections the\n" +
+			"ztunnels counted for the namespace. Progress is recorded in the\n" +
 			"namespace annotation " + migrate.AnnotationMigration + ": re-running continues where an interrupted run stopped,\n" +
 			"and migrate rollback undoes it. --dry-run prints the steps and changes nothing.",
 	}, "migrate", "how long each waiting step (objects Accepted, waypoint, each rollout, verify) may take",

@@ -23,6 +23,11 @@ const (
 	RootCertKey = "root-cert.pem"
 	// ZtunnelAdminPort is ztunnel's admin port, on 127.0.0.1 of the node.
 	ZtunnelAdminPort = 15000
+	// ZtunnelMetricsPort serves ztunnel's Prometheus /metrics.
+	ZtunnelMetricsPort = 15020
+	// DefaultTrustDomain is the trust domain ztunnel uses without
+	// --trust-domain.
+	DefaultTrustDomain = "cluster.local"
 )
 
 // CRDs are the CustomResourceDefinitions an installation must have.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -133,6 +134,41 @@ func podSelector(ds *appsv1.DaemonSet) string {
 		}
 	}
 	return components.DefaultSelector(ds.Name)
+}
+
+// ZtunnelTrustDomain returns the trust domain the ztunnel DaemonSet in
+// namespace runs with (its --trust-domain argument).
+func ZtunnelTrustDomain(ctx context.Context, typed kubernetes.Interface, namespace string) (string, error) {
+	ds, err := typed.AppsV1().DaemonSets(namespace).Get(ctx, components.Ztunnel, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("reading daemonset %s/%s for the mesh's trust domain (is Ambit installed there? pass -n if it runs elsewhere): %w", namespace, components.Ztunnel, hint(err))
+	}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		if c.Name == components.Ztunnel {
+			return TrustDomainArg(c.Args), nil
+		}
+	}
+	return "", fmt.Errorf("daemonset %s/%s has no container %q: not Ambit's ztunnel", namespace, components.Ztunnel, components.Ztunnel)
+}
+
+// TrustDomainArg returns the value of the last --trust-domain in args
+// (flag package syntax: --trust-domain=X, -trust-domain X, ...), or the
+// default ztunnel uses without it.
+func TrustDomainArg(args []string) string {
+	td := components.DefaultTrustDomain
+	for i, a := range args {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "trust-domain" {
+			continue
+		}
+		switch {
+		case hasVal:
+			td = val
+		case i+1 < len(args):
+			td = args[i+1]
+		}
+	}
+	return td
 }
 
 // ZtunnelPods lists the ztunnel pods in namespace, by the DaemonSet's

@@ -213,3 +213,21 @@ func TestControlPlaneImages(t *testing.T) {
 		t.Fatalf("ControlPlaneImages(empty cluster) = %v, %v", found, err)
 	}
 }
+
+func TestTrustDomainArg(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, "cluster.local"},
+		{[]string{"--xds-address=x:15012", "--trust-domain=example.org", "--log-level=info"}, "example.org"},
+		{[]string{"-trust-domain", "corp.example"}, "corp.example"},
+		{[]string{"--trust-domain=a", "--trust-domain=b"}, "b"},
+		{[]string{"--trust-domain-extra=x", "trust-domain=y"}, "cluster.local"},
+	}
+	for _, tc := range tests {
+		if got := TrustDomainArg(tc.args); got != tc.want {
+			t.Errorf("TrustDomainArg(%q) = %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}

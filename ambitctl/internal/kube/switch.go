@@ -23,7 +23,9 @@ import (
 	"ambit.dev/ambitctl/internal/enrolment"
 	"ambit.dev/ambitctl/internal/migrate"
 	"ambit.dev/ambitctl/internal/waypoint"
+	"ambit.dev/ambitctl/internal/ztunneladmin"
 	"ambit.dev/pkg/enrol"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
 // SwitchOptions tune migrate apply and rollback.
@@ -40,6 +42,9 @@ type SwitchOptions struct {
 	AmbitNamespace string
 	// Now stamps restarts (default time.Now).
 	Now func() time.Time
+	// Ztunnel reaches the ztunnels' admin and metrics ports (verify
+	// step); nil means a port-forward through the apiserver.
+	Ztunnel ztunneladmin.Getter
 }
 
 func (o *SwitchOptions) defaults() {
@@ -517,10 +522,18 @@ func RolloutDone(d *appsv1.Deployment) (bool, string) {
 	return st.UpdatedReplicas == want && st.Replicas == want && st.AvailableReplicas == want, line
 }
 
-// verify waits until every live pod of the namespace is captured by Ambit
-// and none has a sidecar.
+// verify waits until every live pod of the namespace is captured by
+// Ambit, none has a sidecar, and the ztunnel of each pod's node serves it
+// with a Valid certificate of its identity; then it reports the inbound
+// HBONE traffic the ztunnels counted for the namespace.
 func (s *switcher) verify(ctx context.Context) error {
-	return s.poll(ctx, "every pod of "+s.ns+" to be captured", func(ctx context.Context) (bool, string, error) {
+	td, err := ZtunnelTrustDomain(ctx, s.c.Typed, s.opt.AmbitNamespace)
+	if err != nil {
+		return err
+	}
+	var z migrate.Ztunnels
+	var live []corev1.Pod
+	err = s.poll(ctx, "every pod of "+s.ns+" to be captured and served with its identity", func(ctx context.Context) (bool, string, error) {
 		nsObj, err := getNamespace(ctx, s.c.Typed, s.ns)
 		if err != nil {
 			return false, "", err
@@ -529,9 +542,63 @@ func (s *switcher) verify(ctx context.Context) error {
 		if err != nil {
 			return false, "", listErr("pods", err)
 		}
-		ok, line := migrate.Verify(nsObj.Labels, pods.Items, s.opt.AmbitNamespace)
+		z = s.readZtunnels(ctx, td)
+		live = pods.Items
+		ok, line := migrate.Verify(nsObj.Labels, pods.Items, s.opt.AmbitNamespace, &z)
 		return ok, line, nil
 	})
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for _, p := range live {
+		ids = append(ids, migrate.SPIFFEID(td, p.Namespace, p.Spec.ServiceAccountName))
+	}
+	traffic, terr := migrate.InboundTraffic(s.ns, z)
+	for _, l := range migrate.TrafficReport(traffic, ids) {
+		s.say("  %s", l)
+	}
+	if terr != nil {
+		s.say("  %v", terr)
+	}
+	return nil
+}
+
+// readZtunnels reads /config_dump and /metrics of the ztunnel of every
+// node. A node whose ztunnel cannot be read is kept with the error, for
+// the verify line; none found leaves Nodes empty.
+func (s *switcher) readZtunnels(ctx context.Context, trustDomain string) migrate.Ztunnels {
+	z := migrate.Ztunnels{TrustDomain: trustDomain, Nodes: map[string]migrate.ZtunnelState{}}
+	pods, err := ZtunnelPods(ctx, s.c.Typed, s.opt.AmbitNamespace)
+	if err != nil {
+		return z
+	}
+	targets, err := ztunneladmin.Targets(s.opt.AmbitNamespace, pods, "")
+	if err != nil {
+		return z
+	}
+	g := s.opt.Ztunnel
+	if g == nil {
+		g = NewPortForwarder(s.c.Config, s.c.Typed)
+	}
+	for _, t := range targets {
+		st := migrate.ZtunnelState{Pod: t.Namespace + "/" + t.Pod}
+		body, err := g.Get(ctx, t.Namespace, t.Pod, components.ZtunnelAdminPort, adminapi.PathConfigDump)
+		if err == nil {
+			var d adminapi.ConfigDump
+			if err = json.Unmarshal(body, &d); err == nil {
+				st.Dump = &d
+			} else {
+				err = fmt.Errorf("its %s is not the JSON ambitctl expects (ztunnel and ambitctl versions differ?): %w", adminapi.PathConfigDump, err)
+			}
+		}
+		st.DumpErr = err
+		if m, err := g.Get(ctx, t.Namespace, t.Pod, components.ZtunnelMetricsPort, "/metrics"); err == nil {
+			st.Metrics = m
+		}
+		z.Nodes[t.Node] = st
+	}
+	return z
 }
 
 // ReadMigrationRecord reads namespace ns's migration record; it is an

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,40 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"ambit.dev/ambitctl/internal/migrate"
+	"ambit.dev/ztunnel/pkg/adminapi"
 )
+
+// ztunnelObjects are a ztunnel DaemonSet (trust domain example.org) and
+// its running pod on node n1, in ambit-system.
+func ztunnelObjects() []runtime.Object {
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "ztunnel", Namespace: "ambit-system"},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "ztunnel"}},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{
+				{Name: "ztunnel", Args: []string{"--xds-address=x:15012", "--trust-domain=example.org"}}}}}}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "ztunnel-n1", Namespace: "ambit-system", Labels: map[string]string{"app": "ztunnel"}},
+		Spec: corev1.PodSpec{NodeName: "n1"}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	return []runtime.Object{ds, pod}
+}
+
+// fakeZtunnel answers ztunnel's admin and metrics GETs from dump and
+// metrics.
+type fakeZtunnel struct {
+	dump    adminapi.ConfigDump
+	metrics string
+}
+
+func (f *fakeZtunnel) Get(_ context.Context, namespace, pod string, port int, path string) ([]byte, error) {
+	if namespace != "ambit-system" || pod != "ztunnel-n1" {
+		return nil, fmt.Errorf("unexpected pod %s/%s", namespace, pod)
+	}
+	switch {
+	case port == 15000 && path == adminapi.PathConfigDump:
+		return json.Marshal(f.dump)
+	case port == 15020 && path == "/metrics":
+		return []byte(f.metrics), nil
+	}
+	return nil, fmt.Errorf("unexpected GET :%d%s", port, path)
+}
 
 func sidecarPod(name string, sidecar bool, redirection string) *corev1.Pod {
 	p := &corev1.Pod{
@@ -86,15 +120,17 @@ func record(t *testing.T, c *Clients) *migrate.Record {
 // pods are replaced, a re-run only verifies.
 func TestMigrateApplyResumes(t *testing.T) {
 	ctx := context.Background()
-	typed := fake.NewClientset(
+	typed := fake.NewClientset(append(ztunnelObjects(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"istio-injection": "enabled", "team": "x"}}},
 		deployment("a", true, nil), deployment("plain", false, nil),
 		sidecarPod("a-1", true, ""),
-	)
+	)...)
 	c := switchClients(typed)
 	var out bytes.Buffer
 	stamp := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
-	opt := SwitchOptions{StepTimeout: 300 * time.Millisecond, Interval: 50 * time.Millisecond, Out: &out, AmbitNamespace: "ambit-system", Now: func() time.Time { return stamp }}
+	zt := &fakeZtunnel{}
+	opt := SwitchOptions{StepTimeout: 300 * time.Millisecond, Interval: 50 * time.Millisecond, Out: &out, AmbitNamespace: "ambit-system",
+		Now: func() time.Time { return stamp }, Ztunnel: zt}
 	err := MigrateApply(ctx, c, "shop", opt)
 	if err == nil || !strings.Contains(err.Error(), "step verify") || !strings.Contains(err.Error(), "a-1 has a sidecar") || !strings.Contains(err.Error(), "re-run ambitctl migrate apply -n shop") {
 		t.Fatalf("apply: %v\n%s", err, out.String())
@@ -125,10 +161,24 @@ func TestMigrateApplyResumes(t *testing.T) {
 	}
 	out.Reset()
 	stamp = stamp.Add(time.Hour)
+	// Captured, but ztunnel does not serve it yet: verify waits.
+	err = MigrateApply(ctx, c, "shop", opt)
+	if err == nil || !strings.Contains(err.Error(), "a-2: ztunnel ambit-system/ztunnel-n1 does not know the pod yet") {
+		t.Fatalf("re-run before ztunnel serves the pod: %v\n%s", err, out.String())
+	}
+	zt.dump = adminapi.ConfigDump{
+		Workloads:    []adminapi.WorkloadDump{{Name: "a-2", Namespace: "shop", ServiceAccount: "default", Captured: true}},
+		Certificates: []adminapi.CertDump{{Identity: "spiffe://example.org/ns/shop/sa/default", State: adminapi.CertValid}},
+	}
+	zt.metrics = `# TYPE istio_tcp_connections_opened_total counter
+istio_tcp_connections_opened_total{reporter="destination",destination_workload_namespace="shop",destination_principal="spiffe://example.org/ns/shop/sa/default",source_principal="spiffe://example.org/ns/web/sa/client",connection_security_policy="mutual_tls"} 7
+`
+	out.Reset()
 	if err := MigrateApply(ctx, c, "shop", opt); err != nil {
 		t.Fatalf("re-run: %v\n%s", err, out.String())
 	}
-	for _, s := range []string{"[5/6] restart: done by an earlier run", "[6/6] verify", "1/1 pods captured", "migrated to Ambit"} {
+	for _, s := range []string{"[5/6] restart: done by an earlier run", "[6/6] verify", "1/1 pods captured, 1/1 served by ztunnel with their identity",
+		"inbound to spiffe://example.org/ns/shop/sa/default: 7 over HBONE (mutual TLS) from spiffe://example.org/ns/web/sa/client", "migrated to Ambit"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("re-run output lacks %q:\n%s", s, out.String())
 		}

@@ -186,7 +186,7 @@ func PlanSwitch(s SwitchState) []Action {
 	} else {
 		add(StepRestart, "no Deployment has sidecars: nothing to restart")
 	}
-	add(StepVerify, "verify every pod is captured by Ambit and none has a sidecar")
+	add(StepVerify, "verify every pod is captured by Ambit, none has a sidecar, and its node's ztunnel holds a Valid certificate of its identity; report the inbound HBONE traffic")
 	return out
 }
 
@@ -506,9 +506,10 @@ func RollbackLabels(r *Record) map[string]any {
 // every live pod (not terminating, not finished) has no sidecar and is
 // captured by Ambit, except the pods that stay out of the mesh on purpose
 // (labelled ambit.dev/dataplane-mode=none, like the waypoint's own pods, or
-// host-network). The line counts them and names each pod that is not
-// there yet, and why.
-func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string) (bool, string) {
+// host-network), and, with z, the ztunnel on each captured pod's node
+// serves it with a Valid certificate of its identity (IdentityProblem).
+// The line counts them and names each pod that is not there yet, and why.
+func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string, z *Ztunnels) (bool, string) {
 	var problems []string
 	var meshPods []corev1.Pod
 	optedOut := 0
@@ -525,7 +526,7 @@ func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string
 			meshPods = append(meshPods, p)
 		}
 	}
-	captured := 0
+	captured := map[string]bool{}
 	for _, p := range enrolment.Pods(nsLabels, meshPods) {
 		switch {
 		case !p.InMesh:
@@ -533,10 +534,24 @@ func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string
 		case p.Redirection != enrol.RedirectionEnabled:
 			problems = append(problems, p.Name+": "+p.Note(ambitNamespace))
 		default:
-			captured++
+			captured[p.Name] = true
 		}
 	}
-	line := fmt.Sprintf("%d/%d pods captured", captured, captured+len(problems))
+	line := fmt.Sprintf("%d/%d pods captured", len(captured), len(captured)+len(problems))
+	if z != nil {
+		served := 0
+		for _, p := range meshPods {
+			if !captured[p.Name] {
+				continue
+			}
+			if why := IdentityProblem(p, *z); why != "" {
+				problems = append(problems, p.Name+": "+why)
+			} else {
+				served++
+			}
+		}
+		line += fmt.Sprintf(", %d/%d served by ztunnel with their identity", served, len(captured))
+	}
 	if optedOut > 0 {
 		line += fmt.Sprintf(" (%d out of the mesh on purpose: %s=%s or host network)", optedOut, enrol.LabelDataplaneMode, enrol.DataplaneModeNone)
 	}

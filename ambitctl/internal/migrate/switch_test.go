@@ -278,7 +278,7 @@ func TestVerify(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ok, line := Verify(tc.labels, tc.pods, "ambit-system")
+			ok, line := Verify(tc.labels, tc.pods, "ambit-system", nil)
 			if ok != tc.ok || !strings.HasPrefix(line, tc.line) {
 				t.Errorf("Verify = %v %q, want %v %q…", ok, line, tc.ok, tc.line)
 			}
