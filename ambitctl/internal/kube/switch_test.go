@@ -351,3 +351,28 @@ func TestMigrateApplyPDBNeverAllows(t *testing.T) {
 		t.Fatalf("apply: %v\n%s", err, out.String())
 	}
 }
+
+// TestMigrateApplyOldRecord resumes from a record an older ambitctl wrote
+// (Restarted holds plain Deployment names): the Deployment it names is
+// not restarted again, only waited for.
+func TestMigrateApplyOldRecord(t *testing.T) {
+	ctx := context.Background()
+	rec := &migrate.Record{Done: []migrate.Step{migrate.StepApply, migrate.StepWaypoint, migrate.StepLabelAmbient, migrate.StepRemoveInjection},
+		AmbientLabelAdded: true, Restarted: []string{"a"}}
+	typed := fake.NewClientset(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"ambit.dev/dataplane-mode": "ambient"},
+			Annotations: map[string]string{migrate.AnnotationMigration: rec.Encode()}}},
+		deployment("a", true, nil), sidecarPod("a-2", false, "enabled"),
+	)
+	c := switchClients(typed)
+	var out bytes.Buffer
+	if err := MigrateApply(ctx, c, "shop", SwitchOptions{StepTimeout: time.Second, Interval: 20 * time.Millisecond, Out: &out, AmbitNamespace: "ambit-system"}); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out.String())
+	}
+	if d, _ := typed.AppsV1().Deployments("shop").Get(ctx, "a", metav1.GetOptions{}); d.Spec.Template.Annotations[migrate.AnnotationRestartedAt] != "" {
+		t.Error("deployment a, recorded as restarted by an older version, was restarted again")
+	}
+	if r := record(t, c); !slices.Equal(r.Restarted, []string{"a"}) || !r.Complete() {
+		t.Errorf("record %+v", r)
+	}
+}
