@@ -17,6 +17,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -101,45 +102,114 @@ func installIstioCRDs(t *testing.T, f *framework.Framework, dyn dynamic.Interfac
 	t.Logf("installed %d Istio CRDs from %s", len(names), istioCRDFile(t))
 }
 
-// sidecarDeployment creates a "sidecar-era" Deployment: the test server
-// plus an istio-proxy container (no Envoy: ambit-testapp sleep) and the
-// injector's annotation, as istioctl kube-inject writes them into the
-// template. It rolls one pod at a time without going below its replicas.
+// sidecarTemplate is a "sidecar-era" pod template: the test server plus
+// an istio-proxy container (no Envoy: ambit-testapp sleep) and the
+// injector's annotation, as istioctl kube-inject writes them.
+func sidecarTemplate(name string, labels map[string]string) corev1.PodTemplateSpec {
+	grace := int64(10)
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
+			"sidecar.istio.io/status": `{"containers":["istio-proxy"]}`}},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{
+				Name: "app", Image: framework.TestAppImage(), ImagePullPolicy: corev1.PullNever,
+				Args:  []string{"serve", "--http", fmt.Sprintf(":%d", framework.HTTPPort), "--tcp", fmt.Sprintf(":%d", framework.TCPPort), "--name", name},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: framework.HTTPPort}},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(framework.HTTPPort)}},
+					PeriodSeconds: 1,
+				},
+				// Stay up while endpoints drop the pod, as
+				// production Deployments do.
+				Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 3}}},
+			}, {
+				Name: "istio-proxy", Image: framework.TestAppImage(), ImagePullPolicy: corev1.PullNever, Args: []string{"sleep"},
+			}},
+		},
+	}
+}
+
+// sidecarDeployment creates a sidecar-era Deployment (sidecarTemplate).
+// It rolls one pod at a time without going below its replicas.
 func sidecarDeployment(t *testing.T, f *framework.Framework, ns, name string, labels map[string]string) {
 	t.Helper()
 	one, zero := intstr.FromInt32(1), intstr.FromInt32(0)
-	grace := int64(10)
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
 				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: &one, MaxUnavailable: &zero}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
-					"sidecar.istio.io/status": `{"containers":["istio-proxy"]}`}},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: &grace,
-					Containers: []corev1.Container{{
-						Name: "app", Image: framework.TestAppImage(), ImagePullPolicy: corev1.PullNever,
-						Args:  []string{"serve", "--http", fmt.Sprintf(":%d", framework.HTTPPort), "--tcp", fmt.Sprintf(":%d", framework.TCPPort), "--name", name},
-						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: framework.HTTPPort}},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(framework.HTTPPort)}},
-							PeriodSeconds: 1,
-						},
-						// Stay up while endpoints drop the pod, as
-						// production Deployments do.
-						Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 3}}},
-					}, {
-						Name: "istio-proxy", Image: framework.TestAppImage(), ImagePullPolicy: corev1.PullNever, Args: []string{"sleep"},
-					}},
-				},
-			},
+			Template: sidecarTemplate(name, labels),
 		},
 	}
 	if _, err := f.Client.AppsV1().Deployments(ns).Create(f.Ctx(), d, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create deployment %s/%s: %v", ns, name, err)
+	}
+}
+
+// sidecarStatefulSet creates a one-replica sidecar-era StatefulSet
+// (sidecarTemplate, RollingUpdate) governed by Service service, and waits
+// until its pod is Ready.
+func sidecarStatefulSet(t *testing.T, f *framework.Framework, ns, name, service string, labels map[string]string) {
+	t.Helper()
+	s := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			ServiceName:    service,
+			Selector:       &metav1.LabelSelector{MatchLabels: labels},
+			UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType},
+			Template:       sidecarTemplate(name, labels),
+		},
+	}
+	if _, err := f.Client.AppsV1().StatefulSets(ns).Create(f.Ctx(), s, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create statefulset %s/%s: %v", ns, name, err)
+	}
+	if err := f.Eventually(3*time.Minute, func() error {
+		s, err := f.Client.AppsV1().StatefulSets(ns).Get(f.Ctx(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if s.Status.ObservedGeneration < s.Generation || s.Status.ReadyReplicas != 1 {
+			return fmt.Errorf("statefulset %s/%s: %d/1 ready", ns, name, s.Status.ReadyReplicas)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkMigrated reports the live pods matching selector that still have a
+// sidecar or are not captured, and returns how many are live.
+func checkMigrated(t *testing.T, f *framework.Framework, ns, selector string) int {
+	t.Helper()
+	pods, err := f.Client.CoreV1().Pods(ns).List(f.Ctx(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := 0
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		live++
+		if _, ok := p.Annotations["sidecar.istio.io/status"]; ok || len(p.Spec.Containers) != 1 {
+			t.Errorf("pod %s still has a sidecar: %d containers, annotations %v", p.Name, len(p.Spec.Containers), p.Annotations)
+		}
+		if p.Annotations[annoRedirection] != "enabled" {
+			t.Errorf("pod %s not captured: %s=%q", p.Name, annoRedirection, p.Annotations[annoRedirection])
+		}
+	}
+	return live
+}
+
+// checkSidecarBack reports a pod template without its sidecar after
+// rollback (or still carrying the removed-sidecar annotation).
+func checkSidecarBack(t *testing.T, what string, objAnnotations map[string]string, tmpl corev1.PodTemplateSpec) {
+	t.Helper()
+	if _, ok := tmpl.Annotations["sidecar.istio.io/status"]; !ok || len(tmpl.Spec.Containers) != 2 || objAnnotations["ambit.dev/migration-sidecar"] != "" {
+		t.Errorf("%s after rollback: template annotations %v, %d containers, annotations %v", what, tmpl.Annotations, len(tmpl.Spec.Containers), objAnnotations)
 	}
 }
 
@@ -222,7 +292,8 @@ func stepTimes(f *framework.Framework, ns string, stop <-chan struct{}, done *sy
 	return seen
 }
 
-// TestMigrate moves a namespace of sidecar-era Deployments with Istio
+// TestMigrate moves a namespace of sidecar-era Deployments (and a
+// StatefulSet, and a PodDisruptionBudget over the Deployments) with Istio
 // objects (VirtualService 90/10, DestinationRule with outlier detection,
 // AuthorizationPolicy, PeerAuthentication PERMISSIVE) to Ambit with
 // ambitctl migrate plan/apply while a client in an enrolled namespace
@@ -250,6 +321,17 @@ func TestMigrate(t *testing.T) {
 	reviews := selectorService(t, f, ns, "reviews", map[string]string{"app": "reviews"})
 	selectorService(t, f, ns, "reviews-v1", map[string]string{"app": "reviews", "version": "v1"})
 	selectorService(t, f, ns, "reviews-v2", map[string]string{"app": "reviews", "version": "v2"})
+	// A StatefulSet with its own Service, not called by the client loop.
+	selectorService(t, f, ns, "ratings", map[string]string{"app": "ratings"})
+	sidecarStatefulSet(t, f, ns, "ratings", "ratings", map[string]string{"app": "ratings"})
+	minOne := intstr.FromInt32(1)
+	if _, err := f.Client.PolicyV1().PodDisruptionBudgets(ns).Create(f.Ctx(), &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: "reviews", Namespace: ns},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: &minOne,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "reviews"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create PodDisruptionBudget %s/reviews: %v", ns, err)
+	}
 	waitDeploymentReady(t, f, ns, "reviews-v1")
 	waitDeploymentReady(t, f, ns, "reviews-v2")
 	f.WaitEndpoints(ns, "reviews", 2)
@@ -309,7 +391,8 @@ spec:
 	plan.expect(t, 0, "VirtualService/reviews", "HTTPRoute/reviews", "DestinationRule/reviews", "BackendPolicy/reviews",
 		"AuthorizationPolicy/reviews-allow", "PeerAuthentication/default")
 	dry := ambitctl(t, f, "migrate", "apply", "-n", ns, "--dry-run")
-	dry.expect(t, 0, "dry run", "remove namespace labels istio-injection=enabled", "reviews-v1, reviews-v2")
+	dry.expect(t, 0, "dry run", "remove namespace labels istio-injection=enabled",
+		"deployment/reviews-v1, deployment/reviews-v2, statefulset/ratings")
 	if n, _ := f.Client.CoreV1().Namespaces().Get(f.Ctx(), ns, metav1.GetOptions{}); n.Labels["istio-injection"] != "enabled" || n.Annotations["ambit.dev/migration"] != "" {
 		t.Fatalf("--dry-run changed the namespace: %v %v", n.Labels, n.Annotations)
 	}
@@ -351,25 +434,11 @@ spec:
 	checkSharedRoot(t, f, istioRoot, "spiffe://cluster.local/ns/"+ns+"/sa/default")
 
 	// No sidecars, every pod captured.
-	pods, err := f.Client.CoreV1().Pods(ns).List(f.Ctx(), metav1.ListOptions{LabelSelector: "app=reviews"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	live := 0
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		live++
-		if _, ok := p.Annotations["sidecar.istio.io/status"]; ok || len(p.Spec.Containers) != 1 {
-			t.Errorf("pod %s still has a sidecar: %d containers, annotations %v", p.Name, len(p.Spec.Containers), p.Annotations)
-		}
-		if p.Annotations[annoRedirection] != "enabled" {
-			t.Errorf("pod %s not captured: %s=%q", p.Name, annoRedirection, p.Annotations[annoRedirection])
-		}
-	}
-	if live != 2 {
+	if live := checkMigrated(t, f, ns, "app=reviews"); live != 2 {
 		t.Errorf("%d live reviews pods, want 2", live)
+	}
+	if live := checkMigrated(t, f, ns, "app=ratings"); live != 1 {
+		t.Errorf("%d live ratings pods, want 1", live)
 	}
 
 	// The 90/10 split holds within ±4 % over 1000 requests.
@@ -422,10 +491,13 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := d.Spec.Template.Annotations["sidecar.istio.io/status"]; !ok || len(d.Spec.Template.Spec.Containers) != 2 || d.Annotations["ambit.dev/migration-sidecar"] != "" {
-			t.Errorf("deployment %s after rollback: template annotations %v, %d containers, annotations %v", name, d.Spec.Template.Annotations, len(d.Spec.Template.Spec.Containers), d.Annotations)
-		}
+		checkSidecarBack(t, "deployment "+name, d.Annotations, d.Spec.Template)
 	}
+	sts, err := f.Client.AppsV1().StatefulSets(ns).Get(f.Ctx(), "ratings", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSidecarBack(t, "statefulset ratings", sts.Annotations, sts.Spec.Template)
 	// The sidecar pods serve the client again (plaintext).
 	if err := f.Eventually(time.Minute, func() error {
 		if _, fl := getMany(t, f, clients, client.Name, url, 10); fl > 0 {

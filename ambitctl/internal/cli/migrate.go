@@ -108,14 +108,16 @@ func (g *globals) migrateApply() *cobra.Command {
 			"objects (as migrate plan shows them) and wait until each is Accepted; wait for the waypoint the\n" +
 			"control plane provisions when an object is L7; label the namespace " + enrol.LabelDataplaneMode + "=" + enrol.DataplaneModeAmbient + ";\n" +
 			"remove the injection labels (istio-injection, istio.io/rev); restart, one at a time, the\n" +
-			"Deployments whose pods have sidecars (kubectl rollout restart's annotation; a sidecar written\n" +
-			"into the template by istioctl kube-inject is taken out and kept for rollback) and wait for each\n" +
-			"rollout; verify every pod is captured, none has a sidecar and the ztunnel of its node holds a\n" +
-			"Valid certificate of its SPIFFE identity, then report the inbound HBONE (mTLS) connections the\n" +
-			"ztunnels counted for the namespace. Progress is recorded in the\n" +
-			"namespace annotation " + migrate.AnnotationMigration + ": re-running continues where an interrupted run stopped,\n" +
-			"and migrate rollback undoes it. --dry-run prints the steps and changes nothing.",
-	}, "migrate", "how long each waiting step (objects Accepted, waypoint, each rollout, verify) may take",
+			"Deployments, StatefulSets and DaemonSets whose pods have sidecars (kubectl rollout restart's\n" +
+			"annotation; a sidecar written into the template by istioctl kube-inject is taken out and kept\n" +
+			"for rollback), each once its PodDisruptionBudgets allow a disruption, evicting the pods of\n" +
+			"OnDelete workloads one at a time, and wait for each rollout; pods with sidecars that no such\n" +
+			"controller owns are named and left to you; verify every pod is captured, none has a sidecar\n" +
+			"and the ztunnel of its node holds a Valid certificate of its SPIFFE identity, then report the\n" +
+			"inbound HBONE (mTLS) connections the ztunnels counted for the namespace. Progress is recorded\n" +
+			"in the namespace annotation " + migrate.AnnotationMigration + ": re-running continues where an interrupted run\n" +
+			"stopped, and migrate rollback undoes it. --dry-run prints the steps and changes nothing.",
+	}, "migrate", "how long each waiting step (objects Accepted, waypoint, each workload's PodDisruptionBudgets, each rollout, verify) may take",
 		func(ctx context.Context, c *kube.Clients, ns string, w io.Writer) error {
 			st, _, err := kube.ReadSwitchState(ctx, c, ns)
 			if err != nil {
@@ -139,7 +141,7 @@ func (g *globals) migrateRollback() *cobra.Command {
 		Short: "Undo migrate apply on a namespace",
 		Long: "rollback reads the namespace annotation " + migrate.AnnotationMigration + " migrate apply wrote and undoes what it\n" +
 			"records: puts the injection labels back and the " + enrol.LabelDataplaneMode + " label as it was, restarts the\n" +
-			"Deployments apply restarted (putting back a sidecar it took out of a template; with Istio's\n" +
+			"workloads apply restarted (putting back a sidecar it took out of a template; with Istio's\n" +
 			"injector running, the new pods get their sidecars from it), deletes the objects apply made\n" +
 			"(only those still annotated " + migrate.AnnotationMigratedFrom + " and managed by ambitctl) and removes the\n" +
 			"annotation. It records its progress the same way, so it can be re-run.",

@@ -96,7 +96,7 @@ func TestMigrateDryRun(t *testing.T) {
 	}
 	for _, s := range []string{"ambitctl migrate apply -n demo would (dry run, nothing changed):",
 		"[1/6] apply-objects (todo): server-side apply 1 objects", "[2/6] waypoint (todo): wait until Services reviews are bound",
-		"[4/6] remove-injection-label (todo): remove namespace labels istio-injection=enabled", "[5/6] restart (todo): no Deployment has sidecars"} {
+		"[4/6] remove-injection-label (todo): remove namespace labels istio-injection=enabled", "[5/6] restart (todo): no Deployment, StatefulSet or DaemonSet has sidecars"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("dry run lacks %q:\n%s", s, out)
 		}

@@ -11,10 +11,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
@@ -31,7 +31,7 @@ import (
 // SwitchOptions tune migrate apply and rollback.
 type SwitchOptions struct {
 	// StepTimeout bounds each waiting step (objects Accepted, waypoint,
-	// each Deployment's rollout, verification).
+	// each workload's PodDisruptionBudgets and rollout, verification).
 	StepTimeout time.Duration
 	// Interval is the polling interval (default 2s).
 	Interval time.Duration
@@ -77,7 +77,8 @@ func (s *switcher) say(format string, args ...any) {
 
 // ReadSwitchState reads what migrate.PlanSwitch decides from: the
 // namespace's labels and migration record, the converted objects (as
-// migrate plan converts them) and the Deployments with sidecars.
+// migrate plan converts them), the workloads with sidecars and the pods
+// with sidecars ambitctl does not restart.
 func ReadSwitchState(ctx context.Context, c *Clients, ns string) (migrate.SwitchState, migrate.Plan, error) {
 	st := migrate.SwitchState{Namespace: ns}
 	in, err := ReadMigrationInputs(ctx, c.Istio, c.Typed, c.Dynamic, ns)
@@ -94,41 +95,8 @@ func ReadSwitchState(ctx context.Context, c *Clients, ns string) (migrate.Switch
 	if st.Record, err = migrate.ParseRecord(obj.Annotations[migrate.AnnotationMigration]); err != nil {
 		return st, plan, err
 	}
-	st.SidecarDeployments, err = sidecarDeployments(ctx, c, ns)
+	st.SidecarWorkloads, st.UnrestartablePods, err = sidecarWorkloads(ctx, c, ns)
 	return st, plan, err
-}
-
-// sidecarDeployments returns the Deployments of ns whose pod template or
-// live pods carry an Istio sidecar, sorted.
-func sidecarDeployments(ctx context.Context, c *Clients, ns string) ([]string, error) {
-	deps, err := c.Typed.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, listErr("deployments", err)
-	}
-	pods, err := c.Typed.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, listErr("pods", err)
-	}
-	var out []string
-	for _, d := range deps.Items {
-		if migrate.HasSidecar(d.Spec.Template.Annotations, d.Spec.Template.Spec) || slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool {
-			return p.DeletionTimestamp == nil && ownedBy(p, d) && migrate.HasSidecar(p.Annotations, p.Spec)
-		}) {
-			out = append(out, d.Name)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-// ownedBy reports whether pod p belongs to Deployment d: its selector
-// matches the pod's labels.
-func ownedBy(p corev1.Pod, d appsv1.Deployment) bool {
-	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-	if err != nil || sel.Empty() {
-		return false
-	}
-	return sel.Matches(labels.Set(p.Labels))
 }
 
 // saveRecord writes the record (and, when labels is not empty, the label
@@ -391,135 +359,230 @@ func (s *switcher) removeInjection(ctx context.Context) error {
 	return nil
 }
 
-// restartAll restarts, one at a time, the Deployments with sidecars (and
-// waits again for those an interrupted run restarted).
+// restartAll restarts, one at a time, the workloads with sidecars (and
+// waits again for those an interrupted run restarted); it names the pods
+// with sidecars it leaves to the user.
 func (s *switcher) restartAll(ctx context.Context) error {
-	deps, err := sidecarDeployments(ctx, s.c, s.ns)
+	names, unrestartable, err := sidecarWorkloads(ctx, s.c, s.ns)
 	if err != nil {
 		return err
 	}
-	for _, r := range s.rec.Restarted {
-		if !slices.Contains(deps, r) {
-			deps = append(deps, r)
+	restarted, err := restartedRefs(s.rec)
+	if err != nil {
+		return err
+	}
+	var refs []migrate.WorkloadRef
+	for _, n := range names {
+		ref, err := migrate.ParseWorkloadRef(n)
+		if err != nil {
+			return err
+		}
+		refs = append(refs, ref)
+	}
+	for _, r := range restarted {
+		if !slices.Contains(refs, r) {
+			refs = append(refs, r)
 		}
 	}
-	slices.Sort(deps)
-	for _, d := range deps {
-		if !slices.Contains(s.rec.Restarted, d) {
-			removed, err := s.restart(ctx, d, stripSidecar)
-			if err != nil {
+	slices.SortFunc(refs, func(a, b migrate.WorkloadRef) int { return strings.Compare(a.String(), b.String()) })
+	for _, p := range unrestartable {
+		s.say("  %s", migrate.UnrestartableNote(p))
+	}
+	for _, ref := range refs {
+		if !slices.Contains(restarted, ref) {
+			found, err := s.restartWorkload(ctx, ref, stripSidecar, "took the sidecar out of its pod template (kept in annotation "+migrate.AnnotationSidecarRemoved+" for rollback)")
+			if err != nil || !found {
 				return err
 			}
-			if removed {
-				s.say("  deployment/%s: took the sidecar out of its pod template (kept in annotation %s for rollback)", d, migrate.AnnotationSidecarRemoved)
-			}
-			s.rec.Restarted = append(s.rec.Restarted, d)
+			s.rec.Restarted = append(s.rec.Restarted, ref.String())
 			if err := s.saveRecord(ctx, nil); err != nil {
 				return err
 			}
 		}
-		if err := s.waitRollout(ctx, d); err != nil {
+		if err := s.waitRollout(ctx, ref); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// stripSidecar takes the sidecar out of a Deployment's template, keeping
-// it in AnnotationSidecarRemoved; it reports whether it took anything.
-func stripSidecar(d *appsv1.Deployment) (bool, error) {
-	sc := migrate.StripSidecar(&d.Spec.Template)
-	if sc == nil {
-		return false, nil
+// restartedRefs parses the record's restarted workloads.
+func restartedRefs(rec *migrate.Record) ([]migrate.WorkloadRef, error) {
+	var out []migrate.WorkloadRef
+	for _, r := range rec.Restarted {
+		ref, err := migrate.ParseWorkloadRef(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ref)
 	}
-	b, err := json.Marshal(sc)
-	if err != nil {
-		return false, err
-	}
-	if d.Annotations == nil {
-		d.Annotations = map[string]string{}
-	}
-	d.Annotations[migrate.AnnotationSidecarRemoved] = string(b)
-	return true, nil
+	return out, nil
 }
 
-// restoreSidecar puts back what stripSidecar took.
-func restoreSidecar(d *appsv1.Deployment) (bool, error) {
-	v, ok := d.Annotations[migrate.AnnotationSidecarRemoved]
-	if !ok {
-		return false, nil
-	}
-	var sc migrate.Sidecar
-	if err := json.Unmarshal([]byte(v), &sc); err != nil {
-		return false, fmt.Errorf("annotation %s of deployment %s/%s: %w", migrate.AnnotationSidecarRemoved, d.Namespace, d.Name, err)
-	}
-	migrate.RestoreSidecar(&d.Spec.Template, &sc)
-	delete(d.Annotations, migrate.AnnotationSidecarRemoved)
-	return true, nil
+// waitPDBs waits until the PodDisruptionBudgets selecting the workload's
+// pods allow a disruption (migrate.PDBGate), and warns once about those
+// its rolling update can exceed (migrate.PDBWarnings).
+func (s *switcher) waitPDBs(ctx context.Context, w *workload) error {
+	maxUnavailable, rolling := migrate.MaxUnavailable(w.obj)
+	warned := false
+	return s.poll(ctx, "the PodDisruptionBudgets of "+w.ref.String()+" to allow a disruption", func(ctx context.Context) (bool, string, error) {
+		pdbs, err := s.c.Typed.PolicyV1().PodDisruptionBudgets(s.ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("listing PodDisruptionBudgets in %s: %w (you need list on poddisruptionbudgets)", s.ns, hint(err))
+		}
+		ok, line, err := migrate.PDBGate(pdbs.Items, w.tmpl.Labels, !rolling)
+		if err != nil {
+			return false, "", fmt.Errorf("%s: %w", w.ref, err)
+		}
+		if ok && !warned {
+			warned = true
+			for _, l := range migrate.PDBWarnings(w.ref, maxUnavailable, rolling, pdbs.Items, w.tmpl.Labels) {
+				s.say("  %s", l)
+			}
+		}
+		if line != "" {
+			line = w.ref.String() + ": " + line
+		}
+		return ok, line, nil
+	})
 }
 
-// restart sets the restart annotation on Deployment name's pod template
-// (what kubectl rollout restart does), after edit; the Deployment's own
-// rolling update then replaces the pods (maxUnavailable/maxSurge; no
-// eviction is involved, so PodDisruptionBudgets do not block it).
-func (s *switcher) restart(ctx context.Context, name string, edit func(*appsv1.Deployment) (bool, error)) (bool, error) {
+// restart sets the restart annotation on the workload's pod template
+// (what kubectl rollout restart does), after edit. A Deployment, or a
+// StatefulSet or DaemonSet with a RollingUpdate strategy, then replaces
+// its pods itself (no eviction is involved, so PodDisruptionBudgets do not
+// block it); with OnDelete, waitRollout evicts them.
+func (s *switcher) restart(ctx context.Context, ref migrate.WorkloadRef, edit func(*workload) (bool, error)) (bool, error) {
 	var edited bool
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		d, err := s.c.Typed.AppsV1().Deployments(s.ns).Get(ctx, name, metav1.GetOptions{})
+		w, err := getWorkload(ctx, s.c.Typed, s.ns, ref)
 		if err != nil {
 			return err
 		}
-		if edited, err = edit(d); err != nil {
+		if edited, err = edit(w); err != nil {
 			return err
 		}
-		if d.Spec.Template.Annotations == nil {
-			d.Spec.Template.Annotations = map[string]string{}
+		if w.tmpl.Annotations == nil {
+			w.tmpl.Annotations = map[string]string{}
 		}
-		d.Spec.Template.Annotations[migrate.AnnotationRestartedAt] = s.opt.Now().UTC().Format(time.RFC3339)
-		_, err = s.c.Typed.AppsV1().Deployments(s.ns).Update(ctx, d, metav1.UpdateOptions{FieldManager: components.FieldManager})
-		return err
+		w.tmpl.Annotations[migrate.AnnotationRestartedAt] = s.opt.Now().UTC().Format(time.RFC3339)
+		return w.update(ctx, s.c.Typed)
 	})
 	if err != nil {
-		return false, fmt.Errorf("restarting deployment %s/%s: %w (you need get and update on deployments)", s.ns, name, hint(err))
+		return false, fmt.Errorf("restarting %s in %s: %w (you need get and update on %ss)", ref, s.ns, hint(err), ref.Kind)
 	}
 	return edited, nil
 }
 
-// waitRollout waits until Deployment name's rollout completed: the
-// controller saw the new generation, every replica is updated and
-// available and no old one is left (kubectl rollout status's rule).
-func (s *switcher) waitRollout(ctx context.Context, name string) error {
-	return s.poll(ctx, "the rollout of deployment "+name, func(ctx context.Context) (bool, string, error) {
-		d, err := s.c.Typed.AppsV1().Deployments(s.ns).Get(ctx, name, metav1.GetOptions{})
+// waitRollout waits until the workload's rollout completed (the rule of
+// its kind, migrate.WorkloadRolloutDone), evicting the old pods first when
+// its update strategy is OnDelete.
+func (s *switcher) waitRollout(ctx context.Context, ref migrate.WorkloadRef) error {
+	w, err := getWorkload(ctx, s.c.Typed, s.ns, ref)
+	if apierrors.IsNotFound(err) {
+		s.say("  %s is gone", ref)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s in %s: %w", ref, s.ns, hint(err))
+	}
+	if _, rolling := migrate.MaxUnavailable(w.obj); !rolling {
+		if err := s.evictOld(ctx, ref); err != nil {
+			return err
+		}
+	}
+	return s.poll(ctx, "the rollout of "+ref.String(), func(ctx context.Context) (bool, string, error) {
+		w, err := getWorkload(ctx, s.c.Typed, s.ns, ref)
 		if apierrors.IsNotFound(err) {
-			return true, "deployment/" + name + " is gone", nil
+			return true, ref.String() + " is gone", nil
 		}
 		if err != nil {
 			return false, "", hint(err)
 		}
-		done, line := RolloutDone(d)
-		return done, "deployment/" + name + ": " + line, nil
+		done, line, err := migrate.WorkloadRolloutDone(w.obj)
+		return done, ref.String() + ": " + line, err
 	})
 }
 
-// RolloutDone reports whether a Deployment's rollout is complete, and a
-// progress line.
-func RolloutDone(d *appsv1.Deployment) (bool, string) {
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	st := d.Status
-	line := fmt.Sprintf("%d/%d updated, %d available, %d total", st.UpdatedReplicas, want, st.AvailableReplicas, st.Replicas)
-	if st.ObservedGeneration < d.Generation {
-		return false, "waiting for the controller to see the restart"
-	}
-	for _, c := range st.Conditions {
-		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
-			return false, line + " (progress deadline exceeded: kubectl describe deployment " + d.Name + ")"
+// evictOld replaces, one at a time, the pods of an OnDelete workload that
+// still run an old revision, through the Eviction API (which respects
+// PodDisruptionBudgets: a refusal is retried until the step's timeout),
+// waiting after each for its replacement (migrate.OnDeleteNext).
+func (s *switcher) evictOld(ctx context.Context, ref migrate.WorkloadRef) error {
+	return s.poll(ctx, "the pods of "+ref.String()+" on an old revision to be evicted and replaced", func(ctx context.Context) (bool, string, error) {
+		w, err := getWorkload(ctx, s.c.Typed, s.ns, ref)
+		if apierrors.IsNotFound(err) {
+			return true, ref.String() + " is gone", nil
 		}
+		if err != nil {
+			return false, "", hint(err)
+		}
+		if w.meta.Generation > observedGeneration(w.obj) {
+			return false, ref.String() + ": waiting for the controller to see the restart", nil
+		}
+		revision, want, err := s.onDeleteTarget(ctx, w)
+		if err != nil {
+			return false, "", err
+		}
+		pods, err := s.c.Typed.CoreV1().Pods(s.ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, "", listErr("pods", err)
+		}
+		var mine []corev1.Pod
+		for _, p := range pods.Items {
+			if c := metav1.GetControllerOf(&p); c != nil && c.UID == w.meta.UID && w.selects(p) {
+				mine = append(mine, p)
+			}
+		}
+		evict, line, done := migrate.OnDeleteNext(mine, revision, want)
+		line = ref.String() + " (OnDelete): " + line
+		if done || evict == "" {
+			return done, line, nil
+		}
+		err = s.c.Typed.CoreV1().Pods(s.ns).EvictV1(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: evict, Namespace: s.ns}})
+		switch {
+		case apierrors.IsTooManyRequests(err):
+			return false, fmt.Sprintf("%s; eviction of pod/%s refused for now (%v): waiting for its PodDisruptionBudget", line, evict, err), nil
+		case apierrors.IsNotFound(err):
+			return false, line, nil
+		case err != nil:
+			return false, "", fmt.Errorf("evicting pod %s/%s: %w (you need create on pods/eviction)", s.ns, evict, hint(err))
+		}
+		s.say("  %s: evicted pod/%s (old revision)", ref, evict)
+		return false, line, nil
+	})
+}
+
+// observedGeneration is the workload's status.observedGeneration.
+func observedGeneration(obj any) int64 {
+	switch o := obj.(type) {
+	case *appsv1.StatefulSet:
+		return o.Status.ObservedGeneration
+	case *appsv1.DaemonSet:
+		return o.Status.ObservedGeneration
+	case *appsv1.Deployment:
+		return o.Status.ObservedGeneration
 	}
-	return st.UpdatedReplicas == want && st.Replicas == want && st.AvailableReplicas == want, line
+	return 0
+}
+
+// onDeleteTarget returns the revision an OnDelete workload's pods must
+// run and how many pods it wants: a StatefulSet's status.updateRevision
+// and replicas, a DaemonSet's newest ControllerRevision
+// (migrate.DaemonSetRevision) and desiredNumberScheduled.
+func (s *switcher) onDeleteTarget(ctx context.Context, w *workload) (string, int32, error) {
+	switch o := w.obj.(type) {
+	case *appsv1.StatefulSet:
+		return o.Status.UpdateRevision, migrate.Replicas(o.Spec.Replicas), nil
+	case *appsv1.DaemonSet:
+		revs, err := s.c.Typed.AppsV1().ControllerRevisions(s.ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return "", 0, fmt.Errorf("listing ControllerRevisions in %s: %w (you need list on controllerrevisions)", s.ns, hint(err))
+		}
+		rev, err := migrate.DaemonSetRevision(o, revs.Items)
+		return rev, o.Status.DesiredNumberScheduled, err
+	}
+	return "", 0, fmt.Errorf("%s has no OnDelete strategy", w.ref)
 }
 
 // verify waits until every live pod of the namespace is captured by
@@ -542,9 +605,13 @@ func (s *switcher) verify(ctx context.Context) error {
 		if err != nil {
 			return false, "", listErr("pods", err)
 		}
+		unrestartable, err := unrestartablePods(ctx, s.c.Typed, s.ns, pods.Items)
+		if err != nil {
+			return false, "", err
+		}
 		z = s.readZtunnels(ctx, td)
 		live = pods.Items
-		ok, line := migrate.Verify(nsObj.Labels, pods.Items, s.opt.AmbitNamespace, &z)
+		ok, line := migrate.Verify(nsObj.Labels, pods.Items, s.opt.AmbitNamespace, unrestartable, &z)
 		return ok, line, nil
 	})
 	if err != nil {
@@ -639,20 +706,12 @@ func MigrateRollback(ctx context.Context, c *Clients, ns string, opt SwitchOptio
 		s.say("  labels restored")
 	}
 	for len(rec.Restarted) > 0 {
-		d := rec.Restarted[0]
-		restored, err := s.restart(ctx, d, restoreSidecar)
-		switch {
-		case apierrors.IsNotFound(err):
-			s.say("  deployment/%s is gone", d)
-		case err != nil:
+		ref, err := migrate.ParseWorkloadRef(rec.Restarted[0])
+		if err != nil {
 			return err
-		default:
-			if restored {
-				s.say("  deployment/%s: sidecar put back into its pod template", d)
-			}
-			if err := s.waitRollout(ctx, d); err != nil {
-				return err
-			}
+		}
+		if err := s.rollbackWorkload(ctx, ref); err != nil {
+			return err
 		}
 		rec.Restarted = rec.Restarted[1:]
 		if err := s.saveRecord(ctx, nil); err != nil {
@@ -675,6 +734,42 @@ func MigrateRollback(ctx context.Context, c *Clients, ns string, opt SwitchOptio
 	}
 	s.say("namespace %s rolled back", ns)
 	return nil
+}
+
+// restartWorkload waits until the workload's PodDisruptionBudgets allow
+// a disruption, then restarts it after edit, saying edited when edit
+// changed its template. found is false (and said) when it is gone.
+func (s *switcher) restartWorkload(ctx context.Context, ref migrate.WorkloadRef, edit func(*workload) (bool, error), edited string) (found bool, err error) {
+	w, err := getWorkload(ctx, s.c.Typed, s.ns, ref)
+	if apierrors.IsNotFound(err) {
+		s.say("  %s is gone", ref)
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading %s in %s: %w", ref, s.ns, hint(err))
+	}
+	if err := s.waitPDBs(ctx, w); err != nil {
+		return true, err
+	}
+	changed, err := s.restart(ctx, ref, edit)
+	if err != nil {
+		return true, err
+	}
+	if changed {
+		s.say("  %s: %s", ref, edited)
+	}
+	return true, nil
+}
+
+// rollbackWorkload restarts a workload apply restarted, putting back the
+// sidecar apply took out of its template, and waits for its rollout. A
+// workload that is gone is skipped.
+func (s *switcher) rollbackWorkload(ctx context.Context, ref migrate.WorkloadRef) error {
+	found, err := s.restartWorkload(ctx, ref, restoreSidecar, "sidecar put back into its pod template")
+	if err != nil || !found {
+		return err
+	}
+	return s.waitRollout(ctx, ref)
 }
 
 // deleteApplied deletes an object apply made, only when it still carries

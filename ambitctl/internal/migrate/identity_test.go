@@ -90,7 +90,7 @@ func TestVerifyWithZtunnels(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ok, line := Verify(ambient, tc.pods, "ambit-system", &z)
+			ok, line := Verify(ambient, tc.pods, "ambit-system", nil, &z)
 			if ok != tc.ok || !strings.HasPrefix(line, tc.line) {
 				t.Errorf("Verify = %v %q, want %v %q…", ok, line, tc.ok, tc.line)
 			}

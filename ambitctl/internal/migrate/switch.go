@@ -36,9 +36,10 @@ var Steps = []Step{StepApply, StepWaypoint, StepLabelAmbient, StepRemoveInjectio
 const (
 	// AnnotationMigration on the namespace holds the Record (JSON).
 	AnnotationMigration = "ambit.dev/migration"
-	// AnnotationSidecarRemoved on a Deployment holds the sidecar pieces
-	// (JSON Sidecar) migrate apply took out of its pod template (a
-	// template injected with istioctl kube-inject), for rollback.
+	// AnnotationSidecarRemoved on a Deployment, StatefulSet or DaemonSet
+	// holds the sidecar pieces (JSON Sidecar) migrate apply took out of
+	// its pod template (a template injected with istioctl kube-inject),
+	// for rollback.
 	AnnotationSidecarRemoved = "ambit.dev/migration-sidecar"
 	// AnnotationRestartedAt on a pod template restarts its pods (the
 	// annotation kubectl rollout restart sets).
@@ -84,7 +85,9 @@ type Record struct {
 	// RemovedLabels are the injection labels apply removed, with their
 	// values.
 	RemovedLabels map[string]string `json:"removedLabels,omitempty"`
-	// Restarted are the Deployments apply restarted, in order.
+	// Restarted are the workloads apply restarted, in order:
+	// "deployment/x", "statefulset/y", "daemonset/z" (a plain name, as
+	// older versions wrote, is a Deployment: ParseWorkloadRef).
 	Restarted []string `json:"restarted,omitempty"`
 }
 
@@ -135,9 +138,13 @@ type SwitchState struct {
 	Record *Record
 	// Objects are the converted objects (Plan.Objects()).
 	Objects []*unstructured.Unstructured
-	// SidecarDeployments are the Deployments whose pods (or pod template)
-	// carry an Istio sidecar, sorted.
-	SidecarDeployments []string
+	// SidecarWorkloads are the Deployments, StatefulSets and DaemonSets
+	// whose pods (or pod template) carry an Istio sidecar, as
+	// "kind/name", sorted.
+	SidecarWorkloads []string
+	// UnrestartablePods are the pods with a sidecar that no controller
+	// ambitctl restarts owns (UnrestartablePods), sorted: left to the user.
+	UnrestartablePods []string
 }
 
 // Action is one step as apply (or --dry-run) shows it.
@@ -181,11 +188,14 @@ func PlanSwitch(s SwitchState) []Action {
 	} else {
 		add(StepRemoveInjection, "no injection label to remove")
 	}
-	if len(s.SidecarDeployments) > 0 {
-		add(StepRestart, "rolling restart, one at a time, of the Deployments with sidecars: "+strings.Join(s.SidecarDeployments, ", "))
-	} else {
-		add(StepRestart, "no Deployment has sidecars: nothing to restart")
+	restart := "no Deployment, StatefulSet or DaemonSet has sidecars: nothing to restart"
+	if len(s.SidecarWorkloads) > 0 {
+		restart = "restart, one at a time (each after its PodDisruptionBudgets allow a disruption; OnDelete workloads by evicting their pods), the workloads with sidecars: " + strings.Join(s.SidecarWorkloads, ", ")
 	}
+	for _, p := range s.UnrestartablePods {
+		restart += "; " + UnrestartableNote(p)
+	}
+	add(StepRestart, restart)
 	add(StepVerify, "verify every pod is captured by Ambit, none has a sidecar, and its node's ztunnel holds a Valid certificate of its identity; report the inbound HBONE traffic")
 	return out
 }
@@ -449,7 +459,7 @@ func RestoreSidecar(t *corev1.PodTemplateSpec, s *Sidecar) {
 
 // PlanRollback lists what rollback undoes from the record, in the order
 // it does it: restore the namespace labels (injection label back, ambient
-// label as it was), restart the restarted Deployments (putting back a
+// label as it was), restart the restarted workloads (putting back a
 // sidecar apply took out of a template; an injector, if present, injects
 // the new pods), delete the objects apply made, remove the record.
 func PlanRollback(ns string, r *Record) []string {
@@ -472,7 +482,14 @@ func PlanRollback(ns string, r *Record) []string {
 		out = append(out, "label namespace "+ns+" "+strings.Join(ls, " "))
 	}
 	if len(r.Restarted) > 0 {
-		out = append(out, "rolling restart, one at a time (putting back a sidecar apply took out of the template), of "+strings.Join(r.Restarted, ", "))
+		var names []string
+		for _, w := range r.Restarted {
+			if ref, err := ParseWorkloadRef(w); err == nil {
+				w = ref.String()
+			}
+			names = append(names, w)
+		}
+		out = append(out, "restart, one at a time (putting back a sidecar apply took out of the template), of "+strings.Join(names, ", "))
 	}
 	if len(r.Applied) > 0 {
 		var names []string
@@ -508,8 +525,10 @@ func RollbackLabels(r *Record) map[string]any {
 // (labelled ambit.dev/dataplane-mode=none, like the waypoint's own pods, or
 // host-network), and, with z, the ztunnel on each captured pod's node
 // serves it with a Valid certificate of its identity (IdentityProblem).
-// The line counts them and names each pod that is not there yet, and why.
-func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string, z *Ztunnels) (bool, string) {
+// The line counts them and names each pod that is not there yet, and why;
+// a pod in unrestartable (UnrestartablePods) is named with what the user
+// has to do.
+func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string, unrestartable []string, z *Ztunnels) (bool, string) {
 	var problems []string
 	var meshPods []corev1.Pod
 	optedOut := 0
@@ -518,6 +537,8 @@ func Verify(nsLabels map[string]string, pods []corev1.Pod, ambitNamespace string
 			continue
 		}
 		switch {
+		case HasSidecar(p.Annotations, p.Spec) && slices.Contains(unrestartable, p.Name):
+			problems = append(problems, p.Name+" has a sidecar and no controller ambitctl restarts: delete it yourself (kubectl -n "+p.Namespace+" delete pod "+p.Name+"; its replacement, if something makes one, joins Ambit)")
 		case HasSidecar(p.Annotations, p.Spec):
 			problems = append(problems, p.Name+" has a sidecar")
 		case p.Spec.HostNetwork || p.Labels[enrol.LabelDataplaneMode] == enrol.DataplaneModeNone:

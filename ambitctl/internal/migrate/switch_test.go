@@ -51,13 +51,13 @@ func TestPlanSwitch(t *testing.T) {
 	}{{
 		name: "fresh sidecar namespace with L7",
 		st: SwitchState{Namespace: "shop", Labels: map[string]string{"istio-injection": "enabled"},
-			Objects: []*unstructured.Unstructured{route, pa}, SidecarDeployments: []string{"a", "b"}},
+			Objects: []*unstructured.Unstructured{route, pa}, SidecarWorkloads: []string{"deployment/a", "statefulset/b"}, UnrestartablePods: []string{"bare"}},
 		want: map[Step]string{
 			StepApply:           "apply 2 objects (field manager ambitctl) and wait until each is Accepted: HTTPRoute/reviews, PeerAuthentication/default",
 			StepWaypoint:        "Services reviews are bound",
 			StepLabelAmbient:    "label namespace shop ambit.dev/dataplane-mode=ambient",
 			StepRemoveInjection: "remove namespace labels istio-injection=enabled",
-			StepRestart:         "with sidecars: a, b",
+			StepRestart:         "the workloads with sidecars: deployment/a, statefulset/b; pod/bare has a sidecar and no controller ambitctl restarts: delete it yourself",
 			StepVerify:          "captured",
 		},
 	}, {
@@ -74,11 +74,11 @@ func TestPlanSwitch(t *testing.T) {
 	}, {
 		name: "resumed after the label steps",
 		st: SwitchState{Namespace: "shop", Labels: map[string]string{"ambit.dev/dataplane-mode": "ambient"},
-			Objects: []*unstructured.Unstructured{pa}, SidecarDeployments: []string{"a"},
+			Objects: []*unstructured.Unstructured{pa}, SidecarWorkloads: []string{"deployment/a"},
 			Record: &Record{Done: []Step{StepApply, StepWaypoint, StepLabelAmbient, StepRemoveInjection}}},
 		want: map[Step]string{
 			StepApply: "done", StepWaypoint: "done", StepLabelAmbient: "done", StepRemoveInjection: "done",
-			StepRestart: "sidecars: a",
+			StepRestart: "sidecars: deployment/a",
 			StepVerify:  "captured",
 		},
 	}}
@@ -201,7 +201,7 @@ func TestHasSidecar(t *testing.T) {
 
 func TestRecordRoundTripAndRollback(t *testing.T) {
 	r := &Record{Applied: []ObjectRef{{APIVersion: "gateway.networking.k8s.io/v1", Kind: "HTTPRoute", Name: "reviews"}},
-		AmbientLabelAdded: true, RemovedLabels: map[string]string{"istio-injection": "enabled"}, Restarted: []string{"a", "b"}}
+		AmbientLabelAdded: true, RemovedLabels: map[string]string{"istio-injection": "enabled"}, Restarted: []string{"a", "statefulset/b"}}
 	for _, s := range Steps[:5] {
 		r.MarkDone(s)
 	}
@@ -221,7 +221,7 @@ func TestRecordRoundTripAndRollback(t *testing.T) {
 	}
 	want := []string{
 		"label namespace shop istio-injection=enabled ambit.dev/dataplane-mode-",
-		"rolling restart, one at a time (putting back a sidecar apply took out of the template), of a, b",
+		"restart, one at a time (putting back a sidecar apply took out of the template), of deployment/a, statefulset/b",
 		"delete the objects apply made (those annotated ambit.dev/migrated-from and managed by ambitctl): HTTPRoute/reviews",
 		"remove namespace annotation ambit.dev/migration",
 	}
@@ -272,13 +272,15 @@ func TestVerify(t *testing.T) {
 			[]corev1.Pod{pod("a"), pod("b"), pod("waypoint", optOut), pod("old", sidecar, gone), pod("job", sidecar, done)},
 			true, "2/2 pods captured (1 out of the mesh on purpose: ambit.dev/dataplane-mode=none or host network)"},
 		{"a sidecar left", ambient, []corev1.Pod{pod("a"), pod("b", sidecar)}, false, "1/2 pods captured; b has a sidecar"},
+		{"a bare pod with a sidecar", ambient, []corev1.Pod{pod("a"), pod("bare", sidecar)}, false,
+			"1/2 pods captured; bare has a sidecar and no controller ambitctl restarts: delete it yourself (kubectl -n shop delete pod bare;"},
 		{"capture pending", ambient, []corev1.Pod{pod("a", pending)}, false, "0/1 pods captured; a: capture pending; see the logs of the node agent on n1"},
 		{"namespace not enrolled", nil, []corev1.Pod{pod("a")}, false, `0/1 pods captured; a: namespace "shop" is not labelled`},
 		{"empty namespace", ambient, nil, true, "0/0 pods captured"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ok, line := Verify(tc.labels, tc.pods, "ambit-system", nil)
+			ok, line := Verify(tc.labels, tc.pods, "ambit-system", []string{"bare"}, nil)
 			if ok != tc.ok || !strings.HasPrefix(line, tc.line) {
 				t.Errorf("Verify = %v %q, want %v %q…", ok, line, tc.ok, tc.line)
 			}
