@@ -11,7 +11,10 @@
 //     HBONE streams to the chosen endpoint.
 //
 // An unknown destination is refused with 400 before anything is dialed
-// (XDS.md §4.2); no configuration yet, 503.
+// (XDS.md §4.2); no configuration yet, 503. Both wait up to
+// Config.ConfigWait for a configuration that knows the destination: the
+// control plane tells ztunnels and the waypoint about a new binding at
+// the same time, and a ztunnel may act on it first.
 package proxy
 
 import (
@@ -36,6 +39,10 @@ import (
 // DefaultDrainTimeout bounds how long Run lets open streams finish.
 const DefaultDrainTimeout = 5 * time.Second
 
+// DefaultConfigWait bounds how long a CONNECT to a destination the
+// current configuration does not know waits for one that does.
+const DefaultConfigWait = 2 * time.Second
+
 // Config configures a Proxy. Identity, Certificate, Roots, TrustDomain
 // and Metrics are required.
 type Config struct {
@@ -50,6 +57,14 @@ type Config struct {
 	Metrics     *Metrics
 	// DrainTimeout bounds the graceful part of shutdown.
 	DrainTimeout time.Duration
+	// ConfigWait bounds how long a CONNECT whose destination the current
+	// configuration lacks waits for a configuration that has it, before
+	// the 400 (or, with no configuration at all, the 503). When a Service
+	// is bound to the waypoint, the control plane pushes the binding to
+	// the ztunnels and the listener to the waypoint at once; a client's
+	// ztunnel that gets it first must not see its connection refused.
+	// 0 is DefaultConfigWait; negative does not wait.
+	ConfigWait time.Duration
 	// Now is the clock of outlier detection and EWMA (tests); nil is
 	// time.Now.
 	Now func() time.Time
@@ -75,14 +90,21 @@ type Proxy struct {
 
 	accessLog *accessLogger
 
-	conf     atomic.Pointer[model.Config]
-	clusters sync.Map // cluster name -> *clusterState
+	conf atomic.Pointer[model.Config]
+	// confMu guards confChanged, which SetConfig closes (and replaces)
+	// after each new configuration, waking the CONNECTs waiting for one.
+	confMu      sync.Mutex
+	confChanged chan struct{}
+	clusters    sync.Map // cluster name -> *clusterState
 }
 
 // New validates cfg and builds the proxy; it opens nothing.
 func New(cfg Config) (*Proxy, error) {
 	if cfg.Identity.Validate() != nil || cfg.Certificate == nil || cfg.Roots == nil || cfg.TrustDomain == "" || cfg.Metrics == nil {
 		return nil, errors.New("proxy: Config.Identity, Certificate, Roots, TrustDomain and Metrics are required")
+	}
+	if cfg.ConfigWait == 0 {
+		cfg.ConfigWait = DefaultConfigWait
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
@@ -93,7 +115,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener(), accessLog: &accessLogger{w: cfg.AccessLog}}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener(), accessLog: &accessLogger{w: cfg.AccessLog}, confChanged: make(chan struct{})}
 	tlsCfg, err := hbone.ServerTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cfg.Certificate(hello.Context())
 	}, cfg.Roots, cfg.TrustDomain)
@@ -131,7 +153,11 @@ func New(cfg Config) (*Proxy, error) {
 
 // SetConfig makes c the configuration of new streams and requests.
 func (p *Proxy) SetConfig(c *model.Config) {
+	p.confMu.Lock()
 	p.conf.Store(c)
+	close(p.confChanged)
+	p.confChanged = make(chan struct{})
+	p.confMu.Unlock()
 	p.clusters.Range(func(name, _ any) bool {
 		if c == nil || c.Clusters[name.(string)] == nil {
 			p.clusters.Delete(name)
@@ -190,11 +216,10 @@ func (p *Proxy) Run(ctx context.Context, ln net.Listener) error {
 
 // dial is the HBONE server's Dial: it decides what a CONNECT becomes.
 func (p *Proxy) dial(ctx context.Context, r hbone.Request) (net.Conn, error) {
-	cfg := p.conf.Load()
+	cfg, ch := p.chainFor(ctx, r.Dst)
 	if cfg == nil {
 		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint has no configuration from the control plane yet"}
 	}
-	ch := cfg.Chain(r.Dst)
 	if ch == nil {
 		return nil, &hbone.StatusError{Code: http.StatusBadRequest,
 			Reason: fmt.Sprintf("unknown destination %s: no service port bound to this waypoint has this address", r.Dst)}
@@ -204,6 +229,33 @@ func (p *Proxy) dial(ctx context.Context, r hbone.Request) (net.Conn, error) {
 		return p.serveHTTPStream(ctx, r.Dst, src)
 	}
 	return p.dialTCP(ctx, cfg, ch, src)
+}
+
+// chainFor returns the current configuration and its chain for dst,
+// waiting up to ConfigWait (or until ctx ends) for a configuration that
+// has one; the chain is nil when none came.
+func (p *Proxy) chainFor(ctx context.Context, dst netip.AddrPort) (*model.Config, *model.Chain) {
+	var timeout <-chan time.Time
+	for {
+		p.confMu.Lock()
+		cfg, changed := p.conf.Load(), p.confChanged
+		p.confMu.Unlock()
+		if ch := cfg.Chain(dst); ch != nil || p.cfg.ConfigWait < 0 {
+			return cfg, ch
+		}
+		if timeout == nil {
+			t := time.NewTimer(p.cfg.ConfigWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			return cfg, nil
+		case <-ctx.Done():
+			return cfg, nil
+		}
+	}
 }
 
 // source is the downstream of a stream.
