@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -37,26 +40,56 @@ func TestConfigWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
+	// dial opens a stream to the web VIP and sends one GET on it.
 	dial := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		c, err := d.Dial(ctx, hbone.Target{SourceID: src, DestID: tp.id, HBONEAddr: tp.addr, Authority: vip})
-		if err == nil {
-			c.Close()
+		if err != nil {
+			return err
 		}
-		return err
+		defer c.Close()
+		req, _ := http.NewRequest(http.MethodGet, "http://web.demo.svc.cluster.local/", nil)
+		if err := req.Write(c); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET: %d %s", resp.StatusCode, body)
+		}
+		return nil
 	}
 
+	// pushLater sets cfg while a CONNECT waits.
+	pushLater := func(cfg *model.Config) chan struct{} {
+		pushed := make(chan struct{})
+		go func() {
+			defer close(pushed)
+			time.Sleep(200 * time.Millisecond)
+			cfg.Index()
+			tp.p.SetConfig(cfg)
+		}()
+		return pushed
+	}
 	// The binding reaches the waypoint while the CONNECT waits.
-	pushed := make(chan struct{})
-	go func() {
-		defer close(pushed)
-		time.Sleep(200 * time.Millisecond)
-		full.Index()
-		tp.p.SetConfig(full)
-	}()
+	pushed := pushLater(full)
 	if err := dial(); err != nil {
 		t.Fatalf("CONNECT during the binding: %v", err)
+	}
+	<-pushed
+	// The chain came (LDS) but not its route table (RDS): the CONNECT
+	// waits for it too, as Envoy warms such a listener.
+	noRoutes := httpConfig(nil, cluster("web", web))
+	noRoutes.Routes = nil
+	noRoutes.Index()
+	tp.p.SetConfig(noRoutes)
+	pushed = pushLater(httpConfig([]model.Route{{Name: "all", Match: model.RouteMatch{Path: "/"}, Cluster: "web"}}, cluster("web", web)))
+	if err := dial(); err != nil {
+		t.Fatalf("CONNECT while the route table is missing: %v", err)
 	}
 	<-pushed
 

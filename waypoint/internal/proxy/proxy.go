@@ -232,15 +232,17 @@ func (p *Proxy) dial(ctx context.Context, r hbone.Request) (net.Conn, error) {
 }
 
 // chainFor returns the current configuration and its chain for dst,
-// waiting up to ConfigWait (or until ctx ends) for a configuration that
-// has one; the chain is nil when none came.
+// waiting up to ConfigWait (or until ctx ends) for a configuration where
+// that chain is warm (chainWarm); then the chain as it is, nil when
+// there is none.
 func (p *Proxy) chainFor(ctx context.Context, dst netip.AddrPort) (*model.Config, *model.Chain) {
 	var timeout <-chan time.Time
 	for {
 		p.confMu.Lock()
 		cfg, changed := p.conf.Load(), p.confChanged
 		p.confMu.Unlock()
-		if ch := cfg.Chain(dst); ch != nil || p.cfg.ConfigWait < 0 {
+		ch := cfg.Chain(dst)
+		if chainWarm(cfg, ch) || p.cfg.ConfigWait < 0 {
 			return cfg, ch
 		}
 		if timeout == nil {
@@ -251,10 +253,27 @@ func (p *Proxy) chainFor(ctx context.Context, dst netip.AddrPort) (*model.Config
 		select {
 		case <-changed:
 		case <-timeout:
-			return cfg, nil
+			return cfg, ch
 		case <-ctx.Done():
-			return cfg, nil
+			return cfg, ch
 		}
+	}
+}
+
+// chainWarm reports whether ch can serve: it exists and what it refers
+// to has arrived — the route table of an HTTP chain, the cluster of a TCP
+// chain. The waypoint's resources come in separate delta xDS responses
+// (LDS, RDS, CDS), so a new chain can precede them; Envoy keeps such a
+// listener warming until they arrive, and so does the waypoint for a
+// CONNECT (up to ConfigWait, then the 503 that names what is missing).
+func chainWarm(cfg *model.Config, ch *model.Chain) bool {
+	switch {
+	case ch == nil:
+		return false
+	case ch.Protocol.IsHTTP():
+		return cfg.Routes[ch.RouteName] != nil
+	default:
+		return cfg.Clusters[ch.Cluster] != nil
 	}
 }
 
