@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 
+	"ambit.dev/pkg/identity"
 	"ambit.dev/ztunnel/pkg/adminapi"
 )
 
@@ -55,7 +56,7 @@ func SPIFFEID(trustDomain, ns, sa string) string {
 	if sa == "" {
 		sa = "default"
 	}
-	return "spiffe://" + trustDomain + "/ns/" + ns + "/sa/" + sa
+	return identity.ID{TrustDomain: trustDomain, Namespace: ns, ServiceAccount: sa}.String()
 }
 
 // IdentityProblem says why ztunnel does not serve captured pod p with its

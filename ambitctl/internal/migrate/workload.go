@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"ambit.dev/ambitctl/internal/readiness"
 )
 
 // The kinds of workload the restart step restarts, as Record.Restarted
@@ -153,13 +155,6 @@ func DaemonSetRevision(ds *appsv1.DaemonSet, revs []appsv1.ControllerRevision) (
 	return strings.TrimPrefix(newest.Name, ds.Name+"-"), nil
 }
 
-// podReady reports the pod's Ready condition.
-func podReady(p corev1.Pod) bool {
-	return slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
-	})
-}
-
 // OnDeleteNext decides the next step of restarting a workload whose update
 // strategy is OnDelete (changing its template replaces no pod): from its
 // pods, the revision they must run and how many it wants, either wait
@@ -181,7 +176,7 @@ func OnDeleteNext(pods []corev1.Pod, revision string, want int32) (evict string,
 		switch {
 		case p.Labels[LabelControllerRevisionHash] != revision:
 			old = append(old, p)
-		case podReady(p):
+		case readiness.PodReady(&p):
 			updatedReady++
 		default:
 			waiting = append(waiting, "pod/"+p.Name+" not Ready")
@@ -198,7 +193,7 @@ func OnDeleteNext(pods []corev1.Pod, revision string, want int32) (evict string,
 		return "", line, true
 	}
 	slices.SortFunc(old, func(a, b corev1.Pod) int {
-		if ra, rb := podReady(a), podReady(b); ra != rb {
+		if ra, rb := readiness.PodReady(&a), readiness.PodReady(&b); ra != rb {
 			if !ra {
 				return -1
 			}

@@ -175,6 +175,7 @@ func TestOnDeleteNext(t *testing.T) {
 	pod := func(name, rev string, ready bool, terminating bool) corev1.Pod {
 		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelControllerRevisionHash: rev}}}
 		if ready {
+			p.Status.Phase = corev1.PodRunning
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 		}
 		if terminating {
