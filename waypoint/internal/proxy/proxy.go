@@ -236,23 +236,27 @@ func (p *Proxy) dial(ctx context.Context, r hbone.Request) (net.Conn, error) {
 // that chain is warm (chainWarm); then the chain as it is, nil when
 // there is none.
 func (p *Proxy) chainFor(ctx context.Context, dst netip.AddrPort) (*model.Config, *model.Chain) {
-	var timeout <-chan time.Time
+	// Every CONNECT comes here: the common case, a warm chain, takes no
+	// lock and no timer.
+	cfg := p.conf.Load()
+	if ch := cfg.Chain(dst); chainWarm(cfg, ch) || p.cfg.ConfigWait < 0 {
+		return cfg, ch
+	}
+	t := time.NewTimer(p.cfg.ConfigWait)
+	defer t.Stop()
 	for {
+		// The configuration and its change channel are read together, so
+		// a SetConfig between the check and the wait is not missed.
 		p.confMu.Lock()
 		cfg, changed := p.conf.Load(), p.confChanged
 		p.confMu.Unlock()
 		ch := cfg.Chain(dst)
-		if chainWarm(cfg, ch) || p.cfg.ConfigWait < 0 {
+		if chainWarm(cfg, ch) {
 			return cfg, ch
-		}
-		if timeout == nil {
-			t := time.NewTimer(p.cfg.ConfigWait)
-			defer t.Stop()
-			timeout = t.C
 		}
 		select {
 		case <-changed:
-		case <-timeout:
+		case <-t.C:
 			return cfg, ch
 		case <-ctx.Done():
 			return cfg, ch
