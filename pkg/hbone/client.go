@@ -5,12 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -101,7 +99,6 @@ type stopper interface{ Stop() bool }
 type Dialer struct {
 	cfg DialerConfig
 	log *slog.Logger
-	h2  *http2.Transport
 
 	mu     sync.Mutex
 	closed bool
@@ -115,7 +112,7 @@ type pool struct {
 
 type poolConn struct {
 	key     PoolKey
-	cc      *http2.ClientConn
+	cc      *h2conn
 	local   net.Addr
 	streams int // streams handed out and not yet closed
 	idle    stopper
@@ -156,19 +153,10 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if cfg.afterFunc == nil {
 		cfg.afterFunc = func(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
 	}
-	// The receive windows are only configurable through net/http's
-	// HTTP2Config, which http2.ConfigureTransports links to the Transport.
-	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
-		MaxReceiveBufferPerStream:     int(cfg.StreamWindow),
-		MaxReceiveBufferPerConnection: int(cfg.ConnWindow),
-	}}
-	h2, err := http2.ConfigureTransports(t1)
-	if err != nil {
-		return nil, fmt.Errorf("hbone: configuring HTTP/2: %w", err)
+	if err := validateFlow(cfg.StreamWindow, cfg.ConnWindow, cfg.MaxReadFrameSize); err != nil {
+		return nil, err
 	}
-	h2.MaxReadFrameSize = cfg.MaxReadFrameSize
-	h2.DisableCompression = true
-	return &Dialer{cfg: cfg, log: cfg.Logger.With("component", "hbone"), h2: h2, pools: map[PoolKey]*pool{}}, nil
+	return &Dialer{cfg: cfg, log: cfg.Logger.With("component", "hbone"), pools: map[PoolKey]*pool{}}, nil
 }
 
 func defaultDialTCP(ctx context.Context, t Target) (net.Conn, error) {
@@ -230,14 +218,14 @@ func (d *Dialer) acquire(ctx context.Context, t Target) (*poolConn, error) {
 		}
 		var drop []*poolConn
 		p.conns = slices.DeleteFunc(p.conns, func(pc *poolConn) bool {
-			if pc.streams == 0 && !pc.cc.CanTakeNewRequest() {
+			if pc.streams == 0 && !pc.cc.usable() {
 				pc.dead = true
 				drop = append(drop, pc)
 			}
 			return pc.dead
 		})
 		for _, pc := range p.conns {
-			if pc.streams < d.cfg.MaxStreamsPerConn && pc.cc.ReserveNewRequest() {
+			if pc.streams < d.cfg.MaxStreamsPerConn && pc.cc.reserve(d.cfg.MaxStreamsPerConn) {
 				pc.streams++
 				pc.stopIdle()
 				d.mu.Unlock()
@@ -271,7 +259,7 @@ func (d *Dialer) acquire(ctx context.Context, t Target) (*poolConn, error) {
 		if err == nil {
 			if d.closed {
 				err = errors.New("hbone: dialer closed")
-			} else if !pc.cc.ReserveNewRequest() {
+			} else if !pc.cc.reserve(d.cfg.MaxStreamsPerConn) {
 				err = fmt.Errorf("hbone: new connection to %s refused its first stream", t.HBONEAddr)
 			} else {
 				pc.streams = 1
@@ -281,7 +269,7 @@ func (d *Dialer) acquire(ctx context.Context, t Target) (*poolConn, error) {
 		d.mu.Unlock()
 		if err != nil {
 			if pc != nil {
-				pc.cc.Close()
+				pc.cc.close()
 			}
 			return nil, err
 		}
@@ -302,7 +290,7 @@ func (d *Dialer) connect(ctx context.Context, t Target) (*poolConn, error) {
 		}
 		return nil, fmt.Errorf("hbone: connecting to %s: %w (is the destination's ztunnel or waypoint listening on port %d?)", t.HBONEAddr, err, t.HBONEAddr.Port())
 	}
-	tc := tls.Client(raw, ClientTLS(cert, d.cfg.Roots(), t.DestID))
+	tc := tls.Client(&recordConn{Conn: raw}, ClientTLS(cert, d.cfg.Roots(), t.DestID))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		if ctx.Err() != nil || isTimeout(err) {
@@ -314,11 +302,18 @@ func (d *Dialer) connect(ctx context.Context, t Target) (*poolConn, error) {
 		tc.Close()
 		return nil, fmt.Errorf("hbone: %s negotiated ALPN %q, want %q: is it an HBONE server?", t.HBONEAddr, p, ALPN)
 	}
-	cc, err := d.h2.NewClientConn(newBatchConn(tc))
-	if err != nil {
-		tc.Close()
+	cc := newH2conn(tc, h2Config{
+		streamWindow: d.cfg.StreamWindow,
+		connWindow:   d.cfg.ConnWindow,
+		maxReadFrame: d.cfg.MaxReadFrameSize,
+		log:          d.log,
+	})
+	cc.onIdle = func() { cc.fail(errors.New("hbone: connection closed after GOAWAY")) }
+	if err := cc.start(); err != nil {
+		tc.NetConn().Close()
 		return nil, fmt.Errorf("hbone: starting HTTP/2 with %s: %w", t.HBONEAddr, err)
 	}
+	go cc.readLoop()
 	d.log.Debug("HBONE connection opened", "src", t.SourceID.String(), "dst", t.DestID.String(), "addr", t.HBONEAddr.String())
 	return &poolConn{key: t.Key(), cc: cc, local: tc.LocalAddr()}, nil
 }
@@ -343,53 +338,53 @@ func isTimeout(err error) bool {
 // waits for the answer.
 func (d *Dialer) openStream(ctx context.Context, pc *poolConn, t Target) (*Conn, error) {
 	authority := t.Authority.String()
-	h := http.Header{"User-Agent": nil}
+	var extra []string
 	if len(t.Forwarded) > 0 {
-		h.Set("Forwarded", FormatForwarded(t.Forwarded))
+		extra = append(extra, "forwarded", FormatForwarded(t.Forwarded))
 	}
 	if len(t.Baggage) > 0 {
-		h.Set("Baggage", t.Baggage.String())
+		extra = append(extra, "baggage", t.Baggage.String())
 	}
 	if t.Traceparent != "" {
-		h.Set("Traceparent", t.Traceparent)
+		extra = append(extra, "traceparent", t.Traceparent)
 	}
-	bodyR, bodyW := net.Pipe()
-	// The stream outlives Dial's ctx: it ends with Conn.Close.
-	streamCtx, cancelStream := context.WithCancel(context.WithoutCancel(ctx))
-	req := (&http.Request{
-		Method:        http.MethodConnect,
-		URL:           &url.URL{Host: authority},
-		Host:          authority,
-		Header:        h,
-		Body:          bodyR,
-		ContentLength: -1,
-		Proto:         "HTTP/2.0", ProtoMajor: 2,
-	}).WithContext(streamCtx)
-	stopWatch := context.AfterFunc(ctx, cancelStream)
-	resp, err := pc.cc.RoundTrip(req)
-	if !stopWatch() { // ctx ended first
-		if err == nil {
-			resp.Body.Close()
-		}
-		err = d.timeoutError(ctx, t, "waiting for the CONNECT response")
-	}
+	s, err := pc.cc.openStream(authority, extra...)
 	if err != nil {
-		cancelStream()
-		bodyW.Close()
-		if !strings.HasPrefix(err.Error(), "hbone:") {
-			err = fmt.Errorf("hbone: CONNECT %s via %s: %w", authority, t.HBONEAddr, err)
-		}
-		return nil, err
+		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", authority, t.HBONEAddr, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-		resp.Body.Close()
-		cancelStream()
-		bodyW.Close()
-		return nil, &StatusError{Code: resp.StatusCode, Reason: strings.TrimSpace(string(msg))}
+	select {
+	case <-s.respCh:
+	case <-ctx.Done():
+		s.closeStream(http2.ErrCodeCancel)
+		return nil, d.timeoutError(ctx, t, "waiting for the CONNECT response")
+	}
+	pc.cc.mu.Lock()
+	status, cause := s.status, s.recvErr
+	pc.cc.mu.Unlock()
+	if status == 0 {
+		s.closeStream(http2.ErrCodeCancel)
+		if cause == nil {
+			cause = errors.New("stream ended without a response")
+		}
+		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", authority, t.HBONEAddr, cause)
+	}
+	if status != http.StatusOK {
+		if dl, ok := ctx.Deadline(); ok {
+			s.readDeadline.Store(&dl)
+		}
+		msg := make([]byte, 0, 256)
+		for len(msg) < cap(msg) {
+			n, err := s.read(msg[len(msg):cap(msg)])
+			msg = msg[:len(msg)+n]
+			if err != nil {
+				break
+			}
+		}
+		s.closeStream(http2.ErrCodeCancel)
+		return nil, &StatusError{Code: status, Reason: strings.TrimSpace(string(msg))}
 	}
 	remote := net.TCPAddrFromAddrPort(t.Authority)
-	return newConn(bodyW, resp.Body, cancelStream, pc.local, remote, func() { d.releaseStream(pc, false) }), nil
+	return newConn(s, pc.local, remote, func() { d.releaseStream(pc, false) }), nil
 }
 
 // releaseStream returns a stream slot; broken marks the connection
@@ -401,7 +396,7 @@ func (d *Dialer) releaseStream(pc *poolConn, broken bool) {
 	if broken {
 		pc.dead = true
 	}
-	closeNow := pc.streams == 0 && (pc.dead || !pc.cc.CanTakeNewRequest())
+	closeNow := pc.streams == 0 && (pc.dead || !pc.cc.usable())
 	if closeNow {
 		d.removeLocked(pc)
 	} else if pc.streams == 0 && !pc.dead {
@@ -411,7 +406,7 @@ func (d *Dialer) releaseStream(pc *poolConn, broken bool) {
 	}
 	d.mu.Unlock()
 	if closeNow {
-		pc.cc.Close()
+		pc.cc.close()
 	}
 }
 
@@ -425,7 +420,7 @@ func (d *Dialer) expireIdle(pc *poolConn, gen uint64) {
 	d.removeLocked(pc)
 	d.mu.Unlock()
 	d.log.Debug("closing idle HBONE connection", "addr", pc.key.HBONEAddr.String())
-	pc.cc.Close()
+	pc.cc.close()
 }
 
 func (d *Dialer) removeLocked(pc *poolConn) {
@@ -449,7 +444,7 @@ func (pc *poolConn) stopIdle() {
 
 func closeAll(pcs []*poolConn) {
 	for _, pc := range pcs {
-		pc.cc.Close()
+		pc.cc.close()
 	}
 }
 

@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // StatusError is returned by Dialer.Dial when the server answers the
@@ -42,51 +43,39 @@ func (e *StatusError) Error() string {
 }
 
 // Conn is one HBONE stream, used as a net.Conn: Write sends on the CONNECT
-// request body, Read reads the response body. CloseWrite ends the request
-// body (the upstream sees EOF); Read returns io.EOF when the upstream has
-// closed its side. Close after both directions finished ends the stream
-// cleanly; Close before that resets it (like a TCP RST).
+// request stream, Read reads the response stream. CloseWrite ends the
+// request stream (the upstream sees EOF); Read returns io.EOF when the
+// upstream has closed its side. Close after both directions finished ends
+// the stream cleanly; Close before that resets it (like a TCP RST).
 //
-// Read reads the response body directly (no goroutine, no buffer of its
-// own); a Read with an empty buffer waits until data or the end of the
-// stream is there without consuming anything (see WaitRead). Deadlines are
-// supported: writes go through an in-memory pipe (net.Pipe) whose
-// deadlines they inherit; a read deadline applies to the Reads that start
-// after it is set.
+// Write frames and sends the data itself, on the caller's goroutine; Read
+// takes what the connection's reader has buffered. A Read with an empty
+// buffer returns at once; WaitRead waits until data or the end of the
+// stream is there without consuming anything. Deadlines bound the waits
+// for data (Read, WaitRead) and for flow-control window (Write); setting
+// one wakes a waiting call to check it.
 type Conn struct {
-	wr     net.Conn // our end of the request-body pipe
-	body   io.ReadCloser
-	cancel context.CancelFunc
+	s      *stream
 	local  net.Addr
 	remote net.Addr
 
 	sent, received atomic.Int64
-	closed         atomic.Bool
 	closeOnce      sync.Once
 	release        func()
-
-	rmu      sync.Mutex // serializes Read and WaitRead
-	deadline atomic.Pointer[time.Time]
-	// waiting is non-nil while a goroutine waits for the body to become
-	// readable on behalf of a Read that had a deadline; it delivers the
-	// wait's error once. Guarded by rmu.
-	waiting chan error
 }
 
-func newConn(wr net.Conn, body io.ReadCloser, cancel context.CancelFunc, local, remote net.Addr, release func()) *Conn {
-	return &Conn{wr: wr, body: body, cancel: cancel, local: local, remote: remote, release: release}
+func newConn(s *stream, local, remote net.Addr, release func()) *Conn {
+	return &Conn{s: s, local: local, remote: remote, release: release}
 }
 
-// Read reads from the response body.
+// Read reads from the response stream.
 func (c *Conn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	if err := c.waitLocked(); err != nil {
-		return 0, err
+	if len(p) == 0 {
+		return 0, nil
 	}
-	n, err := c.body.Read(p)
+	n, err := c.s.read(p)
 	c.received.Add(int64(n))
-	return n, c.readError(err)
+	return n, readError(err)
 }
 
 // WaitRead blocks until a Read would not block (data is buffered, or the
@@ -94,89 +83,59 @@ func (c *Conn) Read(p []byte) (int, error) {
 // the read deadline passes or the Conn is closed. A proxy calls it before
 // taking a copy buffer, so an idle stream holds none.
 func (c *Conn) WaitRead() error {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	if err := c.waitLocked(); err != nil {
-		return err
-	}
-	_, err := c.body.Read(nil)
-	if err = c.readError(err); errors.Is(err, io.ErrClosedPipe) {
+	_, err := c.s.read(nil)
+	if errors.Is(err, errStreamClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
 	return nil
 }
 
-// waitLocked waits, under the read deadline if one is set, until the body
-// is readable; it returns nil at once when no deadline is set (the caller's
-// own body read then blocks).
-func (c *Conn) waitLocked() error {
-	if c.closed.Load() {
-		return io.ErrClosedPipe
-	}
-	dl := c.deadline.Load()
-	if c.waiting == nil && (dl == nil || dl.IsZero()) {
-		return nil
-	}
-	if c.waiting == nil {
-		if !time.Now().Before(*dl) {
-			return os.ErrDeadlineExceeded
-		}
-		ch := make(chan error, 1)
-		c.waiting = ch
-		go func() {
-			_, err := c.body.Read(nil) // returns when readable, ended or closed
-			ch <- err
-		}()
-	}
-	var timeout <-chan time.Time
-	if dl != nil && !dl.IsZero() {
-		t := time.NewTimer(time.Until(*dl))
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case <-c.waiting:
-		// The wait's error (end of stream, reset) is sticky in the body:
-		// the caller's read returns it again.
-		c.waiting = nil
-		return nil
-	case <-timeout:
-		return os.ErrDeadlineExceeded
-	}
-}
-
-// readError maps a response-body error to what a net.Conn reports.
-func (c *Conn) readError(err error) error {
+// readError maps a stream error to what a net.Conn reports.
+func readError(err error) error {
 	switch {
-	case err == nil || err == io.EOF:
+	case err == nil || err == io.EOF || errors.Is(err, errStreamClosed) || errors.Is(err, os.ErrDeadlineExceeded):
 		return err
-	case c.closed.Load():
-		return io.ErrClosedPipe
 	}
 	return fmt.Errorf("hbone: stream broken: %w", err)
 }
 
-// Write writes to the request body.
+// Write writes to the request stream.
 func (c *Conn) Write(p []byte) (int, error) {
-	n, err := c.wr.Write(p)
+	n, err := c.s.write(p, false)
 	c.sent.Add(int64(n))
-	return n, err
+	return n, readError(err)
 }
 
-// CloseWrite half-closes the stream: the request body ends and the
+// CloseWrite half-closes the stream: the request stream ends and the
 // upstream reads EOF. Reading continues to work.
-func (c *Conn) CloseWrite() error { return c.wr.Close() }
+func (c *Conn) CloseWrite() error {
+	_, err := c.s.write(nil, true)
+	return readError(err)
+}
 
 // Close releases the stream (see the Conn comment).
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
-		c.closed.Store(true)
-		c.wr.Close()
-		c.body.Close() // resets the stream unless the response ended; wakes readers
-		c.cancel()
+		c.s.closeStream(http2.ErrCodeCancel)
 		c.release()
 	})
 	return nil
+}
+
+// DeliverTo hands the stream's received data to dst: from now on the HBONE
+// connection's reader writes it there itself, so no goroutine of the
+// caller waits on the stream (Read then fails). count, if not nil, gets the
+// size of every chunk written. done is called once: nil after the end of
+// the stream was passed on as dst.CloseWrite, or the error that ended the
+// delivery (dst failed, or the stream was reset or closed). It reports
+// false, and changes nothing, when dst has no raw connection.
+func (c *Conn) DeliverTo(dst *net.TCPConn, count func(int64), done func(error)) bool {
+	return c.s.deliverTo(dst, func(n int64) {
+		c.received.Add(n)
+		if count != nil {
+			count(n)
+		}
+	}, func(err error) { done(readError(err)) })
 }
 
 // LocalAddr is the local address of the underlying HBONE connection.
@@ -187,18 +146,25 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.deadline.Store(&t)
-	return c.wr.SetWriteDeadline(t)
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline sets the read deadline.
+// SetReadDeadline sets the read deadline, for waiting Reads and WaitReads
+// too.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.deadline.Store(&t)
+	c.s.readDeadline.Store(&t)
+	signal(c.s.readable) // a waiting Read re-checks its deadline
 	return nil
 }
 
-// SetWriteDeadline sets the write deadline.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.wr.SetWriteDeadline(t) }
+// SetWriteDeadline sets the write deadline: how long a Write, including a
+// waiting one, may wait for flow-control window.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.s.writeDeadline.Store(&t)
+	signal(c.s.writable)
+	return nil
+}
 
 // BytesSent is the number of payload bytes written so far.
 func (c *Conn) BytesSent() int64 { return c.sent.Load() }

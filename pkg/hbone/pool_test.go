@@ -262,8 +262,8 @@ func TestFlowControlWindows(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
 			r := <-res
-			if r.stream != stream || r.conn != conn {
-				t.Errorf("client stream window %d, connection increment %d; want %d, %d", r.stream, r.conn, stream, conn)
+			if r.stream != stream || r.conn != conn-65535 {
+				t.Errorf("client stream window %d, connection increment %d; want %d, %d", r.stream, r.conn, stream, conn-65535)
 			}
 			cancel()
 		}()

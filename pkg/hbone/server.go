@@ -2,8 +2,9 @@
 // HTTP/2 CONNECT over mutual TLS 1.3 on port 15008, with X.509-SVID
 // identities. Server terminates tunnels and splices each stream to an
 // upstream; Dialer opens streams over pooled connections and returns them as
-// net.Conns. The HTTP/2 work is done by golang.org/x/net/http2 and peer
-// verification by go-spiffe.
+// net.Conns. HTTP/2 framing and HPACK come from golang.org/x/net/http2
+// (h2.go runs the CONNECT subset of the protocol on them) and peer
+// verification from go-spiffe.
 package hbone
 
 import (
@@ -18,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,16 +37,17 @@ const (
 	DefaultStreamWindow     = 4 << 20  // bytes, per stream
 	DefaultConnWindow       = 16 << 20 // bytes, per connection
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultMaxConcurrentStreams is the streams a Server lets one client
+	// connection have open at once.
+	DefaultMaxConcurrentStreams = 250
 
 	// DefaultServerMaxReadFrameSize is the largest DATA frame a Server
-	// accepts: 16 KiB, the HTTP/2 minimum and one TLS record. A client's
-	// x/net body writer holds a scratch buffer of this size (capped at
-	// 512 KiB) for the whole life of each stream, idle or not, so a larger
-	// value costs every open stream that much client memory.
-	DefaultServerMaxReadFrameSize = 16 << 10
+	// accepts: 1 MiB (x/net's default too). The frame buffer is per
+	// connection; each received frame is one write to the upstream, so
+	// fewer, larger frames mean fewer system calls.
+	DefaultServerMaxReadFrameSize = 1 << 20
 	// DefaultClientMaxReadFrameSize is the largest DATA frame a Dialer
-	// accepts: 1 MiB. Its read buffer is per connection, not per stream,
-	// so large frames cost nothing per stream and save framing work.
+	// accepts: 1 MiB, for the same reasons.
 	DefaultClientMaxReadFrameSize = 1 << 20
 )
 
@@ -79,7 +82,8 @@ type ServerConfig struct {
 	// means 503, or the Code and Reason of a *StatusError it wraps (a
 	// waypoint answers 400 for a destination it does not serve). The
 	// returned conn should implement CloseWrite (as *net.TCPConn does) for
-	// half-close to reach the upstream.
+	// half-close to reach the upstream; a *net.TCPConn or a TCPWriter is
+	// written by the connection's reader with no goroutine per stream.
 	Dial func(ctx context.Context, r Request) (net.Conn, error)
 	// Waypoint skips the check that the :authority IP is the local address
 	// the connection was accepted on.
@@ -89,7 +93,8 @@ type ServerConfig struct {
 	// StreamWindow and ConnWindow are the receive flow-control windows
 	// (defaults 4 MiB and 16 MiB).
 	StreamWindow, ConnWindow int32
-	// MaxConcurrentStreams per connection (0: the x/net default, 250).
+	// MaxConcurrentStreams per connection (default
+	// DefaultMaxConcurrentStreams).
 	MaxConcurrentStreams uint32
 	// MaxReadFrameSize is the largest DATA frame accepted (default
 	// DefaultServerMaxReadFrameSize).
@@ -103,13 +108,11 @@ type ServerConfig struct {
 type Server struct {
 	cfg ServerConfig
 	log *slog.Logger
-	h1  *http.Server // carries the graceful-shutdown hook of h2
-	h2  *http2.Server
 
 	mu      sync.Mutex
 	closing bool
-	conns   map[net.Conn]struct{}
-	idle    chan struct{} // closed and replaced whenever conns becomes empty
+	conns   map[net.Conn]*h2conn // nil until the HTTP/2 connection started
+	idle    chan struct{}        // closed and replaced whenever conns becomes empty
 }
 
 // NewServer validates cfg and returns a Server. It starts nothing.
@@ -134,26 +137,32 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxReadFrameSize == 0 {
 		cfg.MaxReadFrameSize = DefaultServerMaxReadFrameSize
 	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if err := validateFlow(cfg.StreamWindow, cfg.ConnWindow, cfg.MaxReadFrameSize); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{
-		cfg: cfg,
-		log: cfg.Logger.With("component", "hbone"),
-		h1:  &http.Server{ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)},
-		h2: &http2.Server{
-			MaxConcurrentStreams:         cfg.MaxConcurrentStreams,
-			MaxReadFrameSize:             cfg.MaxReadFrameSize,
-			MaxUploadBufferPerStream:     cfg.StreamWindow,
-			MaxUploadBufferPerConnection: cfg.ConnWindow,
-		},
-		conns: map[net.Conn]struct{}{},
+	return &Server{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "hbone"),
+		conns: map[net.Conn]*h2conn{},
 		idle:  make(chan struct{}),
+	}, nil
+}
+
+// validateFlow checks windows and frame size against RFC 9113's bounds.
+func validateFlow(stream, conn int32, frame uint32) error {
+	switch {
+	case stream < initialWindow || conn < initialWindow:
+		return fmt.Errorf("hbone: flow-control windows %d (stream) and %d (connection) must be at least %d bytes", stream, conn, initialWindow)
+	case frame < initialMaxFrame || frame > 1<<24-1:
+		return fmt.Errorf("hbone: max read frame size %d must be within %d..%d", frame, initialMaxFrame, 1<<24-1)
 	}
-	if err := http2.ConfigureServer(s.h1, s.h2); err != nil {
-		return nil, fmt.Errorf("hbone: configuring HTTP/2: %w", err)
-	}
-	return s, nil
+	return nil
 }
 
 // ErrServerClosed is returned by Serve and ServeConn after Shutdown.
@@ -189,7 +198,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // ServeConn serves one accepted connection (plain TCP, or a *tls.Conn made
 // with the server's TLS config) until the peer closes it or ctx is done;
 // every stream handler has returned when it returns. It returns an error
-// when the TLS handshake or peer verification fails.
+// when the TLS handshake, peer verification or the HTTP/2 preface fails.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	defer conn.Close()
 	if !s.track(conn) {
@@ -199,7 +208,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 
 	tc, ok := conn.(*tls.Conn)
 	if !ok {
-		tc = tls.Server(conn, s.cfg.TLS)
+		tc = tls.Server(&recordConn{Conn: conn}, s.cfg.TLS)
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
@@ -215,19 +224,53 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	if err != nil {
 		return err
 	}
+	_ = tc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(tc, preface); err != nil {
+		return fmt.Errorf("hbone: reading the HTTP/2 preface from %s: %w", conn.RemoteAddr(), err)
+	}
+	if string(preface) != http2.ClientPreface {
+		return fmt.Errorf("hbone: client %s did not send the HTTP/2 connection preface (is it an HBONE client?)", conn.RemoteAddr())
+	}
+	// The read deadline stays until the client's SETTINGS frame is in.
 	ci := &connInfo{
 		source: src,
 		local:  addrPortOf(conn.LocalAddr()),
 		peer:   addrPortOf(conn.RemoteAddr()),
 		done:   make(chan struct{}),
 	}
-	stop := context.AfterFunc(ctx, func() { tc.Close() })
-	defer stop()
-	s.h2.ServeConn(newBatchConn(tc), &http2.ServeConnOpts{
-		Context:    ctx,
-		BaseConfig: s.h1,
-		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(w, r, ci) }),
+	sctx, cancelStreams := context.WithCancel(ctx)
+	defer cancelStreams()
+	var h *h2conn
+	h = newH2conn(tc, h2Config{
+		server:       true,
+		streamWindow: s.cfg.StreamWindow,
+		connWindow:   s.cfg.ConnWindow,
+		maxReadFrame: s.cfg.MaxReadFrameSize,
+		maxStreams:   s.cfg.MaxConcurrentStreams,
+		log:          s.log,
+		onRequest: func(st *stream, f *http2.MetaHeadersFrame) {
+			if !ci.enter() {
+				go h.resetStream(st.id, http2.ErrCodeRefusedStream, nil)
+				return
+			}
+			st.ctx, st.cancelCtx = context.WithCancel(sctx)
+			go func() {
+				defer ci.exit()
+				s.serveStream(st, f, ci)
+			}()
+		},
 	})
+	h.onIdle = func() { h.fail(errors.New("hbone: connection closed after GOAWAY")) }
+	if err := h.start(); err != nil {
+		return err
+	}
+	if !s.started(conn, h) {
+		h.goAway(http2.ErrCodeNo, "server shutting down")
+	}
+	stop := context.AfterFunc(ctx, h.close)
+	defer stop()
+	h.readLoop()
 	ci.closeAndWait()
 	return nil
 }
@@ -238,15 +281,17 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
+	var started []*h2conn
+	for _, h := range s.conns {
+		if h != nil {
+			started = append(started, h)
+		}
+	}
 	s.mu.Unlock()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
+	for _, h := range started {
+		h.goAway(http2.ErrCodeNo, "server shutting down")
+	}
 	for {
-		// Sends GOAWAY on every connection s.h2 serves; returns at once as
-		// h1 owns no listeners or connections of its own. Repeated because
-		// a connection accepted just before closing was set may register
-		// with s.h2 after a broadcast; GOAWAY is sent once per connection.
-		_ = s.h1.Shutdown(ctx)
 		s.mu.Lock()
 		n, idle := len(s.conns), s.idle
 		s.mu.Unlock()
@@ -255,7 +300,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		select {
 		case <-idle:
-		case <-tick.C:
 		case <-ctx.Done():
 			s.mu.Lock()
 			for c := range s.conns {
@@ -279,8 +323,17 @@ func (s *Server) track(c net.Conn) bool {
 	if s.closing {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.conns[c] = nil
 	return true
+}
+
+// started records c's HTTP/2 connection; false means Shutdown began before
+// it did, so the caller sends GOAWAY itself.
+func (s *Server) started(c net.Conn, h *h2conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns[c] = h
+	return !s.closing
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -294,7 +347,7 @@ func (s *Server) untrack(c net.Conn) {
 }
 
 // connInfo is what the handlers of one connection share. It also counts
-// running handlers so ServeConn can wait for them: x/net/http2 does not.
+// running handlers so ServeConn can wait for them.
 type connInfo struct {
 	source      identity.ID
 	local, peer netip.AddrPort
@@ -354,15 +407,30 @@ func CheckRequest(method, authority string, local netip.Addr, waypoint bool) (ne
 }
 
 // buildRequest validates one stream and parses its headers.
-func (s *Server) buildRequest(r *http.Request, ci *connInfo) (Request, int, error) {
-	dst, code, err := CheckRequest(r.Method, r.Host, ci.local.Addr(), s.cfg.Waypoint)
+func (s *Server) buildRequest(f *http2.MetaHeadersFrame, ci *connInfo) (Request, int, error) {
+	if f.Truncated {
+		return Request{}, http.StatusRequestHeaderFieldsTooLarge, errors.New("hbone: request headers too large")
+	}
+	dst, code, err := CheckRequest(f.PseudoValue("method"), f.PseudoValue("authority"), ci.local.Addr(), s.cfg.Waypoint)
 	if err != nil {
 		return Request{}, code, err
 	}
-	req := Request{SourceID: ci.source, Peer: ci.peer, Local: ci.local, Dst: dst,
-		Traceparent: r.Header.Get("Traceparent")}
-	if v := r.Header.Values("Forwarded"); len(v) > 0 {
-		if req.Forwarded, err = ParseForwarded(strings.Join(v, ",")); err != nil {
+	req := Request{SourceID: ci.source, Peer: ci.peer, Local: ci.local, Dst: dst}
+	var forwarded, baggage []string
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "forwarded":
+			forwarded = append(forwarded, hf.Value)
+		case "baggage":
+			baggage = append(baggage, hf.Value)
+		case "traceparent":
+			if req.Traceparent == "" {
+				req.Traceparent = hf.Value
+			}
+		}
+	}
+	if len(forwarded) > 0 {
+		if req.Forwarded, err = ParseForwarded(strings.Join(forwarded, ",")); err != nil {
 			return Request{}, http.StatusBadRequest, err
 		}
 		for _, e := range req.Forwarded {
@@ -372,9 +440,9 @@ func (s *Server) buildRequest(r *http.Request, ci *connInfo) (Request, int, erro
 			}
 		}
 	}
-	if v := r.Header.Values("Baggage"); len(v) > 0 {
+	if len(baggage) > 0 {
 		// Baggage is informational: a malformed header is dropped, not fatal.
-		if b, err := ParseBaggage(strings.Join(v, ",")); err == nil {
+		if b, err := ParseBaggage(strings.Join(baggage, ",")); err == nil {
 			req.Baggage = b
 		} else {
 			s.log.Debug("dropping malformed baggage", "source", ci.source.String(), "error", err)
@@ -389,79 +457,149 @@ const (
 	reasonUpstreamFail = "destination could not connect to the upstream"
 )
 
-func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, ci *connInfo) {
-	if !ci.enter() {
-		return
-	}
-	defer ci.exit()
-
-	req, code, err := s.buildRequest(r, ci)
+func (s *Server) serveStream(st *stream, f *http2.MetaHeadersFrame, ci *connInfo) {
+	defer st.closeStream(http2.ErrCodeCancel)
+	req, code, err := s.buildRequest(f, ci)
 	if err != nil {
 		s.log.Debug("HBONE request rejected", "source", ci.source.String(), "code", code, "error", err)
-		http.Error(w, err.Error(), code)
+		st.respondError(code, err.Error())
 		return
 	}
-	ctx := r.Context()
+	ctx := st.ctx
 	if err := s.cfg.Authorize(ctx, req); err != nil {
 		s.log.Debug("HBONE request denied", "source", req.SourceID.String(), "dst", req.Dst.String(), "error", err)
 		if se := (*StatusError)(nil); errors.As(err, &se) {
-			http.Error(w, se.Reason, se.Code)
+			st.respondError(se.Code, se.Reason)
 			return
 		}
-		http.Error(w, reasonDenied, http.StatusUnauthorized)
+		st.respondError(http.StatusUnauthorized, reasonDenied)
 		return
 	}
 	up, err := s.cfg.Dial(ctx, req)
 	if err != nil {
 		s.log.Debug("HBONE upstream dial failed", "dst", req.Dst.String(), "error", err)
 		if se := (*StatusError)(nil); errors.As(err, &se) {
-			http.Error(w, se.Reason, se.Code)
+			st.respondError(se.Code, se.Reason)
 			return
 		}
-		http.Error(w, reasonUpstreamFail+": "+err.Error(), http.StatusServiceUnavailable)
+		st.respondError(http.StatusServiceUnavailable, reasonUpstreamFail+": "+err.Error())
 		return
 	}
 	defer up.Close()
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if err := rc.Flush(); err != nil {
+	if err := st.respond(":status", "200"); err != nil {
 		return
 	}
-	if err := splice(ctx, r.Body, flushWriter{w, rc}, up); err != nil {
+	if err := splice(ctx, st, up); err != nil {
 		// The upstream broke: reset the stream so the client sees an
 		// error rather than a clean end of stream.
-		panic(http.ErrAbortHandler)
+		st.closeStream(http2.ErrCodeInternal)
 	}
 }
 
+// respond sends the response HEADERS, unless the stream was reset or
+// closed meanwhile (the client gave up while Authorize or Dial ran).
+func (st *stream) respond(fields ...string) error {
+	c := st.c
+	return c.write(func() error {
+		c.mu.Lock()
+		gone := st.removed || st.closed || st.sentEnd
+		c.mu.Unlock()
+		if gone {
+			return errStreamClosed
+		}
+		return c.writeHeaders(st.id, false, fields...)
+	})
+}
+
+// respondError answers the stream with status and reason as a plain-text
+// body, like net/http's Error.
+func (st *stream) respondError(status int, reason string) {
+	err := st.respond(":status", strconv.Itoa(status),
+		"content-type", "text/plain; charset=utf-8", "x-content-type-options", "nosniff")
+	if err == nil {
+		_, _ = st.write([]byte(reason+"\n"), true)
+	}
+	// The request is not read: tell the client to stop sending (RFC 9113
+	// §8.1) without discarding the response.
+	st.closeStream(http2.ErrCodeNo)
+}
+
 // splice copies client→upstream and upstream→client. The client's end of
-// request body half-closes the upstream; the upstream's EOF ends the
-// response (x/net/http2 cannot end a response while still reading the
-// request, so client data sent after that point is discarded). It returns
-// an error only if reading the upstream failed for a reason other than
-// EOF or the stream's end.
-func splice(ctx context.Context, body io.ReadCloser, w io.Writer, up net.Conn) error {
+// stream half-closes the upstream; the upstream's EOF ends the response
+// stream while the client may still send. It returns an error only if
+// reading the upstream failed for a reason other than EOF or the stream's
+// end.
+func splice(ctx context.Context, st *stream, up net.Conn) error {
 	stop := context.AfterFunc(ctx, func() { up.Close() })
 	defer stop()
 	toUp := make(chan struct{})
-	go func() {
-		defer close(toUp)
-		// A zero-length read of the request body returns once data (or
-		// its end) is there: the copy takes a buffer only then.
-		wait := func() error { _, _ = body.Read(nil); return nil }
-		if rerr, werr := netcopy.Copy(up, body, wait, nil); rerr != nil || werr != nil {
+	upEnded := func(err error) {
+		if err != nil {
 			up.Close()
-			return
 		}
-		closeWrite(up)
-	}()
-	var upErr error
-	if err, _ := netcopy.Copy(w, up, netcopy.Waiter(up), nil); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-		upErr = err
+		close(toUp)
 	}
-	body.Close()
+	// A TCP upstream gets the client's data from the connection's reader
+	// (no goroutine per stream); any other upstream from a copy.
+	tc, count := writeTarget(up)
+	if tc == nil || !st.deliverTo(tc, count, upEnded) {
+		go func() {
+			rerr, werr := netcopy.Copy(up, streamIO{st}, st.waitRead, nil)
+			if rerr == nil && werr == nil {
+				closeWrite(up)
+			}
+			upEnded(errors.Join(rerr, werr))
+		}()
+	}
+	var upErr error
+	if err, werr := netcopy.Copy(streamIO{st}, up, netcopy.Waiter(up), nil); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+		upErr = err
+	} else if err == nil && werr == nil {
+		_, _ = st.write(nil, true)
+	}
+	if upErr != nil {
+		st.closeStream(http2.ErrCodeInternal)
+	}
 	<-toUp
 	return upErr
+}
+
+// TCPWriter is an upstream conn (such as a wrapper counting bytes) whose
+// writes go to a TCP connection. The server writes the client's data to
+// that connection directly, from the HBONE connection's reader, and
+// reports each chunk's size to count (which may be nil).
+type TCPWriter interface {
+	WriteTarget() (tc *net.TCPConn, count func(n int64))
+}
+
+func writeTarget(up net.Conn) (*net.TCPConn, func(int64)) {
+	switch c := up.(type) {
+	case *net.TCPConn:
+		return c, nil
+	case TCPWriter:
+		return c.WriteTarget()
+	}
+	return nil, nil
+}
+
+// streamIO is a server stream as the copy sees it.
+type streamIO struct{ s *stream }
+
+func (w streamIO) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	return w.s.read(p)
+}
+func (w streamIO) Write(p []byte) (int, error) { return w.s.write(p, false) }
+
+// waitRead waits until the stream has data or has ended.
+func (st *stream) waitRead() error {
+	_, err := st.read(nil)
+	if err == io.EOF {
+		return nil // the copy's read returns it
+	}
+	return err
 }
 
 func closeWrite(c net.Conn) {
@@ -470,19 +608,6 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	_ = c.Close()
-}
-
-type flushWriter struct {
-	w  io.Writer
-	rc *http.ResponseController
-}
-
-func (f flushWriter) Write(p []byte) (int, error) {
-	n, err := f.w.Write(p)
-	if err != nil {
-		return n, err
-	}
-	return n, f.rc.Flush()
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

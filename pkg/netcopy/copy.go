@@ -13,7 +13,7 @@ import (
 )
 
 // BufSize is the size of the pooled copy buffers.
-const BufSize = 32 << 10
+const BufSize = 64 << 10
 
 var bufs = sync.Pool{New: func() any { b := make([]byte, BufSize); return &b }}
 
@@ -34,6 +34,24 @@ func Waiter(src any) func() error {
 		}
 	}
 	return nil
+}
+
+// TCPSource is a conn (such as a wrapper counting bytes) whose reads come
+// from a TCP connection: Copy reads that connection through the poller
+// directly, as it does a *net.TCPConn, and reports each read's size to
+// count (which may be nil).
+type TCPSource interface {
+	ReadSource() (tc *net.TCPConn, count func(n int64))
+}
+
+func readSource(src io.Reader) (*net.TCPConn, func(int64)) {
+	switch c := src.(type) {
+	case *net.TCPConn:
+		return c, nil
+	case TCPSource:
+		return c.ReadSource()
+	}
+	return nil, nil
 }
 
 // Copy copies src to dst until src ends. It waits with wait (if not nil)
@@ -71,10 +89,20 @@ func Copy(dst io.Writer, src io.Reader, wait func() error, count func(int64)) (r
 // has data: the buffer (the caller puts a non-nil one back), the bytes read
 // and the read error (io.EOF at the end).
 func reader(src io.Reader, wait func() error) func() (*[]byte, int, error) {
-	if tc, ok := src.(*net.TCPConn); ok {
+	tc, count := readSource(src)
+	if tc != nil {
 		if rc, err := tc.SyscallConn(); err == nil {
 			if r := rawReader(rc); r != nil {
-				return r
+				if count == nil {
+					return r
+				}
+				return func() (*[]byte, int, error) {
+					bp, n, err := r()
+					if n > 0 {
+						count(int64(n))
+					}
+					return bp, n, err
+				}
 			}
 		}
 	}

@@ -41,6 +41,27 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 		a.Close()
 		b.Close()
 	}
+	if d, ok := b.(deliverer); ok {
+		if tc, ok := a.(*net.TCPConn); ok {
+			// b's own reader writes b→a (an HBONE stream's connection
+			// does): a→b runs here, and no goroutine waits on b.
+			bDone := make(chan struct{})
+			delivered := func(err error) {
+				// A failure closes both, which ends a→b too.
+				if err = ignoreClosed(err); err != nil {
+					fail(err)
+				}
+				close(bDone)
+			}
+			if d.DeliverTo(tc, bToA, delivered) {
+				if err := copyHalf(b, a, aToB); err != nil {
+					fail(err)
+				}
+				<-bDone
+				return finish(ctx, a, b, &mu, &first)
+			}
+		}
+	}
 	// b→a runs in this goroutine: one goroutine less per connection.
 	aDone := make(chan struct{})
 	go func() {
@@ -53,6 +74,18 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 		fail(err)
 	}
 	<-aDone
+	return finish(ctx, a, b, &mu, &first)
+}
+
+// deliverer is a conn whose own reader can write what it receives to a TCP
+// connection (*hbone.Conn).
+type deliverer interface {
+	DeliverTo(dst *net.TCPConn, count func(int64), done func(error)) bool
+}
+
+// finish closes both conns once both directions ended and returns the
+// first failure, or nil when ctx ended.
+func finish(ctx context.Context, a, b net.Conn, mu *sync.Mutex, first *error) error {
 	a.Close()
 	b.Close()
 	if ctx.Err() != nil {
@@ -60,7 +93,7 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return first
+	return *first
 }
 
 // copyHalf copies src to dst until src ends, then half-closes dst.
@@ -135,6 +168,22 @@ func (c *CountingConn) SyscallConn() (syscall.RawConn, error) {
 		return sc.SyscallConn()
 	}
 	return nil, errors.ErrUnsupported
+}
+
+// WriteTarget is the *net.TCPConn writes go to (nil if the wrapped conn is
+// not one) and the count of them, for a writer that writes it directly
+// (hbone.TCPWriter).
+func (c *CountingConn) WriteTarget() (*net.TCPConn, func(int64)) {
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc, c.OnWrite
+}
+
+// ReadSource is the *net.TCPConn reads come from (nil if the wrapped conn
+// is not one) and the count of them, for a copy that reads it directly
+// (netcopy.TCPSource).
+func (c *CountingConn) ReadSource() (*net.TCPConn, func(int64)) {
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc, c.OnRead
 }
 
 // Close closes the wrapped conn and runs OnClose once.
