@@ -878,13 +878,6 @@ func (c *h2conn) close() {
 	c.goAwayAndFail(http2.ErrCodeNo, errors.New("hbone: connection closed"))
 }
 
-// closeErr is the connection's failure, or nil while it works.
-func (c *h2conn) closeErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
 func (c *h2conn) newStreamLocked(id uint32) *stream {
 	s := &stream{
 		c:        c,
