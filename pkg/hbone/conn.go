@@ -62,6 +62,9 @@ type Conn struct {
 	sent, received atomic.Int64
 	closeOnce      sync.Once
 	release        func()
+	// server: a stream the Server handed to ServerConfig.Handle, whose
+	// Close ends the response like a TCP close (see Close).
+	server bool
 }
 
 func newConn(s *stream, local, remote net.Addr, release func()) *Conn {
@@ -113,10 +116,19 @@ func (c *Conn) CloseWrite() error {
 	return readError(err)
 }
 
-// Close releases the stream (see the Conn comment).
+// Close releases the stream (see the Conn comment). On a stream the
+// Server handed to ServerConfig.Handle, Close is a TCP close rather than a
+// reset: it ends the response stream (END_STREAM) and, if the client is
+// still sending, tells it to stop without discarding the response
+// (RST_STREAM NO_ERROR, RFC 9113 §8.1).
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
-		c.s.closeStream(http2.ErrCodeCancel)
+		code := http2.ErrCodeCancel
+		if c.server {
+			_, _ = c.s.write(nil, true)
+			code = http2.ErrCodeNo
+		}
+		c.s.closeStream(code)
 		c.release()
 	})
 	return nil

@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -462,5 +464,108 @@ func TestNewServerRejectsBadFlowSettings(t *testing.T) {
 		if _, err := NewServer(cfg); err == nil || !strings.Contains(err.Error(), "must be") {
 			t.Fatalf("NewServer = %v, want an error", err)
 		}
+	}
+}
+
+// TestHandle: a stream Handle takes is served in-process on the stream
+// itself: the client's data, half-close and deadlines reach the handler,
+// Close ends the response cleanly, a nil serve falls through to Dial, and a
+// Handle error is answered like Dial's.
+func TestHandle(t *testing.T) {
+	m := newMesh(t)
+	up := startUpstream(t, "127.0.0.1", echo)
+	inProcess := netip.MustParseAddrPort("127.0.0.1:8080")
+	refused := netip.MustParseAddrPort("127.0.0.1:8081")
+	early := netip.MustParseAddrPort("127.0.0.1:8082")
+	type served struct {
+		local, remote string
+		got           string
+		deadlineErr   error
+	}
+	results := make(chan served, 1)
+	ts := startServer(t, m, "127.0.0.1", func(cfg *ServerConfig) {
+		cfg.Handle = func(_ context.Context, r Request) (func(*Conn), error) {
+			switch r.Dst {
+			case refused:
+				return nil, &StatusError{Code: http.StatusBadRequest, Reason: "no such listener"}
+			case early:
+				// Answers and closes while the client still sends.
+				return func(c *Conn) {
+					c.Write([]byte("early"))
+					c.Close()
+				}, nil
+			case inProcess:
+				return func(c *Conn) {
+					defer c.Close()
+					var s served
+					s.local, s.remote = c.LocalAddr().String(), c.RemoteAddr().String()
+					c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+					if _, err := c.Read(make([]byte, 1)); err != nil {
+						s.deadlineErr = err
+					}
+					c.SetReadDeadline(time.Time{})
+					c.Write([]byte("ready"))
+					b, err := io.ReadAll(c)
+					if err != nil {
+						t.Errorf("handler read: %v", err)
+					}
+					s.got = string(b)
+					c.Write([]byte("bye"))
+					results <- s
+				}, nil
+			}
+			return nil, nil
+		}
+	})
+	d := m.newDialer(t, nil)
+	ctx := context.Background()
+
+	c, err := d.Dial(ctx, m.target(ts, inProcess))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ready" {
+		t.Fatalf("read %q, %v; want ready", buf, err)
+	}
+	c.Write([]byte("request"))
+	c.CloseWrite()
+	rest, err := io.ReadAll(c)
+	if err != nil || string(rest) != "bye" {
+		t.Fatalf("after the handler's Close: read %q, %v; want bye, then a clean EOF", rest, err)
+	}
+	s := <-results
+	if s.got != "request" || !errors.Is(s.deadlineErr, os.ErrDeadlineExceeded) {
+		t.Fatalf("handler got %q, deadline error %v", s.got, s.deadlineErr)
+	}
+	if s.local != inProcess.String() || !strings.HasPrefix(s.remote, "127.0.0.1:") {
+		t.Fatalf("handler's conn: local %s remote %s; want the :authority and the client's address", s.local, s.remote)
+	}
+
+	// A nil serve: Dial, to the echo upstream.
+	e, err := d.Dial(ctx, m.target(ts, up))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if sum := roundTrip(t, e, []byte("through Dial")); sum != sha256.Sum256([]byte("through Dial")) {
+		t.Fatal("echo through Dial differs")
+	}
+
+	// Closed while the client still sends: the response still ends
+	// cleanly (END_STREAM, then RST_STREAM NO_ERROR), like a TCP close.
+	ec, err := d.Dial(ctx, m.target(ts, early))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	ec.Write([]byte("unread"))
+	if b, err := io.ReadAll(ec); err != nil || string(b) != "early" {
+		t.Fatalf("early close: read %q, %v; want early, then a clean EOF", b, err)
+	}
+
+	if _, err := d.Dial(ctx, m.target(ts, refused)); !isStatus(err, http.StatusBadRequest) {
+		t.Fatalf("Handle error: Dial = %v, want 400", err)
 	}
 }

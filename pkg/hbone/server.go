@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -85,6 +86,15 @@ type ServerConfig struct {
 	// half-close to reach the upstream; a *net.TCPConn or a TCPWriter is
 	// written by the connection's reader with no goroutine per stream.
 	Dial func(ctx context.Context, r Request) (net.Conn, error)
+	// Handle, if set, is asked before Dial for every authorized stream.
+	// A non-nil serve takes the stream itself: the server answers 200 and
+	// calls serve with the stream as a *Conn (LocalAddr the :authority,
+	// RemoteAddr the original source), so an in-process server — the
+	// waypoint's HTTP server — reads and writes the stream with no copy
+	// and no goroutine hand-off in between. serve owns the Conn and
+	// returns once it is done with it; the stream is closed then. A nil
+	// serve means Dial as usual; an error answers as Dial's does.
+	Handle func(ctx context.Context, r Request) (serve func(*Conn), err error)
 	// Waypoint skips the check that the :authority IP is the local address
 	// the connection was accepted on.
 	Waypoint bool
@@ -255,10 +265,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 				return
 			}
 			st.ctx, st.cancelCtx = context.WithCancel(sctx)
-			go func() {
-				defer ci.exit()
-				s.serveStream(st, f, ci)
-			}()
+			go s.serveStream(st, f, ci)
 		},
 	})
 	h.onIdle = func() { h.fail(errors.New("hbone: connection closed after GOAWAY")) }
@@ -457,43 +464,101 @@ const (
 	reasonUpstreamFail = "destination could not connect to the upstream"
 )
 
+// serveStream answers one CONNECT and carries its stream; it calls
+// ci.exit when the stream is done. The decision (request parsing,
+// Authorize, Handle, Dial) runs in accept, deep in its frames (the
+// Request, the upstream dial); this goroutine ends once the splice is
+// started, and the splice holds no goroutine while the stream is idle
+// (spliceAsync).
 func (s *Server) serveStream(st *stream, f *http2.MetaHeadersFrame, ci *connInfo) {
-	defer st.closeStream(http2.ErrCodeCancel)
+	up, serve, req := s.accept(st, f, ci)
+	switch {
+	case up != nil:
+		if err := st.respond(":status", "200"); err != nil {
+			up.Close()
+			break
+		}
+		spliceAsync(st, up, ci)
+		return
+	case serve != nil:
+		handOff(st, req, serve)
+	}
+	st.closeStream(http2.ErrCodeCancel)
+	ci.exit()
+}
+
+// handOff answers 200 and gives the stream, as a Conn, to a Handle's
+// serve.
+func handOff(st *stream, req *Request, serve func(*Conn)) {
+	if err := st.respond(":status", "200"); err != nil {
+		return
+	}
+	c := newConn(st, net.TCPAddrFromAddrPort(req.Dst), net.TCPAddrFromAddrPort(sourceAddr(*req)), func() {})
+	c.server = true
+	stop := context.AfterFunc(st.ctx, func() { c.Close() })
+	defer stop()
+	serve(c)
+	c.Close()
+}
+
+// accept decides a CONNECT: the upstream to splice it to, or the Handle
+// function that serves it (with the request), or neither when it was
+// answered with an error.
+//
+//go:noinline
+func (s *Server) accept(st *stream, f *http2.MetaHeadersFrame, ci *connInfo) (net.Conn, func(*Conn), *Request) {
 	req, code, err := s.buildRequest(f, ci)
 	if err != nil {
 		s.log.Debug("HBONE request rejected", "source", ci.source.String(), "code", code, "error", err)
 		st.respondError(code, err.Error())
-		return
+		return nil, nil, nil
 	}
 	ctx := st.ctx
 	if err := s.cfg.Authorize(ctx, req); err != nil {
 		s.log.Debug("HBONE request denied", "source", req.SourceID.String(), "dst", req.Dst.String(), "error", err)
 		if se := (*StatusError)(nil); errors.As(err, &se) {
 			st.respondError(se.Code, se.Reason)
-			return
+			return nil, nil, nil
 		}
 		st.respondError(http.StatusUnauthorized, reasonDenied)
-		return
+		return nil, nil, nil
+	}
+	if s.cfg.Handle != nil {
+		serve, err := s.cfg.Handle(ctx, req)
+		if err != nil {
+			s.answerDialError(st, req, err)
+			return nil, nil, nil
+		}
+		if serve != nil {
+			return nil, serve, &req
+		}
 	}
 	up, err := s.cfg.Dial(ctx, req)
 	if err != nil {
-		s.log.Debug("HBONE upstream dial failed", "dst", req.Dst.String(), "error", err)
-		if se := (*StatusError)(nil); errors.As(err, &se) {
-			st.respondError(se.Code, se.Reason)
-			return
-		}
-		st.respondError(http.StatusServiceUnavailable, reasonUpstreamFail+": "+err.Error())
+		s.answerDialError(st, req, err)
+		return nil, nil, nil
+	}
+	return up, nil, nil
+}
+
+// answerDialError answers a stream whose Handle or Dial failed: the
+// StatusError it wraps, else 503.
+func (s *Server) answerDialError(st *stream, req Request, err error) {
+	s.log.Debug("HBONE upstream dial failed", "dst", req.Dst.String(), "error", err)
+	if se := (*StatusError)(nil); errors.As(err, &se) {
+		st.respondError(se.Code, se.Reason)
 		return
 	}
-	defer up.Close()
-	if err := st.respond(":status", "200"); err != nil {
-		return
+	st.respondError(http.StatusServiceUnavailable, reasonUpstreamFail+": "+err.Error())
+}
+
+// sourceAddr is the original source of r: its Forwarded for=, else the
+// peer.
+func sourceAddr(r Request) netip.AddrPort {
+	if r.Src.IsValid() {
+		return r.Src
 	}
-	if err := splice(ctx, st, up); err != nil {
-		// The upstream broke: reset the stream so the client sees an
-		// error rather than a clean end of stream.
-		st.closeStream(http2.ErrCodeInternal)
-	}
+	return r.Peer
 }
 
 // respond sends the response HEADERS, unless the stream was reset or
@@ -524,23 +589,36 @@ func (st *stream) respondError(status int, reason string) {
 	st.closeStream(http2.ErrCodeNo)
 }
 
-// splice copies client→upstream and upstream→client. The client's end of
-// stream half-closes the upstream; the upstream's EOF ends the response
-// stream while the client may still send. It returns an error only if
-// reading the upstream failed for a reason other than EOF or the stream's
-// end.
-func splice(ctx context.Context, st *stream, up net.Conn) error {
+// spliceAsync copies client→upstream and upstream→client, then closes
+// up, ends the stream and calls ci.exit. The client's end of stream
+// half-closes the upstream; the upstream's EOF ends the response stream
+// while the client may still send; an upstream that fails (other than by
+// EOF or the stream's end) resets the stream, so the client sees an error
+// rather than a clean end. No goroutine waits while the stream is idle: a
+// TCP upstream gets the client's data from the connection's reader, and
+// the upstream's data is pumped (netcopy.Pump) by a fresh goroutine per
+// burst; an upstream that allows neither gets a copy goroutine per
+// direction.
+func spliceAsync(st *stream, up net.Conn, ci *connInfo) {
+	ctx := st.ctx
+	var pending atomic.Int32
+	pending.Store(2)
 	stop := context.AfterFunc(ctx, func() { up.Close() })
-	defer stop()
-	toUp := make(chan struct{})
+	end := func() {
+		if pending.Add(-1) != 0 {
+			return
+		}
+		stop()
+		up.Close()
+		st.closeStream(http2.ErrCodeCancel) // nothing if both directions ended
+		ci.exit()
+	}
 	upEnded := func(err error) {
 		if err != nil {
 			up.Close()
 		}
-		close(toUp)
+		end()
 	}
-	// A TCP upstream gets the client's data from the connection's reader
-	// (no goroutine per stream); any other upstream from a copy.
 	tc, count := writeTarget(up)
 	if tc == nil || !st.deliverTo(tc, count, upEnded) {
 		go func() {
@@ -551,17 +629,18 @@ func splice(ctx context.Context, st *stream, up net.Conn) error {
 			upEnded(errors.Join(rerr, werr))
 		}()
 	}
-	var upErr error
-	if err, werr := netcopy.Copy(streamIO{st}, up, netcopy.Waiter(up), nil); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-		upErr = err
-	} else if err == nil && werr == nil {
-		_, _ = st.write(nil, true)
+	fromUp := func(rerr, werr error) {
+		switch {
+		case rerr != nil && ctx.Err() == nil && !errors.Is(rerr, net.ErrClosed):
+			st.closeStream(http2.ErrCodeInternal)
+		case rerr == nil && werr == nil:
+			_, _ = st.write(nil, true)
+		}
+		end()
 	}
-	if upErr != nil {
-		st.closeStream(http2.ErrCodeInternal)
+	if !netcopy.Pump(streamIO{st}, up, nil, func(f func()) { go f() }, fromUp) {
+		go func() { fromUp(netcopy.Copy(streamIO{st}, up, netcopy.Waiter(up), nil)) }()
 	}
-	<-toUp
-	return upErr
 }
 
 // TCPWriter is an upstream conn (such as a wrapper counting bytes) whose

@@ -7,6 +7,9 @@ import (
 	"syscall"
 )
 
+// rawSupported: Pump and the raw read path work here.
+const rawSupported = true
+
 // rawReader reads a socket through the runtime's poller with a pooled
 // buffer that is taken only when the socket has data: a read that would
 // block gives the buffer back before waiting. Same results as

@@ -4,6 +4,9 @@ package netcopy
 
 import "syscall"
 
+// rawSupported: Pump is Linux-only.
+const rawSupported = false
+
 // rawReader is Linux-only; elsewhere copies use the portable path.
 func rawReader(syscall.RawConn) func() (*[]byte, int, error) { return nil }
 

@@ -345,7 +345,10 @@ func holds(p phase, limit time.Duration) (bool, string) {
 func startProfile(ctx context.Context, tp *topology, file string, d time.Duration) chan error {
 	done := make(chan error, 1)
 	go func() {
-		done <- fetchProfile(ctx, tp, fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(d.Seconds()))), file)
+		secs := max(1, int(d.Seconds()))
+		ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+10*time.Second)
+		defer cancel()
+		done <- fetchProfile(ctx, tp, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), file)
 	}()
 	return done
 }

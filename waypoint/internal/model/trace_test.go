@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"net/http"
 	"regexp"
 	"testing"
@@ -169,5 +170,17 @@ func TestNewIDsAreNeverZero(t *testing.T) {
 	rnd := &seq{n: []uint64{0, 0, 5}}
 	if id := newID(rnd, 16); !isID(id, 32) {
 		t.Fatalf("newID = %q", id)
+	}
+}
+
+// TestNewUUIDLayout pins the hex layout of newUUID against fmt's.
+func TestNewUUIDLayout(t *testing.T) {
+	hi, lo := uint64(0x0123456789abcdef), uint64(0xfedcba9876543210)
+	got := newUUID(&seq{n: []uint64{hi, lo}})
+	hi = hi&^(0xf<<12) | 4<<12
+	lo = lo&^(0x3<<62) | 0x2<<62
+	want := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", hi>>32, (hi>>16)&0xffff, hi&0xffff, lo>>48, lo&0xffffffffffff)
+	if got != want || !uuidRE.MatchString(got) {
+		t.Fatalf("newUUID = %s, want %s", got, want)
 	}
 }

@@ -81,11 +81,23 @@ func (e *logEntry) value(format string) any {
 	return format // a literal (xdsclient accepted no other operator)
 }
 
-// accessLogger serialises lines to one writer.
+// accessLogger serialises lines to one writer. Like Envoy's file access
+// logger it buffers them (up to accessLogBufferSize) and writes them at
+// most flushEvery after the first line of a batch, so a request costs no
+// write(2) of its own; flushEvery < 0 writes every line at once.
 type accessLogger struct {
-	mu sync.Mutex
-	w  io.Writer
+	w          io.Writer
+	flushEvery time.Duration
+
+	mu      sync.Mutex
+	buf     []byte
+	pending bool // buf has lines and the timer is armed
+	timer   *time.Timer
 }
+
+// accessLogBufferSize is how many bytes of lines wait at most before a
+// write (Envoy's file access log buffer: 64 KiB).
+const accessLogBufferSize = 64 << 10
 
 // write logs e as al describes, when al's filter keeps it (r is uniform
 // in [0, 100)). A write error is dropped: the log must not fail requests.
@@ -96,10 +108,55 @@ func (l *accessLogger) write(al *model.AccessLog, e *logEntry, r uint32) {
 	bp := lineBufs.Get().(*[]byte)
 	b := appendLine((*bp)[:0], al.Fields, e)
 	l.mu.Lock()
-	_, _ = l.w.Write(b)
+	switch {
+	case l.flushEvery < 0:
+		_, _ = l.w.Write(b)
+	default:
+		l.buf = append(l.buf, b...)
+		switch {
+		case len(l.buf) >= accessLogBufferSize:
+			l.flushLocked()
+		case !l.pending:
+			l.pending = true
+			if l.timer == nil {
+				l.timer = time.AfterFunc(l.flushEvery, l.flush)
+			} else {
+				l.timer.Reset(l.flushEvery)
+			}
+		}
+	}
 	l.mu.Unlock()
 	*bp = b
 	lineBufs.Put(bp)
+}
+
+// flush writes the buffered lines.
+func (l *accessLogger) flush() {
+	l.mu.Lock()
+	l.flushLocked()
+	l.mu.Unlock()
+}
+
+// close writes the buffered lines and stops the timer (the proxy has
+// stopped serving).
+func (l *accessLogger) close() {
+	l.mu.Lock()
+	l.flushLocked()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.mu.Unlock()
+}
+
+func (l *accessLogger) flushLocked() {
+	if len(l.buf) > 0 {
+		_, _ = l.w.Write(l.buf)
+	}
+	l.buf = l.buf[:0]
+	if cap(l.buf) > 2*accessLogBufferSize {
+		l.buf = nil
+	}
+	l.pending = false
 }
 
 var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}

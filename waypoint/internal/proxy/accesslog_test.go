@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,4 +76,73 @@ func BenchmarkAccessLogLine(b *testing.B) { // 15 fields
 			}
 		}
 	})
+}
+
+// countingWriter records each Write it gets.
+type countingWriter struct {
+	mu     sync.Mutex
+	writes []string
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes = append(w.writes, string(p))
+	return len(p), nil
+}
+
+func (w *countingWriter) get() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.writes)
+}
+
+// TestAccessLogBuffering: lines wait in the buffer and leave together
+// after flushEvery, at once when the buffer is full, on close, and one by
+// one when flushEvery is negative.
+func TestAccessLogBuffering(t *testing.T) {
+	al := &model.AccessLog{Fields: []model.LogField{{Name: "path", Format: "%REQ(:PATH)%"}}, Sampled: 100}
+	entry := func(path string) *logEntry { return &logEntry{path: path, code: 200} }
+
+	w := &countingWriter{}
+	l := &accessLogger{w: w, flushEvery: 50 * time.Millisecond}
+	l.write(al, entry("/a"), 0)
+	l.write(al, entry("/b"), 0)
+	if got := w.get(); len(got) != 0 {
+		t.Fatalf("written before the flush interval: %q", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(w.get()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := w.get(); len(got) != 1 || got[0] != "{\"path\":\"/a\"}\n{\"path\":\"/b\"}\n" {
+		t.Fatalf("after the interval: writes %q, want both lines in one", got)
+	}
+
+	// A full buffer is written at once; close writes the rest.
+	w2 := &countingWriter{}
+	l2 := &accessLogger{w: w2, flushEvery: time.Hour}
+	long := "/" + strings.Repeat("x", 1000)
+	n := accessLogBufferSize/len(long) + 1
+	for range n + 1 {
+		l2.write(al, entry(long), 0)
+	}
+	if got := w2.get(); len(got) != 1 || len(got[0]) < accessLogBufferSize {
+		t.Fatalf("full buffer: %d writes, want one of at least %d bytes", len(got), accessLogBufferSize)
+	}
+	l2.close()
+	got := w2.get()
+	if len(got) != 2 || strings.Count(got[0]+got[1], "\n") != n+1 {
+		t.Fatalf("after close: %d writes with %d lines, want 2 with %d", len(got), strings.Count(strings.Join(got, ""), "\n"), n+1)
+	}
+
+	// Negative: every line is its own write; unlogged lines write nothing.
+	w3 := &countingWriter{}
+	l3 := &accessLogger{w: w3, flushEvery: -1}
+	l3.write(al, entry("/c"), 0)
+	l3.write(&model.AccessLog{Fields: al.Fields, Sampled: 0}, entry("/d"), 50)
+	l3.write(al, entry("/e"), 0)
+	if got := w3.get(); len(got) != 2 || got[1] != "{\"path\":\"/e\"}\n" {
+		t.Fatalf("unbuffered: writes %q", got)
+	}
 }

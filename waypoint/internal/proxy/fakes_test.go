@@ -202,7 +202,7 @@ func startProxyWith(t *testing.T, m *testMesh, cfg *model.Config, now func() tim
 		Identity:    id,
 		Certificate: func(context.Context) (*tls.Certificate, error) { return m.cert(id) },
 		Roots:       m.ca.Roots, TrustDomain: td, Metrics: metrics, DrainTimeout: time.Second, Logger: quiet(), Now: now,
-		AccessLog: accessLog,
+		AccessLog: accessLog, AccessLogFlush: -1, // lines at once: the tests read them right after a request
 	})
 	if err != nil {
 		t.Fatal(err)

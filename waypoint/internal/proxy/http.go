@@ -25,6 +25,10 @@ import (
 // upstreamIdleTimeout closes upstream HTTP connections idle this long.
 const upstreamIdleTimeout = 30 * time.Second
 
+// responseFlushInterval bounds how long part of a response of known
+// length may wait in the downstream write buffer.
+const responseFlushInterval = time.Millisecond
+
 // httpStream is one HBONE stream that carries HTTP: the connection
 // manager of its filter chain. Its upstream transports (one per upstream
 // protocol) are its own, like Envoy's connection pools keyed by the
@@ -43,22 +47,19 @@ type httpStream struct {
 
 type streamKey struct{}
 
-// serveHTTPStream hands a new stream to the HTTP server and returns the
-// other end of the in-memory connection, which the HBONE server splices
-// to the source.
-func (p *Proxy) serveHTTPStream(ctx context.Context, dst netip.AddrPort, src source) (net.Conn, error) {
+// serveHTTPStream serves one HBONE stream with the HTTP server and
+// returns when the server has closed it.
+func (p *Proxy) serveHTTPStream(ctx context.Context, c *hbone.Conn, dst netip.AddrPort, src source) {
 	st := &httpStream{p: p, dst: dst, src: src, transports: map[model.UpstreamProtocol]*http.Transport{}, pools: map[poolKey]*connPool{}}
-	outer, inner := newPipe(net.TCPAddrFromAddrPort(dst), net.TCPAddrFromAddrPort(src.addr), st.close)
-	inner.stream = st
+	sc := &streamConn{Conn: c, stream: st, closed: make(chan struct{})}
 	select {
-	case p.streams.ch <- inner:
-		return outer, nil
+	case p.streams.ch <- sc:
 	case <-p.streams.done:
+		sc.Close()
 	case <-ctx.Done():
+		sc.Close()
 	}
-	outer.Close()
-	inner.Close()
-	return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint is shutting down"}
+	<-sc.closed
 }
 
 // transport returns the stream's transport for an upstream protocol; the
@@ -119,9 +120,14 @@ func (p *Proxy) newHTTPServer() *http.Server {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true) // codec AUTO: HTTP/1.1 or h2c prior knowledge
 	rp := &httputil.ReverseProxy{
-		Rewrite:        rewrite,
-		Transport:      &retryTransport{p: p},
-		FlushInterval:  -1, // stream (gRPC, server-sent events)
+		Rewrite:   rewrite,
+		Transport: &retryTransport{p: p},
+		// Responses of unknown length (gRPC, chunked) and server-sent
+		// events are flushed at every write (ReverseProxy does that
+		// itself); others at least every responseFlushInterval and at
+		// their end, so a small response leaves in one write with its
+		// headers instead of the headers first from a timer goroutine.
+		FlushInterval:  responseFlushInterval,
 		BufferPool:     netcopy.BufferPool{},
 		ModifyResponse: modifyResponse,
 		ErrorHandler:   p.upstreamError,
@@ -131,8 +137,8 @@ func (p *Proxy) newHTTPServer() *http.Server {
 		Handler:   &handler{p: p, rp: rp},
 		Protocols: &protos,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if pc, ok := c.(*pipeConn); ok && pc.stream != nil {
-				return context.WithValue(ctx, streamKey{}, pc.stream)
+			if sc, ok := c.(*streamConn); ok {
+				return context.WithValue(ctx, streamKey{}, sc.stream)
 			}
 			return ctx
 		},

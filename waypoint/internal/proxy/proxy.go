@@ -75,7 +75,15 @@ type Config struct {
 	// AccessLog receives the JSON access log lines of the HTTP chains
 	// that configure one (XDS.md §13); nil: no access log.
 	AccessLog io.Writer
+	// AccessLogFlush is how long access log lines may wait in the
+	// buffer before they are written (default DefaultAccessLogFlush);
+	// negative writes every line at once.
+	AccessLogFlush time.Duration
 }
+
+// DefaultAccessLogFlush is Config.AccessLogFlush's default: lines reach
+// the log within a second, in one write per batch.
+const DefaultAccessLogFlush = time.Second
 
 // Proxy is the data path. Build it with New, feed it configs with
 // SetConfig and serve a listener with Run.
@@ -112,10 +120,13 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.AccessLogFlush == 0 {
+		cfg.AccessLogFlush = DefaultAccessLogFlush
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener(), accessLog: &accessLogger{w: cfg.AccessLog}, confChanged: make(chan struct{})}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "proxy"), streams: newStreamListener(), accessLog: &accessLogger{w: cfg.AccessLog, flushEvery: cfg.AccessLogFlush}, confChanged: make(chan struct{})}
 	tlsCfg, err := hbone.ServerTLS(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cfg.Certificate(hello.Context())
 	}, cfg.Roots, cfg.TrustDomain)
@@ -125,6 +136,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.server, err = hbone.NewServer(hbone.ServerConfig{
 		TLS:       tlsCfg,
 		Authorize: func(context.Context, hbone.Request) error { return nil }, // L7 policy comes later
+		Handle:    p.handle,
 		Dial:      p.dial,
 		Waypoint:  true,
 		Logger:    cfg.Logger,
@@ -211,24 +223,56 @@ func (p *Proxy) Run(ctx context.Context, ln net.Listener) error {
 	dw.Wait()
 	wg.Wait()
 	p.dialer.Close()
+	p.accessLog.close()
 	return err
 }
 
-// dial is the HBONE server's Dial: it decides what a CONNECT becomes.
-func (p *Proxy) dial(ctx context.Context, r hbone.Request) (net.Conn, error) {
-	cfg, ch := p.chainFor(ctx, r.Dst)
-	if cfg == nil {
-		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint has no configuration from the control plane yet"}
+// handle is the HBONE server's Handle: it decides what a CONNECT
+// becomes. A stream whose filter chain carries HTTP is served by the HTTP
+// server on the stream itself; a TCP chain's goes on to dial.
+func (p *Proxy) handle(ctx context.Context, r hbone.Request) (func(*hbone.Conn), error) {
+	_, ch, err := p.chainOf(ctx, r.Dst)
+	if err != nil {
+		return nil, err
 	}
-	if ch == nil {
-		return nil, &hbone.StatusError{Code: http.StatusBadRequest,
-			Reason: fmt.Sprintf("unknown destination %s: no service port bound to this waypoint has this address", r.Dst)}
+	if !ch.Protocol.IsHTTP() {
+		return nil, nil
+	}
+	select {
+	case <-p.streams.done:
+		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint is shutting down"}
+	default:
 	}
 	src := sourceOf(r)
-	if ch.Protocol.IsHTTP() {
-		return p.serveHTTPStream(ctx, r.Dst, src)
+	return func(c *hbone.Conn) { p.serveHTTPStream(ctx, c, r.Dst, src) }, nil
+}
+
+// dial is the HBONE server's Dial for the streams handle passed on: it
+// connects a TCP filter chain's stream to an endpoint of its cluster.
+func (p *Proxy) dial(ctx context.Context, r hbone.Request) (net.Conn, error) {
+	cfg, ch, err := p.chainOf(ctx, r.Dst)
+	if err != nil {
+		return nil, err
 	}
-	return p.dialTCP(ctx, cfg, ch, src)
+	if ch.Protocol.IsHTTP() {
+		// The listener changed between handle and here.
+		return nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the filter chain for " + r.Dst.String() + " changed while the stream was set up; retry"}
+	}
+	return p.dialTCP(ctx, cfg, ch, sourceOf(r))
+}
+
+// chainOf is the configuration and filter chain for dst (chainFor), or
+// the status to answer when there is none.
+func (p *Proxy) chainOf(ctx context.Context, dst netip.AddrPort) (*model.Config, *model.Chain, error) {
+	cfg, ch := p.chainFor(ctx, dst)
+	if cfg == nil {
+		return nil, nil, &hbone.StatusError{Code: http.StatusServiceUnavailable, Reason: "the waypoint has no configuration from the control plane yet"}
+	}
+	if ch == nil {
+		return nil, nil, &hbone.StatusError{Code: http.StatusBadRequest,
+			Reason: fmt.Sprintf("unknown destination %s: no service port bound to this waypoint has this address", dst)}
+	}
+	return cfg, ch, nil
 }
 
 // chainFor returns the current configuration and its chain for dst,

@@ -151,7 +151,8 @@ func Tail(p *Process) string {
 	return fmt.Sprintf("(pid %d, exited %v %v):\n%s", p.Pid(), p.Exited(), p.Err(), out)
 }
 
-// NodeGet fetches http://127.0.0.1:<port><path> inside a netns.
+// NodeGet fetches http://127.0.0.1:<port><path> inside a netns, within
+// ctx's deadline or, when it has none, 5 s.
 func NodeGet(ctx context.Context, topo *Topology, netnsPath string, port int, path string) (int, string, error) {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -160,8 +161,11 @@ func NodeGet(ctx context.Context, topo *Topology, netnsPath string, port int, pa
 		DisableKeepAlives: true,
 	}
 	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+path, nil)
 	if err != nil {
 		return 0, "", err

@@ -500,7 +500,7 @@ func (p *pod) serve(wg *sync.WaitGroup) {
 		})
 	}
 	accept(p.out, func(c net.Conn) {
-		p.handler.Serve(p.ctx, outbound.Pod{UID: p.uid, Netns: p.ns, Dialer: p.dialer, Track: p.conns.Add}, c.(*net.TCPConn))
+		p.handler.Serve(p.ctx, outbound.Pod{UID: p.uid, Netns: p.ns, Dialer: p.dialer, Track: p.conns.Add, Go: p.workers.Go}, c.(*net.TCPConn))
 	})
 	accept(p.plain, func(c net.Conn) {
 		p.inb.ServePlaintext(p.ctx, inbound.Pod{UID: p.uid, Netns: p.ns, Track: p.conns.Add}, c.(*net.TCPConn))
@@ -537,18 +537,23 @@ func (p *pod) drain(ctx context.Context) {
 				_ = p.srv.Shutdown(ctx)
 			}
 		}()
-		workers := make(chan struct{})
+		// The handlers' goroutines, and the connections: one carried by
+		// proxy.SpliceAsync may be in no goroutine at all while its
+		// HBONE stream delivers the answer.
+		idle := make(chan struct{})
 		go func() {
 			p.workers.Wait()
-			close(workers)
+			_ = p.conns.Wait(ctx)
+			close(idle)
 		}()
 		select {
-		case <-workers:
+		case <-idle:
 		case <-ctx.Done():
 			p.log.Warn("drain period over; closing the remaining connections", "open", p.conns.Len())
 		}
 		p.cancel()
-		<-workers
+		<-idle
+		p.workers.Wait()
 		<-shut
 		if p.dialer != nil {
 			p.dialer.Close()

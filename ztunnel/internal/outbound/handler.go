@@ -102,6 +102,10 @@ type Pod struct {
 	// Track, if set, is called when a connection starts; the returned
 	// func when it ends.
 	Track func() (done func())
+	// Go, if set, runs f on a new goroutine the caller tracks
+	// (sync.WaitGroup.Go): Serve then returns once the connection is set
+	// up and carries it on such goroutines; nil carries it in Serve.
+	Go func(f func())
 }
 
 // NetnsDialTCP returns an hbone.DialerConfig.DialTCP that connects from
@@ -116,21 +120,62 @@ func NetnsDialTCP(ns *socket.Netns, mark uint32) func(ctx context.Context, t hbo
 // Serve handles one connection captured from the pod: it reads the
 // original destination, plans the route and proxies until both sides are
 // done (or ctx ends). It closes c.
+//
+// The decision and the dial run in open, deep in its frames (snapshot,
+// route, labels, the HBONE handshake). With pod.Go set, Serve returns
+// once the connection is set up: an HBONE connection is then carried by
+// proxy.SpliceAsync (no goroutine waits while it is idle, and each burst
+// runs on a fresh small stack), any other by Splice on a new goroutine.
 func (h *Handler) Serve(ctx context.Context, pod Pod, c *net.TCPConn) {
-	defer c.Close()
+	conn := h.open(ctx, pod, c)
+	if conn == nil {
+		c.Close()
+		return
+	}
+	end := func(err error) {
+		c.Close()
+		conn.mc.Close()
+		conn.done()
+		if err != nil {
+			h.log.Debug("outbound connection broken", "pod", pod.UID, "client", c.RemoteAddr().String(), "dst", conn.dst.String(), "error", err)
+		}
+	}
+	if pod.Go != nil {
+		if proxy.SpliceAsync(ctx, c, conn.up, conn.mc.AddSent, conn.mc.AddReceived, pod.Go, end) {
+			return
+		}
+		pod.Go(func() { end(proxy.Splice(ctx, c, conn.up, conn.mc.AddSent, conn.mc.AddReceived)) })
+		return
+	}
+	end(proxy.Splice(ctx, c, conn.up, conn.mc.AddSent, conn.mc.AddReceived))
+}
+
+// opened is an outbound connection ready to splice.
+type opened struct {
+	up   net.Conn
+	mc   *metrics.Conn
+	dst  netip.AddrPort
+	done func() // Pod.Track's
+}
+
+// open decides where c goes and connects there; nil when the connection
+// was refused (c is reset then).
+//
+//go:noinline
+func (h *Handler) open(ctx context.Context, pod Pod, c *net.TCPConn) *opened {
 	client := addrPort(c.RemoteAddr())
 	log := h.log.With("pod", pod.UID, "client", client.String())
 	dst, err := socket.OriginalDst(c)
 	if err != nil {
 		log.Warn("outbound connection refused: no original destination", "error", err)
 		reset(c)
-		return
+		return nil
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if dst == addrPort(c.LocalAddr()) {
 		log.Debug("outbound connection refused: addressed to the capture port itself")
 		reset(c)
-		return
+		return nil
 	}
 	log = log.With("dst", dst.String())
 	snap, src, ok := h.source(ctx, pod.UID)
@@ -138,7 +183,7 @@ func (h *Handler) Serve(ctx context.Context, pod Pod, c *net.TCPConn) {
 		h.cfg.Metrics.Refused(metrics.RefusedUnknownWorkload)
 		log.Warn("outbound connection refused: source pod is not in the workload state", "waited", h.cfg.SourceWait.String())
 		reset(c)
-		return
+		return nil
 	}
 	route, err := h.cfg.Planner.Plan(snap, src, dst)
 	if err != nil {
@@ -149,13 +194,12 @@ func (h *Handler) Serve(ctx context.Context, pod Pod, c *net.TCPConn) {
 		h.cfg.Metrics.Refused(reason)
 		log.Info("outbound connection denied", "reason", route.Reason)
 		reset(c)
-		return
+		return nil
 	}
 	done := func() {}
 	if pod.Track != nil {
 		done = pod.Track()
 	}
-	defer done()
 
 	var up net.Conn
 	protocol, security := metrics.ProtocolTCP, metrics.SecurityNone
@@ -175,7 +219,8 @@ func (h *Handler) Serve(ctx context.Context, pod Pod, c *net.TCPConn) {
 		h.cfg.Metrics.Refused(metrics.RefusedUpstream)
 		log.Info("outbound connection failed", "route", route.Kind.String(), "error", err)
 		reset(c)
-		return
+		done()
+		return nil
 	}
 	labels := metrics.ConnLabels{
 		Reporter:        metrics.ReporterSource,
@@ -194,11 +239,8 @@ func (h *Handler) Serve(ctx context.Context, pod Pod, c *net.TCPConn) {
 		labels.DestinationService = route.Service.Hostname
 	}
 	mc := h.cfg.Metrics.Open(labels, metrics.DirectionOutbound, protocol, client, dst)
-	defer mc.Close()
 	log.Debug("outbound connection", "route", route.Kind.String(), "reason", route.Reason)
-	if err := proxy.Splice(ctx, c, up, mc.AddSent, mc.AddReceived); err != nil {
-		log.Debug("outbound connection broken", "error", err)
-	}
+	return &opened{up: up, mc: mc, dst: dst, done: done}
 }
 
 func (h *Handler) dialHBONE(ctx context.Context, pod Pod, src model.Workload, client netip.AddrPort, r Route) (net.Conn, error) {

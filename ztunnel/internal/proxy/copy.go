@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -77,6 +78,79 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 	return finish(ctx, a, b, &mu, &first)
 }
 
+// SpliceAsync is Splice for a TCP connection a and a conn b whose own
+// reader writes b→a (an HBONE stream's), with no goroutine held while
+// neither side has data: a→b runs as a netcopy.Pump on goroutines that
+// spawn starts (a new one per burst, on a small stack), b→a on b's reader.
+// It returns at once; done(err) is called once, after both directions
+// ended and both conns are closed, with what Splice would return. It
+// reports false, and starts nothing, when a or b cannot do this (then
+// call Splice).
+func SpliceAsync(ctx context.Context, a *net.TCPConn, b net.Conn, aToB, bToA func(n int64), spawn func(func()), done func(error)) bool {
+	d, ok := b.(deliverer)
+	if !ok {
+		return false
+	}
+	s := &asyncSplice{a: a, b: b, ctx: ctx, done: done}
+	s.pending.Store(2)
+	s.stop = context.AfterFunc(ctx, func() {
+		a.Close()
+		b.Close()
+	})
+	if !d.DeliverTo(a, bToA, func(err error) {
+		if err = ignoreClosed(err); err != nil {
+			s.fail(err)
+		}
+		s.end()
+	}) {
+		s.stop()
+		return false
+	}
+	halfDone := func(rerr, werr error) {
+		if err := halfResult(b, rerr, werr); err != nil {
+			s.fail(err)
+		}
+		s.end()
+	}
+	if !netcopy.Pump(b, a, aToB, spawn, halfDone) {
+		spawn(func() { halfDone(netcopy.Copy(b, a, netcopy.Waiter(a), aToB)) })
+	}
+	return true
+}
+
+// asyncSplice is the state SpliceAsync's two directions share.
+type asyncSplice struct {
+	a, b    net.Conn
+	ctx     context.Context
+	done    func(error)
+	stop    func() bool
+	pending atomic.Int32
+
+	mu    sync.Mutex
+	first error
+}
+
+// fail records the first failure and closes both conns, which ends the
+// other direction too.
+func (s *asyncSplice) fail(err error) {
+	s.mu.Lock()
+	if s.first == nil {
+		s.first = err
+	}
+	s.mu.Unlock()
+	s.a.Close()
+	s.b.Close()
+}
+
+// end is called once per direction; the last one finishes.
+func (s *asyncSplice) end() {
+	if s.pending.Add(-1) != 0 {
+		return
+	}
+	s.stop()
+	s.done(finish(s.ctx, s.a, s.b, &s.mu, &s.first))
+}
+
 // deliverer is a conn whose own reader can write what it receives to a TCP
 // connection (*hbone.Conn).
 type deliverer interface {
@@ -99,6 +173,13 @@ func finish(ctx context.Context, a, b net.Conn, mu *sync.Mutex, first *error) er
 // copyHalf copies src to dst until src ends, then half-closes dst.
 func copyHalf(dst, src net.Conn, count func(int64)) error {
 	rerr, werr := netcopy.Copy(dst, src, netcopy.Waiter(src), count)
+	return halfResult(dst, rerr, werr)
+}
+
+// halfResult ends one direction after its copy returned rerr, werr: a
+// failure (other than a closed conn) is returned; the source's EOF
+// half-closes dst.
+func halfResult(dst net.Conn, rerr, werr error) error {
 	if werr != nil {
 		return ignoreClosed(werr)
 	}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -163,4 +165,120 @@ func TestSpliceReportsReset(t *testing.T) {
 			}
 		})
 	}
+}
+
+// delivering is a TCP conn with a DeliverTo like an HBONE stream's: a
+// goroutine of its own copies what it receives to dst (unit-test stand-in
+// for hbone.Conn's reader).
+type delivering struct {
+	*net.TCPConn
+	wg *sync.WaitGroup
+}
+
+func (d delivering) DeliverTo(dst *net.TCPConn, count func(int64), done func(error)) bool {
+	d.wg.Go(func() {
+		n, err := io.Copy(dst, d.TCPConn)
+		if count != nil && n > 0 {
+			count(n)
+		}
+		if err == nil {
+			err = dst.CloseWrite()
+		}
+		done(err)
+	})
+	return true
+}
+
+// spliceAsync runs SpliceAsync and returns a channel with done's result.
+func spliceAsync(t *testing.T, ctx context.Context, a, b *net.TCPConn, up, down *atomic.Int64) chan error {
+	t.Helper()
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	res := make(chan error, 2)
+	count := func(c *atomic.Int64) func(int64) {
+		if c == nil {
+			return nil
+		}
+		return func(n int64) { c.Add(n) }
+	}
+	if !SpliceAsync(ctx, a, delivering{b, &wg}, count(up), count(down), func(f func()) { wg.Go(f) }, func(err error) { res <- err }) {
+		t.Fatal("SpliceAsync refused a TCP conn and a deliverer")
+	}
+	return res
+}
+
+// TestSpliceAsync: the same contract as Splice — half-close both ways,
+// counts, cancel closes both, a reset is reported — with done called once;
+// a conn without DeliverTo is refused.
+func TestSpliceAsync(t *testing.T) {
+	t.Run("half-close and counts", func(t *testing.T) {
+		client, a := tcpPair(t, "tcp4", "127.0.0.1:0")
+		b, server := tcpPair(t, "tcp4", "127.0.0.1:0")
+		var up, down atomic.Int64
+		done := spliceAsync(t, context.Background(), a, b, &up, &down)
+		req := make([]byte, 1<<20)
+		rand.Read(req)
+		go func() {
+			// In bursts with pauses, so the pump waits between them.
+			for p := req; len(p) > 0; p = p[min(len(p), 100_000):] {
+				client.Write(p[:min(len(p), 100_000)])
+				time.Sleep(time.Millisecond)
+			}
+			client.CloseWrite()
+		}()
+		got, err := io.ReadAll(server)
+		if err != nil || !bytes.Equal(got, req) {
+			t.Fatalf("server read %d bytes (%v), want the %d sent", len(got), err, len(req))
+		}
+		resp := []byte("response after the client's half-close")
+		server.Write(resp)
+		server.CloseWrite()
+		if back, err := io.ReadAll(client); err != nil || !bytes.Equal(back, resp) {
+			t.Fatalf("client read %q (%v), want %q", back, err, resp)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("SpliceAsync: %v", err)
+		}
+		if up.Load() != int64(len(req)) || down.Load() != int64(len(resp)) {
+			t.Fatalf("counted %d up / %d down, want %d / %d", up.Load(), down.Load(), len(req), len(resp))
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("done called twice (second: %v)", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	})
+	t.Run("cancel closes both", func(t *testing.T) {
+		client, a := tcpPair(t, "tcp4", "127.0.0.1:0")
+		b, server := tcpPair(t, "tcp4", "127.0.0.1:0")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := spliceAsync(t, ctx, a, b, nil, nil)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("SpliceAsync after cancel: %v", err)
+		}
+		for name, c := range map[string]net.Conn{"client": client, "server": server} {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%s: read after cancel = %v, want EOF or reset", name, err)
+			}
+		}
+	})
+	t.Run("client reset is reported", func(t *testing.T) {
+		client, a := tcpPair(t, "tcp4", "127.0.0.1:0")
+		b, _ := tcpPair(t, "tcp4", "127.0.0.1:0")
+		done := spliceAsync(t, context.Background(), a, b, nil, nil)
+		client.SetLinger(0)
+		client.Close() // RST to the pumped side
+		if err := <-done; !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("SpliceAsync = %v, want ECONNRESET", err)
+		}
+	})
+	t.Run("no deliverer", func(t *testing.T) {
+		_, a := tcpPair(t, "tcp4", "127.0.0.1:0")
+		b, _ := tcpPair(t, "tcp4", "127.0.0.1:0")
+		if SpliceAsync(context.Background(), a, b, nil, nil, func(func()) { t.Fatal("spawned") }, func(error) { t.Fatal("done") }) {
+			t.Fatal("SpliceAsync took a conn without DeliverTo")
+		}
+	})
 }
