@@ -244,11 +244,16 @@ spec:
 			if err := status(f, ns, client.Name, "POST", base+marker, 403); err != nil {
 				return err
 			}
+			// The waypoint writes its access log in batches, within
+			// proxy.DefaultAccessLogFlush (1 s): both lines come in
+			// the same one.
 			var got200, got403 bool
-			for _, l := range waypointAccessLog(t, f, ns, "waypoint") {
-				if l["path"] == marker {
-					got200 = got200 || l["response_code"] == 200.0
-					got403 = got403 || l["response_code"] == 403.0
+			for wait := time.Now().Add(5 * time.Second); !got403 && time.Now().Before(wait); time.Sleep(250 * time.Millisecond) {
+				for _, l := range waypointAccessLog(t, f, ns, "waypoint") {
+					if l["path"] == marker {
+						got200 = got200 || l["response_code"] == 200.0
+						got403 = got403 || l["response_code"] == 403.0
+					}
 				}
 			}
 			if got200 || !got403 {

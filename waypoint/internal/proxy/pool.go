@@ -108,7 +108,20 @@ type poolConn struct {
 	cc       *http.ClientConn
 	served   uint32
 	draining bool
-	idle     *time.Timer
+	// idle closes the connection after upstreamIdleTimeout without a
+	// request; made once, armed (idleArmed) whenever the connection has
+	// none in flight.
+	idle      *time.Timer
+	idleArmed bool
+	idleSince time.Time // when it was armed: a stale firing is ignored
+}
+
+// stopIdle disarms c's idle timer.
+func (c *poolConn) stopIdle() {
+	if c.idleArmed {
+		c.idle.Stop()
+		c.idleArmed = false
+	}
 }
 
 type waitResult struct {
@@ -196,10 +209,7 @@ func (p *connPool) takeReadyLocked() (r waitResult, ok bool) {
 		if n := p.cl.MaxRequestsPerConnection; n > 0 && c.served >= n {
 			c.draining = true
 		}
-		if c.idle != nil {
-			c.idle.Stop()
-			c.idle = nil
-		}
+		c.stopIdle()
 		return r, true
 	}
 	return waitResult{}, false
@@ -253,7 +263,7 @@ func (p *connPool) dial(cl *model.Cluster, ep model.Endpoint) {
 		return
 	}
 	p.conns = append(p.conns, &poolConn{cc: cc})
-	cc.SetStateHook(func(*http.ClientConn) { go p.dispatch() })
+	cc.SetStateHook(p.stateChanged)
 	p.dispatchLocked()
 }
 
@@ -270,6 +280,20 @@ func (p *connPool) dispatch() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.dispatchLocked()
+}
+
+// stateChanged is the connections' state hook: a request ended, a slot
+// freed or a connection broke. It is called synchronously from
+// Response.Body.Close — the common case, dispatched here, on the request's
+// goroutine — and from ClientConn.Release, which takeReadyLocked may call
+// with p.mu held: then the dispatch runs on a goroutine of its own.
+func (p *connPool) stateChanged(*http.ClientConn) {
+	if p.mu.TryLock() {
+		p.dispatchLocked()
+		p.mu.Unlock()
+		return
+	}
+	go p.dispatch()
 }
 
 // dispatchLocked forgets broken connections, closes drained ones, gives
@@ -289,9 +313,7 @@ func (p *connPool) dispatchLocked() {
 			alive = append(alive, c)
 			continue
 		}
-		if c.idle != nil {
-			c.idle.Stop()
-		}
+		c.stopIdle()
 		p.cs.connections.Add(-1)
 	}
 	clear(p.conns[len(alive):])
@@ -307,8 +329,13 @@ func (p *connPool) dispatchLocked() {
 		w <- r
 	}
 	for _, c := range p.conns {
-		if c.idle == nil && !c.draining && c.cc.InFlight() == 0 {
-			c.idle = time.AfterFunc(upstreamIdleTimeout, func() { p.closeIdle(c) })
+		if !c.idleArmed && !c.draining && c.cc.InFlight() == 0 {
+			c.idleArmed, c.idleSince = true, time.Now()
+			if c.idle == nil {
+				c.idle = time.AfterFunc(upstreamIdleTimeout, func() { p.closeIdle(c) })
+			} else {
+				c.idle.Reset(upstreamIdleTimeout)
+			}
 		}
 	}
 	if len(p.waiters) > 0 {
@@ -321,7 +348,7 @@ func (p *connPool) closeIdle(c *poolConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	i := slices.Index(p.conns, c)
-	if i < 0 || c.idle == nil || c.cc.InFlight() > 0 {
+	if i < 0 || !c.idleArmed || time.Since(c.idleSince) < upstreamIdleTimeout || c.cc.InFlight() > 0 {
 		return
 	}
 	p.conns = slices.Delete(p.conns, i, i+1)
@@ -344,9 +371,7 @@ func (p *connPool) close() {
 	}
 	p.waiters = nil
 	for _, c := range p.conns {
-		if c.idle != nil {
-			c.idle.Stop()
-		}
+		c.stopIdle()
 		p.cs.connections.Add(-1)
 		go c.cc.Close()
 	}
