@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -77,6 +78,14 @@ type DialerConfig struct {
 	// MaxStreamsPerConn caps concurrent streams on one connection before
 	// another is opened (default 100).
 	MaxStreamsPerConn int
+	// SpreadConns is how many connections a key may use before streams
+	// share one (default DefaultSpreadConns: GOMAXPROCS, at most 4; 1
+	// puts every stream on the first connection until it is full). When
+	// every connection of a key carries a stream, another one is dialled
+	// in the background and later streams go to the least-loaded one, so
+	// concurrent busy streams are framed and decrypted by as many
+	// connections' goroutines in parallel; no stream waits for that dial.
+	SpreadConns int
 	// IdleTimeout closes a connection that has had no stream for this long
 	// (default 60s).
 	IdleTimeout time.Duration
@@ -103,12 +112,22 @@ type Dialer struct {
 	mu     sync.Mutex
 	closed bool
 	pools  map[PoolKey]*pool
+
+	// bg ends the background dials (spreadLocked) on Close; spares
+	// tracks them.
+	bg     context.Context
+	stopBg context.CancelFunc
+	spares sync.WaitGroup
 }
 
 type pool struct {
 	conns   []*poolConn
 	dialing chan struct{} // non-nil while a connection is being dialed
 }
+
+// DefaultSpreadConns is DialerConfig.SpreadConns's default: one
+// connection per CPU the process may use, at most 4.
+func DefaultSpreadConns() int { return min(runtime.GOMAXPROCS(0), 4) }
 
 type poolConn struct {
 	key     PoolKey
@@ -131,6 +150,9 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	}
 	if cfg.MaxStreamsPerConn <= 0 {
 		cfg.MaxStreamsPerConn = DefaultMaxStreamsPerConn
+	}
+	if cfg.SpreadConns <= 0 {
+		cfg.SpreadConns = DefaultSpreadConns()
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
@@ -156,7 +178,9 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if err := validateFlow(cfg.StreamWindow, cfg.ConnWindow, cfg.MaxReadFrameSize); err != nil {
 		return nil, err
 	}
-	return &Dialer{cfg: cfg, log: cfg.Logger.With("component", "hbone"), pools: map[PoolKey]*pool{}}, nil
+	d := &Dialer{cfg: cfg, log: cfg.Logger.With("component", "hbone"), pools: map[PoolKey]*pool{}}
+	d.bg, d.stopBg = context.WithCancel(context.Background())
+	return d, nil
 }
 
 func defaultDialTCP(ctx context.Context, t Target) (net.Conn, error) {
@@ -224,14 +248,15 @@ func (d *Dialer) acquire(ctx context.Context, t Target) (*poolConn, error) {
 			}
 			return pc.dead
 		})
-		for _, pc := range p.conns {
-			if pc.streams < d.cfg.MaxStreamsPerConn && pc.cc.reserve(d.cfg.MaxStreamsPerConn) {
-				pc.streams++
-				pc.stopIdle()
-				d.mu.Unlock()
-				closeAll(drop)
-				return pc, nil
+		if pc := d.leastLoadedLocked(p); pc != nil {
+			pc.streams++
+			pc.stopIdle()
+			if pc.streams > 1 && len(p.conns) < d.cfg.SpreadConns && p.dialing == nil {
+				d.spreadLocked(p, t)
 			}
+			d.mu.Unlock()
+			closeAll(drop)
+			return pc, nil
 		}
 		if wait := p.dialing; wait != nil {
 			d.mu.Unlock()
@@ -275,6 +300,53 @@ func (d *Dialer) acquire(ctx context.Context, t Target) (*poolConn, error) {
 		}
 		return pc, nil
 	}
+}
+
+// leastLoadedLocked reserves a stream on the connection of p with the
+// fewest streams that has room (the first such, in dial order); nil when
+// none has.
+func (d *Dialer) leastLoadedLocked(p *pool) *poolConn {
+	conns := p.conns
+	if len(conns) > 1 {
+		conns = slices.SortedStableFunc(slices.Values(conns), func(a, b *poolConn) int { return a.streams - b.streams })
+	}
+	for _, pc := range conns {
+		if pc.streams < d.cfg.MaxStreamsPerConn && pc.cc.reserve(d.cfg.MaxStreamsPerConn) {
+			return pc
+		}
+	}
+	return nil
+}
+
+// spreadLocked dials one more connection for p's key in the background
+// (SpreadConns); streams that find it ready use it. A failure is logged
+// and changes nothing: the existing connections serve.
+func (d *Dialer) spreadLocked(p *pool, t Target) {
+	done := make(chan struct{})
+	p.dialing = done
+	t.Forwarded, t.Baggage = nil, nil // the connection's, not this stream's
+	d.spares.Go(func() {
+		ctx, cancel := context.WithTimeout(d.bg, d.cfg.ConnectTimeout)
+		defer cancel()
+		pc, err := d.connect(ctx, t)
+		d.mu.Lock()
+		p.dialing = nil
+		close(done)
+		if err == nil && !d.closed && d.pools[t.Key()] == p {
+			p.conns = append(p.conns, pc)
+			pc.idleGen++
+			gen := pc.idleGen
+			pc.idle = d.cfg.afterFunc(d.cfg.IdleTimeout, func() { d.expireIdle(pc, gen) })
+			pc = nil
+		}
+		d.mu.Unlock()
+		if err != nil {
+			d.log.Debug("spare HBONE connection failed", "addr", t.HBONEAddr.String(), "error", err)
+		}
+		if pc != nil {
+			pc.cc.close()
+		}
+	})
 }
 
 // connect dials TCP, handshakes TLS and starts an HTTP/2 connection.
@@ -483,6 +555,8 @@ func (d *Dialer) Close() error {
 		delete(d.pools, k)
 	}
 	d.mu.Unlock()
+	d.stopBg()
 	closeAll(all)
+	d.spares.Wait()
 	return nil
 }

@@ -64,6 +64,7 @@ func TestSmallWindows(t *testing.T) {
 	})
 	d := m.newDialer(t, func(c *DialerConfig) {
 		c.StreamWindow, c.ConnWindow, c.MaxReadFrameSize = 65535, 65535, 16384
+		c.SpreadConns = 1 // the streams share the connection's window
 	})
 	data := make([]byte, 3<<20+5)
 	rand.Read(data)

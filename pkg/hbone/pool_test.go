@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
 	"io"
@@ -30,7 +31,8 @@ func TestPoolStreamCap(t *testing.T) {
 			up := startUpstream(t, lo.ip, echo)
 			ts := startServer(t, m, lo.ip, nil)
 			var dials atomic.Int32
-			d := m.newDialer(t, func(c *DialerConfig) { c.DialTCP = countingDial(&dials) })
+			// One connection until it is full (spreading is TestPoolSpread's).
+			d := m.newDialer(t, func(c *DialerConfig) { c.DialTCP = countingDial(&dials); c.SpreadConns = 1 })
 
 			const n = 150
 			conns := make([]*Conn, n)
@@ -124,6 +126,7 @@ func TestPoolIdleExpiry(t *testing.T) {
 	var dials atomic.Int32
 	d := m.newDialer(t, func(c *DialerConfig) {
 		c.DialTCP = countingDial(&dials)
+		c.SpreadConns = 1
 		c.IdleTimeout = time.Hour // never fires by itself
 		c.afterFunc = func(d time.Duration, f func()) stopper {
 			mu.Lock()
@@ -300,4 +303,68 @@ func readWindows(t *testing.T, fr *http2.Framer) (streamWindow, connIncrement ui
 		}
 	}
 	return
+}
+
+// TestPoolSpread: concurrent streams of one key spread over SpreadConns
+// connections, dialled in the background (no stream waits for one), then
+// go to the least-loaded one; SpreadConns 1 keeps them on one.
+func TestPoolSpread(t *testing.T) {
+	m := newMesh(t)
+	up := startUpstream(t, "127.0.0.1", echo)
+	ts := startServer(t, m, "127.0.0.1", nil)
+	var dials atomic.Int32
+	d := m.newDialer(t, func(c *DialerConfig) { c.DialTCP = countingDial(&dials); c.SpreadConns = 3 })
+	var conns []*Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	dial := func() {
+		t.Helper()
+		c, err := d.Dial(context.Background(), m.target(ts, up))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// Stream 1 dials; stream 2 shares the connection and starts a spare.
+	dial()
+	dial()
+	waitConns := func(n int) []int {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			info := d.Conns()
+			if len(info) == n || time.Now().After(deadline) {
+				var streams []int
+				for _, ci := range info {
+					streams = append(streams, ci.Streams)
+				}
+				slices.Sort(streams)
+				return streams
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if got := waitConns(2); !slices.Equal(got, []int{0, 2}) {
+		t.Fatalf("after 2 streams: streams per connection %v, want [0 2] (a spare dialled)", got)
+	}
+	// Stream 3 takes the spare (least loaded); stream 4 starts the third.
+	dial()
+	dial()
+	if got := waitConns(3); !slices.Equal(got, []int{0, 2, 2}) {
+		t.Fatalf("after 4 streams: %v, want [0 2 2]", got)
+	}
+	for range 5 {
+		dial()
+	}
+	if got := waitConns(3); !slices.Equal(got, []int{3, 3, 3}) || dials.Load() != 3 {
+		t.Fatalf("after 9 streams: %v with %d dials, want [3 3 3] over 3", got, dials.Load())
+	}
+	for i, c := range conns {
+		if sum := roundTrip(t, c, []byte{byte(i)}); sum != sha256.Sum256([]byte{byte(i)}) {
+			t.Fatalf("stream %d echoed wrong data", i)
+		}
+	}
 }
