@@ -596,9 +596,9 @@ func (st *stream) respondError(status int, reason string) {
 // EOF or the stream's end) resets the stream, so the client sees an error
 // rather than a clean end. No goroutine waits while the stream is idle: a
 // TCP upstream gets the client's data from the connection's reader, and
-// the upstream's data is pumped (netcopy.Pump) by a fresh goroutine per
-// burst; an upstream that allows neither gets a copy goroutine per
-// direction.
+// the upstream's data is pumped (netcopy.Pump: an idle stream waits on a
+// fresh goroutine's small stack); an upstream that allows neither gets a
+// copy goroutine per direction.
 func spliceAsync(st *stream, up net.Conn, ci *connInfo) {
 	ctx := st.ctx
 	var pending atomic.Int32

@@ -79,9 +79,10 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 }
 
 // SpliceAsync is Splice for a TCP connection a and a conn b whose own
-// reader writes b→a (an HBONE stream's), with no goroutine held while
-// neither side has data: a→b runs as a netcopy.Pump on goroutines that
-// spawn starts (a new one per burst, on a small stack), b→a on b's reader.
+// reader writes b→a (an HBONE stream's), with no grown goroutine held
+// while idle: a→b runs as a netcopy.Pump on goroutines that spawn starts (a
+// fresh one, on a small stack, after each idle period of
+// netcopy.IdleHandoff), b→a on b's reader.
 // It returns at once; done(err) is called once, after both directions
 // ended and both conns are closed, with what Splice would return. It
 // reports false, and starts nothing, when a or b cannot do this (then
