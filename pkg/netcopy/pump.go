@@ -35,7 +35,7 @@ func Pump(dst io.Writer, src io.Reader, count func(int64), spawn func(func()), d
 		return false
 	}
 	p := &pump{dst: dst, tc: tc, rc: rc, readCount: readCount, count: count, spawn: spawn, done: done}
-	p.try = p.read
+	p.try = p.r.try
 	spawn(p.run)
 	return true
 }
@@ -51,34 +51,44 @@ type pump struct {
 	readCount, count func(int64)
 	spawn            func(func())
 	done             func(rerr, werr error)
-	try              func(fd uintptr) bool // p.read, allocated once
+	try              func(fd uintptr) bool // p.r.try, allocated once
 
 	// Set by read, used by the goroutine that called rc.Read.
-	bp   *[]byte
-	n    int
-	rerr error
+	r rawRead
 }
 
-// read is the poller callback: it reads what the socket has into a
-// pooled buffer taken only now; on EAGAIN it gives the buffer back and
-// lets the poller wait (on the goroutine's small stack).
-func (p *pump) read(fd uintptr) bool {
-	if p.bp == nil {
-		p.bp = bufs.Get().(*[]byte)
+// rawRead is a poller read callback (syscall.RawConn.Read): it reads what
+// the socket has into a pooled buffer taken only now; on EAGAIN it gives
+// the buffer back and lets the poller wait. After it returned true, bp, n
+// and err are the read's (the caller takes bp).
+type rawRead struct {
+	bp  *[]byte
+	n   int
+	err error
+}
+
+func (r *rawRead) try(fd uintptr) bool {
+	if r.bp == nil {
+		r.bp = bufs.Get().(*[]byte)
 	}
 	for {
-		n, err := syscall.Read(int(fd), *p.bp)
+		n, err := syscall.Read(int(fd), *r.bp)
 		switch err {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			bufs.Put(p.bp)
-			p.bp = nil
+			bufs.Put(r.bp)
+			r.bp = nil
 			return false
 		}
-		p.n, p.rerr = n, err
+		r.n, r.err = n, err
 		return true
 	}
+}
+
+// readError is the error of a failed read(2), as net.Conn.Read reports it.
+func readError(err error) error {
+	return &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", err)}
 }
 
 // run waits for src to have data (or end) and copies; after the first
@@ -86,15 +96,15 @@ func (p *pump) read(fd uintptr) bool {
 // that passes.
 func (p *pump) run() {
 	for fresh := true; ; fresh = false {
-		p.n, p.rerr = 0, nil
+		p.r.n, p.r.err = 0, nil
 		if !fresh {
 			_ = p.tc.SetReadDeadline(time.Now().Add(IdleHandoff))
 		}
 		err := p.rc.Read(p.try)
 		if err != nil {
-			if p.bp != nil {
-				bufs.Put(p.bp)
-				p.bp = nil
+			if p.r.bp != nil {
+				bufs.Put(p.r.bp)
+				p.r.bp = nil
 			}
 			if !fresh && errors.Is(err, os.ErrDeadlineExceeded) {
 				// Idle: wait on a new goroutine, with no deadline, and
@@ -106,8 +116,8 @@ func (p *pump) run() {
 			p.done(err, nil) // closed
 			return
 		}
-		bp, n, rerr := p.bp, p.n, p.rerr
-		p.bp = nil
+		bp, n, rerr := p.r.bp, p.r.n, p.r.err
+		p.r.bp = nil
 		if n > 0 {
 			if p.readCount != nil {
 				p.readCount(int64(n))
@@ -126,7 +136,7 @@ func (p *pump) run() {
 		bufs.Put(bp)
 		switch {
 		case rerr != nil:
-			p.done(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}, nil)
+			p.done(readError(rerr), nil)
 		default:
 			p.done(nil, nil) // EOF
 		}

@@ -2,7 +2,6 @@ package netcopy
 
 import (
 	"io"
-	"net"
 	"os"
 	"syscall"
 )
@@ -16,48 +15,26 @@ const rawSupported = true
 // (*net.TCPConn).Read without the buffer held while idle, and without an
 // extra syscall.
 func rawReader(rc syscall.RawConn) func() (*[]byte, int, error) {
-	var (
-		bp   *[]byte
-		n    int
-		rerr error
-	)
-	try := func(fd uintptr) bool {
-		if bp == nil {
-			bp = bufs.Get().(*[]byte)
-		}
-		for {
-			var err error
-			n, err = syscall.Read(int(fd), *bp)
-			switch err {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				bufs.Put(bp)
-				bp = nil
-				return false
-			}
-			rerr = err
-			return true
-		}
-	}
+	var r rawRead
+	try := r.try
 	return func() (*[]byte, int, error) {
-		n, rerr = 0, nil
+		r.n, r.err = 0, nil
 		if err := rc.Read(try); err != nil { // closed, or deadline
-			if bp != nil {
-				bufs.Put(bp)
-				bp = nil
+			if r.bp != nil {
+				bufs.Put(r.bp)
+				r.bp = nil
 			}
 			return nil, 0, err
 		}
-		got := bp
-		bp = nil
+		got := r.bp
+		r.bp = nil
 		switch {
-		case rerr != nil:
-			return got, 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}
-		case n <= 0:
+		case r.err != nil:
+			return got, 0, readError(r.err)
+		case r.n <= 0:
 			return got, 0, io.EOF
 		}
-		return got, n, nil
+		return got, r.n, nil
 	}
 }
 

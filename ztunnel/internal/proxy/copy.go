@@ -25,6 +25,14 @@ import (
 // closes both connections (the peer sees a reset or close) and is returned;
 // ctx ending closes both and returns nil.
 func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error {
+	if tc, ok := a.(*net.TCPConn); ok {
+		// b's own reader writes b→a (an HBONE stream's connection does):
+		// SpliceAsync, waited for here.
+		done := make(chan error, 1)
+		if SpliceAsync(ctx, tc, b, aToB, bToA, func(f func()) { go f() }, func(err error) { done <- err }) {
+			return <-done
+		}
+	}
 	stop := context.AfterFunc(ctx, func() {
 		a.Close()
 		b.Close()
@@ -41,27 +49,6 @@ func Splice(ctx context.Context, a, b net.Conn, aToB, bToA func(n int64)) error 
 		// Unblock the other direction.
 		a.Close()
 		b.Close()
-	}
-	if d, ok := b.(deliverer); ok {
-		if tc, ok := a.(*net.TCPConn); ok {
-			// b's own reader writes b→a (an HBONE stream's connection
-			// does): a→b runs here, and no goroutine waits on b.
-			bDone := make(chan struct{})
-			delivered := func(err error) {
-				// A failure closes both, which ends a→b too.
-				if err = ignoreClosed(err); err != nil {
-					fail(err)
-				}
-				close(bDone)
-			}
-			if d.DeliverTo(tc, bToA, delivered) {
-				if err := copyHalf(b, a, aToB); err != nil {
-					fail(err)
-				}
-				<-bDone
-				return finish(ctx, a, b, &mu, &first)
-			}
-		}
 	}
 	// b→a runs in this goroutine: one goroutine less per connection.
 	aDone := make(chan struct{})
