@@ -380,7 +380,7 @@ func (d *Dialer) connect(ctx context.Context, t Target) (*poolConn, error) {
 		maxReadFrame: d.cfg.MaxReadFrameSize,
 		log:          d.log,
 	})
-	cc.onIdle = func() { cc.fail(errors.New("hbone: connection closed after GOAWAY")) }
+	cc.onIdle = cc.closeIdle
 	if err := cc.start(); err != nil {
 		tc.NetConn().Close()
 		return nil, fmt.Errorf("hbone: starting HTTP/2 with %s: %w", t.HBONEAddr, err)

@@ -107,6 +107,7 @@ type h2conn struct {
 	recvUnacked  int64 // consumed, not yet returned in a WINDOW_UPDATE
 	goAwaySent   bool
 	goAwayRecv   bool
+	lingering    bool   // closeIdle ran: the write side is shut
 	err          error  // set once the connection is dead
 	onIdle       func() // called (without locks) when the last stream ends after GOAWAY
 }
@@ -871,6 +872,60 @@ func (c *h2conn) fail(err error) {
 	c.winCh = make(chan struct{})
 	c.mu.Unlock()
 	c.raw.Close()
+}
+
+// idleLinger bounds how long a connection that ended after GOAWAY keeps
+// reading, once it has sent its last frames, for the peer to close too.
+const idleLinger = time.Second
+
+// closeIdle ends a connection whose streams are all done after GOAWAY. It
+// sends what is queued, then TLS close_notify and a TCP FIN, and lets the
+// reader run until the peer closes as well (or idleLinger passes); the
+// reader then closes the socket. Closing at once would reset the
+// connection when frames of the peer (a WINDOW_UPDATE, a PING, a stream
+// the GOAWAY refused) are still unread, and a reset throws away what the
+// kernel has not sent yet: the end of the last answer.
+func (c *h2conn) closeIdle() {
+	c.mu.Lock()
+	if c.err != nil || c.lingering {
+		c.mu.Unlock()
+		return
+	}
+	c.lingering = true
+	c.mu.Unlock()
+	_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second)) // a stuck write gives up the lock
+	c.wmu.Lock()
+	err := c.writeLocked(nil)
+	if err == nil {
+		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+			err = cw.CloseWrite() // close_notify
+		}
+	}
+	if err == nil {
+		err = shutdownSocketWrite(c.raw)
+	}
+	if c.werr == nil {
+		c.werr = errors.New("hbone: connection closed after GOAWAY")
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(fmt.Errorf("hbone: closing the HBONE connection after GOAWAY: %w", err))
+		return
+	}
+	_ = c.raw.SetReadDeadline(time.Now().Add(idleLinger))
+}
+
+// shutdownSocketWrite sends a TCP FIN on the socket under c (a recordConn or the
+// socket itself); a connection without a write side to close is left to
+// the reader's deadline.
+func shutdownSocketWrite(c net.Conn) error {
+	if rc, ok := c.(*recordConn); ok {
+		c = rc.Conn
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // close closes the connection, politely (GOAWAY) if it is still healthy.

@@ -570,3 +570,70 @@ func TestHandle(t *testing.T) {
 		t.Fatalf("Handle error: Dial = %v, want 400", err)
 	}
 }
+
+// TestGoAwayEndsWithoutReset: a connection whose last stream ends after
+// GOAWAY closes with close_notify and a TCP FIN, not a reset, although the
+// client is still sending PINGs. A reset would throw away whatever the
+// server's kernel had not sent yet of the last answer.
+func TestGoAwayEndsWithoutReset(t *testing.T) {
+	m := newMesh(t)
+	answer := bytes.Repeat([]byte("last answer "), 5000) // within the default stream window
+	for round := range 10 {
+		release := make(chan struct{})
+		up := startUpstream(t, "127.0.0.1", func(c *net.TCPConn) {
+			io.Copy(io.Discard, c)
+			<-release
+			c.Write(answer)
+		})
+		ts := startServer(t, m, "127.0.0.1", nil)
+		fr, tc := rawServerConn(t, m, ts)
+		fr.WriteSettings()
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: connectBlock(t, up.String()), EndHeaders: true})
+		awaitFrame(t, tc, fr, "200", func(f http2.Frame) bool {
+			h, ok := f.(*http2.MetaHeadersFrame)
+			return ok && h.StreamID == 1 && h.PseudoValue("status") == "200"
+		})
+		fr.WriteData(1, true, []byte("request"))
+		shut := make(chan error, 1)
+		go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+		awaitFrame(t, tc, fr, "GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+
+		stop := make(chan struct{})
+		var pinger sync.WaitGroup
+		pinger.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if fr.WritePing(false, [8]byte{byte(round)}) != nil {
+					return
+				}
+			}
+		})
+		close(release)
+		var got []byte
+		tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var end error
+		for end == nil {
+			var f http2.Frame
+			f, end = fr.ReadFrame()
+			if df, ok := f.(*http2.DataFrame); ok && end == nil && df.StreamID == 1 {
+				got = append(got, df.Data()...)
+			}
+		}
+		close(stop)
+		pinger.Wait()
+		tc.Close()
+		if !bytes.Equal(got, answer) {
+			t.Errorf("round %d: got %d bytes of the %d-byte answer", round, len(got), len(answer))
+		}
+		if !errors.Is(end, io.EOF) {
+			t.Errorf("round %d: the connection ended with %v, want EOF after close_notify", round, end)
+		}
+		if err := <-shut; err != nil {
+			t.Fatalf("round %d: Shutdown: %v", round, err)
+		}
+	}
+}

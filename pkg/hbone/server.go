@@ -268,7 +268,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 			go s.serveStream(st, f, ci)
 		},
 	})
-	h.onIdle = func() { h.fail(errors.New("hbone: connection closed after GOAWAY")) }
+	h.onIdle = h.closeIdle
 	if err := h.start(); err != nil {
 		return err
 	}

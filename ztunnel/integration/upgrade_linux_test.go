@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -188,7 +189,8 @@ func TestPrivilegedUpgradeHandover(t *testing.T) {
 	haltAll()
 	for _, l := range loops {
 		if f := l.failuresCopy(); len(f) > 0 {
-			t.Errorf("%s: %d of %d connections failed across the handover; first: %v", l.name, len(f), int64(len(f))+l.ok.Load(), f[:min(len(f), 5)])
+			t.Errorf("%s: %d of %d connections failed across the handover; first: %v\nztunnel log lines about failures:\n%s",
+				l.name, len(f), int64(len(f))+l.ok.Load(), f[:min(len(f), 5)], failureLines(m.zt[r.client.Node], old, nu))
 		} else {
 			t.Logf("%s: %d connections, 0 failures", l.name, l.ok.Load())
 		}
@@ -197,4 +199,20 @@ func TestPrivilegedUpgradeHandover(t *testing.T) {
 	if nu.proc.Exited() {
 		t.Fatalf("new ztunnel exited: %v", nu.proc.Err())
 	}
+}
+
+// failureLines returns the log lines of the ztunnels that report a failure
+// or a refusal (at most 40 per process), to tell a failed handover's cause.
+func failureLines(zts ...*ztunnel) string {
+	var b strings.Builder
+	for _, z := range zts {
+		n := 0
+		for line := range strings.Lines(z.proc.Output()) {
+			if n < 40 && (strings.Contains(line, "fail") || strings.Contains(line, "refus") || strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) {
+				fmt.Fprintf(&b, "%s: %s", z.node.Name, line)
+				n++
+			}
+		}
+	}
+	return b.String()
 }
