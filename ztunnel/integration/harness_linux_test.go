@@ -53,7 +53,7 @@ func ztunnelBinary(t *testing.T) string {
 			return
 		}
 		buildBin = filepath.Join(buildDir, "ztunnel")
-		out, err := exec.Command("go", "build", "-o", buildBin, "ambit.dev/ztunnel/cmd/ztunnel").CombinedOutput()
+		out, err := exec.Command("go", "build", "-tags", "grpcnotrace", "-o", buildBin, "ambit.dev/ztunnel/cmd/ztunnel").CombinedOutput() // -tags: the Makefile's GOTAGS
 		if err != nil {
 			buildErr = fmt.Errorf("go build ztunnel: %w\n%s", err, out)
 		}

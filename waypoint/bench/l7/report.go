@@ -62,6 +62,9 @@ func rows(cfg config) []row {
 		{"L7 proxy RSS idle / peak (MB)", func(r, _, _ *result) string {
 			return when(r.l7 && r.rssIdle > 0, mb(r.rssIdle)+" / "+mb(max(r.rssIdle, r.rssPeak)))
 		}},
+		{"of which file-backed, idle (MB; RssFile: binary pages, shared)", func(r, _, _ *result) string {
+			return when(r.l7 && r.rssFile > 0, mb(r.rssFile))
+		}},
 		{fmt.Sprintf("Highest rate held (req/s; no errors, p99 ≤ %v)", cfg.holdP99), func(r, _, _ *result) string {
 			if r.best == nil {
 				return na

@@ -26,6 +26,7 @@ type result struct {
 	base     phase // at cfg.rate
 	roundP99 []time.Duration
 	rssIdle  uint64 // L7 proxy
+	rssFile  uint64 // file-backed part of rssIdle (binary pages)
 	rssPeak  uint64 // L7 proxy, peak over the fixed-rate and sweep phases
 	best     *phase // highest rate held
 	sweepEnd string // why the sweep stopped
@@ -65,9 +66,8 @@ func (r *result) notef(format string, args ...any) {
 func buildBinary(ctx context.Context, dir, pkg, name string, log *slog.Logger) (string, error) {
 	out := filepath.Join(dir, name)
 	log.Info("building", "pkg", pkg, "out", out)
-	b := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	if msg, err := b.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s (run the bench inside the repository's Go workspace, or pass the binary's flag): %w\n%s", pkg, err, msg)
+	if err := benchkit.GoBuild(ctx, out, pkg); err != nil {
+		return "", fmt.Errorf("%w (run the bench inside the repository's Go workspace, or pass the binary's flag)", err)
 	}
 	return out, nil
 }
@@ -230,8 +230,12 @@ func measure(ctx context.Context, cfg config, paths []*path, tp *topology, log *
 	time.Sleep(time.Second)
 	for _, l := range lanes {
 		if l.p.l7 >= 0 {
-			if rss, err := benchkit.RSSBytes([]int{l.p.pids()[l.p.l7]}); err == nil {
+			pid := []int{l.p.pids()[l.p.l7]}
+			if rss, err := benchkit.RSSBytes(pid); err == nil {
 				l.r.rssIdle = rss[0]
+			}
+			if rss, err := benchkit.FileRSSBytes(pid); err == nil {
+				l.r.rssFile = rss[0]
 			}
 		}
 		var warm phase

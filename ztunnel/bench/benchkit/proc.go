@@ -45,24 +45,28 @@ func ParseStatCPU(stat string) (uint64, error) {
 }
 
 // ParseVmRSS returns VmRSS in bytes from the contents of /proc/<pid>/status.
-func ParseVmRSS(status string) (uint64, error) {
+func ParseVmRSS(status string) (uint64, error) { return ParseStatusKB(status, "VmRSS") }
+
+// ParseStatusKB returns the kB field (VmRSS, RssAnon, RssFile, ...) of the
+// contents of /proc/<pid>/status, in bytes.
+func ParseStatusKB(status, field string) (uint64, error) {
 	sc := bufio.NewScanner(strings.NewReader(status))
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		rest, ok := strings.CutPrefix(sc.Text(), field+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("unexpected VmRSS line %q", sc.Text())
+			return 0, fmt.Errorf("unexpected %s line %q", field, sc.Text())
 		}
 		kb, err := strconv.ParseUint(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("VmRSS %q: %w", f[0], err)
+			return 0, fmt.Errorf("%s %q: %w", field, f[0], err)
 		}
 		return kb * 1024, nil
 	}
-	return 0, fmt.Errorf("no VmRSS line (is the process a zombie?)")
+	return 0, fmt.Errorf("no %s line (is the process a zombie?)", field)
 }
 
 // CPUSeconds returns the CPU time (user+system, all threads) pids have used.
@@ -83,14 +87,21 @@ func CPUSeconds(pids []int) (float64, error) {
 }
 
 // RSSBytes returns the resident set size of each pid.
-func RSSBytes(pids []int) ([]uint64, error) {
+func RSSBytes(pids []int) ([]uint64, error) { return statusBytes(pids, "VmRSS") }
+
+// FileRSSBytes returns the file-backed part of each pid's resident set
+// (RssFile: mostly the binary's own text and read-only data, shared with
+// the page cache and with other processes of the same binary).
+func FileRSSBytes(pids []int) ([]uint64, error) { return statusBytes(pids, "RssFile") }
+
+func statusBytes(pids []int, field string) ([]uint64, error) {
 	out := make([]uint64, len(pids))
 	for i, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
-			return nil, fmt.Errorf("read RSS of proxy pid %d (did it exit?): %w", pid, err)
+			return nil, fmt.Errorf("read %s of proxy pid %d (did it exit?): %w", field, pid, err)
 		}
-		if out[i], err = ParseVmRSS(string(b)); err != nil {
+		if out[i], err = ParseStatusKB(string(b), field); err != nil {
 			return nil, fmt.Errorf("pid %d: %w", pid, err)
 		}
 	}

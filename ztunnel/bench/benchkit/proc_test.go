@@ -49,6 +49,30 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
+func TestParseStatusKB(t *testing.T) {
+	status := "Name:\tztunnel\nVmRSS:\t   16924 kB\nRssAnon:\t    2900 kB\nRssFile:\t   14024 kB\nRssShmem:\t       0 kB\n"
+	tests := []struct {
+		field   string
+		want    uint64
+		wantErr bool
+	}{
+		{"VmRSS", 16924 * 1024, false},
+		{"RssAnon", 2900 * 1024, false},
+		{"RssFile", 14024 * 1024, false},
+		{"RssShmem", 0, false},
+		{"Rss", 0, true}, // a prefix of other fields is not a field
+		{"VmSwap", 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.field, func(t *testing.T) {
+			got, err := ParseStatusKB(status, tc.field)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Errorf("ParseStatusKB(%s) = %d, %v; want %d, error %v", tc.field, got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
 func TestPercentile(t *testing.T) {
 	var s []time.Duration
 	for i := 1; i <= 1000; i++ {

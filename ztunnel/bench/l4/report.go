@@ -94,6 +94,7 @@ func rows(cfg config) []row {
 			return fmt.Sprintf("%.3f", r.vcpuAtRate)
 		}},
 		{"Proxy RSS idle (MB, client / server side)", func(r, _ *result) string { return perProxy(r.rssIdle, mb) }},
+		{"of which file-backed, idle (MB; RssFile: binary pages, shared)", func(r, _ *result) string { return perProxy(r.rssFileIdle, mb) }},
 		{fmt.Sprintf("Proxy RSS @ %d req/s (MB, peak)", cfg.rate), func(r, _ *result) string { return perProxy(r.rssRate, mb) }},
 		{"Proxy RSS under throughput load (MB, peak)", func(r, _ *result) string { return perProxy(r.rssLoad, mb) }},
 		{fmt.Sprintf("Memory per idle connection @ %d conns (KB, client / server side)", cfg.idleConns), func(r, _ *result) string {

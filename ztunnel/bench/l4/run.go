@@ -37,6 +37,7 @@ type result struct {
 	cpuPer1kReq        float64 // CPU seconds, all proxies
 	vcpuAtRate         float64 // vCPU, all proxies
 	rssIdle, rssLoad   []uint64
+	rssFileIdle        []uint64 // file-backed part of rssIdle (binary pages)
 	rssRate            []uint64
 	perConn            []float64 // bytes per idle connection, per proxy
 	idleOpened         int
@@ -78,9 +79,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger, cmdline string) erro
 	if !cfg.skipAmbit && ztunnelBin == "" {
 		ztunnelBin = filepath.Join(dir, "ztunnel")
 		log.Info("building ztunnel", "out", ztunnelBin)
-		build := exec.CommandContext(ctx, "go", "build", "-o", ztunnelBin, "./cmd/ztunnel")
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/ztunnel (run the bench from the ztunnel module directory, pass -ztunnel, or -skip-ambit): %w\n%s", err, out)
+		if err := benchkit.GoBuild(ctx, ztunnelBin, "./cmd/ztunnel"); err != nil {
+			return fmt.Errorf("%w (run the bench from the ztunnel module directory, pass -ztunnel, or -skip-ambit)", err)
 		}
 	}
 
@@ -217,6 +217,9 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 				continue
 			}
 			l.r.rssIdle = rss
+			if l.r.rssFileIdle, err = benchkit.FileRSSBytes(l.p.PIDs()); err != nil {
+				l.r.err, l.ok = err, false
+			}
 		}
 	}
 	seg := cfg.duration / time.Duration(cfg.rounds)
@@ -230,57 +233,11 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 		return out
 	}
 
-	// Throughput: single stream, then cfg.streams streams.
-	type tput struct {
-		bytes   int64
-		elapsed time.Duration
-		err     error
-	}
+	// Latency at a fixed rate: a warm-up per path, then the rounds. It
+	// runs before the throughput phases so that its RSS peak is the
+	// memory of that rate, not what the runtime still holds after moving
+	// hundreds of MB/s (Go returns freed memory to the OS over minutes).
 	meters := map[*lane]*benchkit.Meter{}
-	t1, tn := map[*lane]*tput{}, map[*lane]*tput{}
-	for _, l := range active() {
-		meters[l] = &benchkit.Meter{PIDs: l.p.PIDs()}
-		t1[l], tn[l] = &tput{}, &tput{}
-	}
-	for range cfg.rounds {
-		for _, streams := range []int{1, cfg.streams} {
-			for _, l := range active() {
-				acc := t1[l]
-				if streams != 1 {
-					acc = tn[l]
-				}
-				if acc.err != nil {
-					continue
-				}
-				meters[l].Segment(func() {
-					b, el, err := throughput(ctx, l.p.Env().srv, l.dial, streams, seg)
-					acc.bytes += b
-					acc.elapsed += el
-					acc.err = err
-				})
-			}
-		}
-	}
-	for _, l := range active() {
-		r, m := l.r, meters[l]
-		r.rssLoad = m.Peak
-		switch {
-		case t1[l].err != nil:
-			r.notef("single-stream throughput failed: %v", t1[l].err)
-		case tn[l].err != nil:
-			r.notef("%d-stream throughput failed: %v", cfg.streams, tn[l].err)
-		default:
-			r.measuredThroughput = true
-			r.tput1 = float64(t1[l].bytes) / t1[l].elapsed.Seconds() / 1e6
-			r.tput8 = float64(tn[l].bytes) / tn[l].elapsed.Seconds() / 1e6
-			if r.proxies && m.Err == nil {
-				r.cpuPerGB = m.Total() / (float64(t1[l].bytes+tn[l].bytes) / 1e9)
-			}
-		}
-		log.Info("throughput done", "path", r.name, "1", r.tput1, "n", r.tput8)
-	}
-
-	// Latency at a fixed rate: a warm-up per path, then the rounds.
 	samples := map[*lane][]time.Duration{}
 	rrConns := map[*lane][]net.Conn{}
 	for _, l := range active() {
@@ -332,6 +289,55 @@ func measureAll(ctx context.Context, cfg config, paths []path, log *slog.Logger)
 			r.vcpuAtRate = m.Total() / (seg * time.Duration(cfg.rounds)).Seconds()
 		}
 		log.Info("latency done", "path", r.name, "p50", r.p50, "p99", r.p99)
+	}
+
+	// Throughput: single stream, then cfg.streams streams.
+	type tput struct {
+		bytes   int64
+		elapsed time.Duration
+		err     error
+	}
+	t1, tn := map[*lane]*tput{}, map[*lane]*tput{}
+	for _, l := range active() {
+		meters[l] = &benchkit.Meter{PIDs: l.p.PIDs()}
+		t1[l], tn[l] = &tput{}, &tput{}
+	}
+	for range cfg.rounds {
+		for _, streams := range []int{1, cfg.streams} {
+			for _, l := range active() {
+				acc := t1[l]
+				if streams != 1 {
+					acc = tn[l]
+				}
+				if acc.err != nil {
+					continue
+				}
+				meters[l].Segment(func() {
+					b, el, err := throughput(ctx, l.p.Env().srv, l.dial, streams, seg)
+					acc.bytes += b
+					acc.elapsed += el
+					acc.err = err
+				})
+			}
+		}
+	}
+	for _, l := range active() {
+		r, m := l.r, meters[l]
+		r.rssLoad = m.Peak
+		switch {
+		case t1[l].err != nil:
+			r.notef("single-stream throughput failed: %v", t1[l].err)
+		case tn[l].err != nil:
+			r.notef("%d-stream throughput failed: %v", cfg.streams, tn[l].err)
+		default:
+			r.measuredThroughput = true
+			r.tput1 = float64(t1[l].bytes) / t1[l].elapsed.Seconds() / 1e6
+			r.tput8 = float64(tn[l].bytes) / tn[l].elapsed.Seconds() / 1e6
+			if r.proxies && m.Err == nil {
+				r.cpuPerGB = m.Total() / (float64(t1[l].bytes+tn[l].bytes) / 1e9)
+			}
+		}
+		log.Info("throughput done", "path", r.name, "1", r.tput1, "n", r.tput8)
 	}
 
 	// Connection rate.
